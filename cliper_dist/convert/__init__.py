@@ -1,0 +1,1 @@
+"""Catalog readers and the dataset writer behind ``tools/convert.py``."""

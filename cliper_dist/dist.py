@@ -1,0 +1,157 @@
+"""Distributed plumbing: torchrun env -> process group, rank-aware logging, seeding, teardown.
+
+Jobs are written once for any world size: ``python launch/x.py`` runs as a world of one,
+``torchrun --nproc_per_node N launch/x.py`` as N ranks. nccl is used when CUDA is present,
+gloo otherwise. A failure on one rank must not leave the others waiting in a collective:
+``run_main`` logs the error with its rank and exits non-zero, which makes torchrun tear the
+other workers down, and every process group carries a timeout for launches without an agent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import random
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from cliper_dist.errors import UserError
+
+T = TypeVar("T")
+log = logging.getLogger("cliper_dist")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_info_from_env() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) as torchrun sets them; a plain launch is a world of one."""
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return rank, local_rank, world_size
+
+
+def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+    """Join the process group torchrun describes (nothing to join for a world of one).
+
+    device: "auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu" or "cuda".
+    """
+    rank, local_rank, world_size = world_info_from_env()
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=dev if use_cuda else None,
+        )
+    setup_logging(rank, world_size)
+    return DistInfo(rank, local_rank, world_size, dev, backend)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def setup_logging(rank: int, world_size: int, level: int = logging.INFO) -> None:
+    """Rank 0 logs at ``level``; other ranks log warnings and errors only, tagged by rank."""
+    tag = f"[rank{rank}/{world_size}] " if world_size > 1 else ""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {tag}%(levelname)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level if rank == 0 else logging.WARNING)
+    log.propagate = False
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Decide on one rank, agree everywhere (e.g. a plan or a list of pending shards)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj: T) -> list[T]:
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch; ``rank`` offsets the stream so ranks draw differently."""
+    s = seed + rank
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
+    """A tqdm bar on rank 0 of an interactive (or forced) terminal; plain iteration elsewhere."""
+    rank, _, _ = world_info_from_env()
+    if rank != 0:
+        return iter(iterable)
+    from tqdm import tqdm
+
+    return iter(tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                     mininterval=1.0, disable=None))
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a launcher's ``main``: user errors become one line on rank 0, everything exits cleanly.
+
+    Exiting non-zero (instead of waiting at the next collective) is what lets torchrun stop
+    the remaining ranks; the process group is destroyed on every path.
+    """
+    rank, _, world_size = world_info_from_env()
+    code = 0
+    try:
+        code = main() or 0
+    except UserError as e:
+        if rank == 0:
+            print(f"cliper-dist: error: {e}", file=sys.stderr, flush=True)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        tag = f"rank {rank}/{world_size}" if world_size > 1 else "cliper-dist"
+        print(f"{tag}: failed\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        if code == 0:
+            shutdown()
+    # A failed rank does not join destroy_process_group (it would wait for its peers); the
+    # process exit closes its sockets, and torchrun stops the others.
+    sys.stdout.flush()
+    os._exit(code) if code else sys.exit(0)
