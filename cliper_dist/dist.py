@@ -16,7 +16,7 @@ import random
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -117,15 +117,24 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     torch.manual_seed(s)
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
-    """A tqdm bar on rank 0 of an interactive (or forced) terminal; plain iteration elsewhere."""
-    rank, _, _ = world_info_from_env()
-    if rank != 0:
-        return iter(iterable)
-    from tqdm import tqdm
+class Progress:
+    """A tqdm bar on rank 0 (shown when stderr is a terminal); a no-op on the other ranks."""
 
-    return iter(tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                     mininterval=1.0, disable=None))
+    def __init__(self, total: int | None, desc: str, unit: str = "it"):
+        self._bar = None
+        if world_info_from_env()[0] == 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0,
+                             disable=None, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def run_main(main: Callable[[], int | None]) -> None:

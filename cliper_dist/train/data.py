@@ -1,0 +1,111 @@
+"""Training data: interactions by split, per-epoch rank-sharded BPR batches, negatives.
+
+Reads a dataset directory (``tools/convert.py``) or an MMRec data folder (``X.inter``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cliper_dist.data import schema
+from cliper_dist.data.dataset import DatasetDir
+from cliper_dist.data.interactions import Interactions, read_inter
+from cliper_dist.errors import UserError
+
+
+@dataclass
+class CSR:
+    """Per-user item lists: items of user u are indices[indptr[u]:indptr[u+1]], sorted."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def build(cls, user: np.ndarray, item: np.ndarray, num_users: int) -> "CSR":
+        order = np.lexsort((item, user))
+        indptr = np.zeros(num_users + 1, dtype=np.int64)
+        np.add.at(indptr, user + 1, 1)
+        return cls(np.cumsum(indptr), item[order].astype(np.int64))
+
+    def row(self, u: int) -> np.ndarray:
+        return self.indices[self.indptr[u]:self.indptr[u + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+
+@dataclass
+class RecData:
+    num_users: int
+    num_items: int
+    train_user: np.ndarray
+    train_item: np.ndarray
+    train: CSR
+    valid: CSR
+    test: CSR
+    source: str
+
+    @classmethod
+    def from_interactions(cls, inter: Interactions, num_users: int, num_items: int, source: str) -> "RecData":
+        inter.validate(num_users, num_items, source)
+        tu, ti = inter.select(schema.SPLIT_TRAIN)
+        csr = {s: CSR.build(*inter.select(s), num_users) for s in (schema.SPLIT_VALID, schema.SPLIT_TEST)}
+        return cls(num_users, num_items, tu, ti, CSR.build(tu, ti, num_users),
+                   csr[schema.SPLIT_VALID], csr[schema.SPLIT_TEST], source)
+
+    def train_keys(self) -> np.ndarray:
+        """Sorted user * num_items + item keys of the training pairs (for negative rejection)."""
+        return np.sort(self.train_user * self.num_items + self.train_item)
+
+
+def load_rec_data(path: str | Path, num_items_hint: int | None = None) -> RecData:
+    """A dataset directory, or an MMRec folder holding exactly one ``*.inter`` file."""
+    path = Path(path)
+    if (path / schema.MANIFEST).is_file():
+        ds = DatasetDir.open(path)
+        return RecData.from_interactions(read_inter(path / schema.INTERACTIONS), ds.num_users, ds.num_items,
+                                         str(path / schema.INTERACTIONS))
+    inters = sorted(path.glob("*.inter")) if path.is_dir() else []
+    if len(inters) != 1:
+        raise UserError(f"{path}: expected a dataset directory (with {schema.MANIFEST}) or an MMRec folder "
+                        f"with one .inter file; found {len(inters)} .inter files")
+    inter = read_inter(inters[0])
+    num_users = int(inter.user.max()) + 1
+    num_items = max(int(inter.item.max()) + 1, num_items_hint or 0)
+    return RecData.from_interactions(inter, num_users, num_items, str(inters[0]))
+
+
+def sample_negatives(users: np.ndarray, num_items: int, train_keys: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """One uniform item per user that is not among the user's training items (vectorised
+    rejection: redraw only the collisions until none remain)."""
+    neg = rng.integers(num_items, size=len(users))
+    todo = np.arange(len(users))
+    while len(todo):
+        keys = users[todo] * num_items + neg[todo]
+        pos = np.searchsorted(train_keys, keys)
+        hit = train_keys[np.minimum(pos, len(train_keys) - 1)] == keys
+        todo = todo[hit]
+        neg[todo] = rng.integers(num_items, size=len(todo))
+    return neg
+
+
+def epoch_batches(data: RecData, train_keys: np.ndarray, epoch: int, seed: int, batch_size: int,
+                  rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """This rank's (users, positives, negatives) for every step of one epoch.
+
+    All ranks draw the same permutation from (seed, epoch); each global batch of
+    ``batch_size`` edges is split evenly across ranks, so every rank runs the same number of
+    steps (the sharded lookups are collectives) and the global batch matches one process.
+    Negatives come from a per-rank stream.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(len(data.train_user))
+    neg_rng = np.random.default_rng([seed, epoch, rank, 1])
+    for lo in range(0, len(order), batch_size):
+        part = np.array_split(order[lo:lo + batch_size], world_size)[rank]
+        users, pos = data.train_user[part], data.train_item[part]
+        yield users, pos, sample_negatives(users, data.num_items, train_keys, neg_rng)

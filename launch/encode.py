@@ -1,0 +1,39 @@
+"""CLIPER multi-view encoding of a dataset directory into an item feature store.
+
+    torchrun --nproc_per_node 8 launch/encode.py --data DATASET_DIR --out FEATURES_DIR \
+        --model ViT-L-14 --pretrained /ckpt/model.safetensors [batch_size=256 tau=0.1 ...]
+
+MODEL is an open_clip model name or a model config .json; CKPT a local checkpoint file or
+directory. Runs as a world of one without torchrun. Rerunning skips finished shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cliper_dist import config, dist
+from cliper_dist.encode.job import EncodeConfig, run
+
+
+def parse(argv: list[str]) -> EncodeConfig:
+    parser = argparse.ArgumentParser(description="CLIPER multi-view CLIP encoding (see module docstring)")
+    parser.add_argument("--config", help="YAML file of EncodeConfig keys")
+    parser.add_argument("--data", help="dataset directory (tools/convert.py output)")
+    parser.add_argument("--out", help="feature directory to write")
+    parser.add_argument("--model", help="open_clip model name or model config .json")
+    parser.add_argument("--pretrained", help="local checkpoint file or directory")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    args = parser.parse_args(argv)
+    flags = [f"{k}={v}" for k in ("data", "out", "model", "pretrained") if (v := getattr(args, k))]
+    return config.load(EncodeConfig, args.config, flags + args.overrides)
+
+
+def main() -> None:
+    cfg = parse(sys.argv[1:])
+    info = dist.init(device=cfg.device)
+    run(cfg, info)
+
+
+if __name__ == "__main__":
+    dist.run_main(main)

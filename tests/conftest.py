@@ -1,0 +1,112 @@
+"""Shared fixtures: the 2-rank launcher every distributed test uses, and small demo data."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("_rank_worker.py")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def torchrun_cmd(nproc: int, script: str | Path, args: list[str], nnodes: int = 1, node_rank: int = 0,
+                 port: int | None = None) -> list[str]:
+    """A real torchrun (c10d rendezvous on 127.0.0.1) command line for ``script``."""
+    port = port or free_port()
+    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=test{port}",
+            f"--node_rank={node_rank}", "--max_restarts=0", "--monitor_interval=0.2", str(script), *map(str, args)]
+
+
+def run_with_timeout(cmd: list[str], timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; on timeout kill the whole group and fail."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+@dataclass
+class Ranks:
+    """Runs functions or launchers on real ranks (torchrun, gloo) with a timeout."""
+
+    tmp: Path
+
+    def run(self, fn, *args, nproc: int = 2, timeout: float = 120) -> list:
+        """Call the module-level ``fn(*args)`` on every rank; returns the per-rank results."""
+        spec = self.tmp / f"call-{fn.__name__}.pkl"
+        spec.write_bytes(pickle.dumps((fn.__module__, fn.__qualname__, args)))
+        result = run_with_timeout(torchrun_cmd(nproc, WORKER, [spec]), timeout)
+        if result.returncode != 0:
+            pytest.fail(f"{fn.__qualname__} failed on {nproc} ranks (exit {result.returncode}):\n{result.stdout[-6000:]}")
+        return [pickle.loads(Path(f"{spec}.rank{r}").read_bytes()) for r in range(nproc)]
+
+    def launch(self, script: str, args: list, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
+        """``torchrun --nproc_per_node nproc script args``; the caller checks the return code."""
+        return run_with_timeout(torchrun_cmd(nproc, REPO / script, args), timeout)
+
+
+@pytest.fixture
+def ranks(tmp_path: Path) -> Ranks:
+    return Ranks(tmp_path)
+
+
+def run_python(args: list, timeout: float = 120) -> subprocess.CompletedProcess:
+    return run_with_timeout([sys.executable, *map(str, args)], timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_raw(tmp_path_factory) -> dict[str, str]:
+    from cliper_dist.data.demo import DemoSpec, make_demo_catalog
+
+    return make_demo_catalog(tmp_path_factory.mktemp("demo_raw"), DemoSpec(num_items=120, num_users=150, seed=1))
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory, demo_raw) -> Path:
+    """A converted demo dataset of 120 items in 5 shards."""
+    from cliper_dist.convert.jsonl import convert_jsonl
+    from cliper_dist.convert.writer import DatasetWriter, WriterOptions
+
+    out = tmp_path_factory.mktemp("demo_dataset")
+    convert_jsonl(demo_raw["catalog"], DatasetWriter(out, WriterOptions(shard_size=25)), images=demo_raw["images"],
+                  interactions=demo_raw["interactions"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> tuple[str, str]:
+    """(model config path, random-init checkpoint path) of the tiny open_clip test model."""
+    from cliper_dist.encode.encoder import save_random_checkpoint
+
+    model = str(REPO / "configs" / "models" / "clip-tiny.json")
+    ckpt = save_random_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "clip-tiny.pt", seed=0)
+    return model, str(ckpt)
