@@ -60,9 +60,13 @@ def assign_shards(names: list[str], rank: int, world_size: int) -> list[str]:
 
 
 def iter_shard(path: str | Path) -> Iterator[dict]:
-    """Raw samples of one tar as dicts of bytes keyed by extension, plus ``__key__``."""
-    for sample in wds.WebDataset(str(path), shardshuffle=False, nodesplitter=None, empty_check=False):
-        yield sample
+    """Raw samples of one tar as dicts of bytes keyed by extension, plus ``__key__``.
+
+    The caller has already chosen this shard for its rank and worker, so webdataset's own
+    node and worker splitting is switched off (it would hand worker k>0 nothing).
+    """
+    yield from wds.WebDataset(str(path), shardshuffle=False, nodesplitter=None, workersplitter=None,
+                              empty_check=False)
 
 
 def default_shard_path(dataset_dir: str | Path, i: int) -> Path:
