@@ -87,8 +87,9 @@ def load_encoder(model: str, pretrained: str | None, device: torch.device) -> Cl
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=ckpt, device=device, weights_only=False)
-    except RuntimeError as e:  # state dict keys or shapes that do not fit the architecture
-        raise UserError(f"checkpoint {pretrained} does not fit model {model}: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, AssertionError, KeyError) as e:  # keys or shapes that do not fit the architecture
+        reason = (str(e).splitlines() or [e.__class__.__name__])[0]
+        raise UserError(f"checkpoint {pretrained} does not fit model {model}: {reason}") from None
     clip.eval()
     tokenizer = open_clip.get_tokenizer(name)
     context_length = int(getattr(clip, "context_length", None) or tokenizer.context_length)

@@ -1,0 +1,73 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from cliper_dist import config
+from cliper_dist.config import ConfigError
+
+
+@dataclass
+class Inner:
+    k: int = 10
+    tau: float = 0.1
+    names: list[str] = field(default_factory=lambda: ["a"])
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    flag: bool = False
+    mode: Literal["sa", "sum"] = "sa"
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run1\ninner:\n  k: 3\n")
+    cfg = config.load(Outer, path, ["inner.tau=1", "flag=true", "inner.names=[b, c]", "mode=sum"])
+    assert cfg == Outer(name="run1", flag=True, mode="sum", inner=Inner(k=3, tau=1.0, names=["b", "c"]))
+    assert isinstance(cfg.inner.tau, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("inner.kk=3", "unknown config key 'inner.kk'"),
+    ("nme=3", "unknown config key 'nme'"),
+    ("inner.k=ten", "config key 'inner.k' must be int"),
+    ("inner.k=1.5", "config key 'inner.k' must be int"),
+    ("flag=1", "config key 'flag' must be bool"),
+    ("mode=mlp", "config key 'mode' must be one of ['sa', 'sum']"),
+    ("inner=3", "config key 'inner' is a section"),
+    ("inner.k", "is not of the form key.sub=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config.load(Outer, None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(Outer, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inner: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(Outer, bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("inner:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'inner.bogus'"):
+        config.load(Outer, unknown)
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    cfg = config.load(Outer, None, ["inner.k=7", "name=saved"])
+    config.save(cfg, tmp_path / "resolved.yaml")
+    assert config.load(Outer, tmp_path / "resolved.yaml") == cfg
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    from cliper_dist.train.job import TrainConfig
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml")):
+        config.load(TrainConfig, path)

@@ -1,0 +1,39 @@
+import torch
+import torch.nn.functional as F
+
+from cliper_dist.encode.views import ViewsConfig, item_prompts
+from cliper_dist.model.fusion import MLPFusion, fuse_concat, fuse_sa, fuse_sum, view_similarity
+
+
+def test_prompts_fill_templates_and_build_a_real_global_view():
+    fields = {"title": "Red star bottle", "brand": "", "categories": "Baby Products, Feeding", "description": "Soft."}
+    prompts = item_prompts(fields, ViewsConfig())
+    assert prompts[:4] == [
+        "The product title is Red star bottle.",
+        "The product brand is Missing.",
+        "The product categories are Baby Products, Feeding.",
+        "The product description is Soft.",
+    ]
+    # The global view carries every field (the reference code formats only the categories).
+    assert prompts[4] == " ".join(prompts[:4])
+
+
+def test_view_subset_without_global():
+    cfg = ViewsConfig(fields=["brand"], include_global=False, missing="unknown")
+    assert cfg.names == ["brand"]
+    assert item_prompts({}, cfg) == ["The product brand is unknown."]
+
+
+def test_similarity_and_fusions_follow_the_equations():
+    torch.manual_seed(0)
+    views, image = torch.randn(7, 5, 16), torch.randn(7, 16)
+    sim = view_similarity(views, image, tau=0.1)
+    for i in range(7):
+        cos = torch.stack([F.cosine_similarity(views[i, j], image[i], dim=0) for j in range(5)])
+        assert torch.allclose(sim[i], torch.softmax(cos / 0.1, dim=0), atol=1e-6)
+    assert torch.allclose(sim.sum(1), torch.ones(7), atol=1e-6)
+    expected_sa = torch.stack([sum(sim[i, j] * views[i, j] for j in range(5)) for i in range(7)])
+    assert torch.allclose(fuse_sa(views, sim), expected_sa, atol=1e-5)
+    assert torch.allclose(fuse_sum(views), views.sum(1))
+    assert fuse_concat(views).shape == (7, 80) and torch.equal(fuse_concat(views)[:, 16:32], views[:, 1])
+    assert MLPFusion(5, 16)(views).shape == (7, 16)
