@@ -24,6 +24,7 @@ from cliper_dist.convert.interactions import SourceInteractions, read_table
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_records, iter_table
 from cliper_dist.convert.writer import DatasetWriter
+from cliper_dist.data.schema import TEXT_FIELDS
 from cliper_dist.errors import UserError
 
 
@@ -36,7 +37,7 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
     writer.set_interactions(_mmrec_interactions(read_table(inter, writer.rejects), asins, user_names, writer.rejects))
 
     extra = {"meta_records_outside_item_map": 0, "url_rows_outside_item_map": 0}
-    texts: dict[int, tuple[dict[str, Any], str]] = {}
+    texts: dict[int, tuple[dict[str, Any], str]] = {}  # index -> (the record's text fields and imUrl, where)
     if meta is not None:
         for _, where, record in iter_records(meta, writer.rejects):
             index = _record_index(record, index_of)
@@ -46,7 +47,7 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
                 writer.rejects.add("duplicate_item", f"second metadata record for item {asins[index]!r}; the first "
                                    "is kept", where, asins[index])
             else:
-                texts[index] = (record, where)
+                texts[index] = ({k: record.get(k) for k in (*TEXT_FIELDS, "imUrl")}, where)
     image_urls: dict[int, str] = {}
     if urls is not None:
         for _, _, row in iter_table(urls, writer.rejects):
@@ -58,10 +59,11 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
     image_files = index_image_dir(images) if images is not None else {}
 
     for index, asin in enumerate(asins):
-        record, where = texts.pop(index, ({}, f"{item_map}:{map_lines[index]}"))
+        described = index in texts
+        record, where = texts.pop(index) if described else ({}, f"{item_map}:{map_lines[index]}")
         image = (image_files.get(asin) or image_files.get(str(index)) or image_urls.get(index)
                  or record.get("imUrl"))
-        assigned = writer.add_item(asin, record, image, where, described=bool(record))
+        assigned = writer.add_item(asin, record, image, where, described=described)
         assert assigned == index, "the item map was checked to hold unique, non-empty asins"
     return writer.finish(extra)
 
@@ -88,6 +90,8 @@ def _read_id_map(path: str | Path, name_cols: tuple[str, ...], id_col: str) -> t
         if lines[i]:
             raise UserError(f"{where}: {id_col} {i} appears twice (first at line {lines[i]})")
         names[i], lines[i] = row[name_col].strip(), line_no
+        if not names[i]:
+            raise UserError(f"{where}: empty {name_col}")
     if len(set(names)) != len(names):
         raise UserError(f"{path}: repeated {name_col} values; each must map to exactly one {id_col}")
     return names, lines

@@ -76,8 +76,6 @@ class DatasetWriter:
         self.downloader = downloader
         for sub in (schema.SHARD_DIR, PROGRESS_DIR):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
-        # The manifest marks a complete directory: it goes now and comes back last.
-        (self.out / schema.MANIFEST).unlink(missing_ok=True)
         self.rejects = Rejects(self.out, options.strict)
         self.counts: Counter = Counter()
         self.resumed_shards = 0
@@ -158,6 +156,9 @@ class DatasetWriter:
     # -- shards -------------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        # The manifest marks a complete directory: it goes before the first shard changes and
+        # comes back last. (An input error before this point leaves an earlier dataset intact.)
+        (self.out / schema.MANIFEST).unlink(missing_ok=True)
         items, self._pending = self._pending, []
         name = schema.shard_name(self._submitted)
         self._submitted += 1
