@@ -1,4 +1,3 @@
-import time
 
 from cliper_dist.convert.download import Downloader, DownloadOptions
 

@@ -1,10 +1,11 @@
+import io
 import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from cliper_dist.convert.cli import parse_args, convert
+from cliper_dist.convert.cli import convert, parse_args
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.data.verify import iter_samples, verify
 from cliper_dist.errors import UserError
@@ -78,7 +79,7 @@ def test_jsonl_counts_and_lists_every_bad_input(tmp_path):
     samples = dict(iter_samples(out / "shards" / m["shards"][0]["name"]))
     assert list(samples) == ["000000000", "000000001", "000000002"]
     assert json.loads(samples["000000000"]["json"])["item_id"] == "A" and "jpg" not in samples["000000002"]
-    with Image.open(__import__("io").BytesIO(samples["000000000"]["jpg"])) as img:
+    with Image.open(io.BytesIO(samples["000000000"]["jpg"])) as img:
         assert img.format == "JPEG" and max(img.size) == 128
     assert verify(DatasetDir.open(out)) == []
 
@@ -131,3 +132,12 @@ def test_catalog_without_items_is_an_error(tmp_path, capsys):
     catalog = write_lines(tmp_path / "c.jsonl", ["garbage"])
     assert run_convert("jsonl", "--catalog", catalog, "--out", tmp_path / "o") == 2
     assert "no items were converted" in capsys.readouterr().err
+
+
+def test_an_input_error_leaves_an_earlier_dataset_intact(tmp_path):
+    paths = make_catalog(tmp_path)
+    out = tmp_path / "ds"
+    assert run_convert(*convert_args(paths, out)) == 0
+    before = (out / "manifest.json").read_bytes()
+    assert run_convert("jsonl", "--catalog", tmp_path / "typo.jsonl", "--out", out) == 2
+    assert (out / "manifest.json").read_bytes() == before

@@ -8,7 +8,7 @@ from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_lines, parse_record
 from cliper_dist.convert.text import clean_categories, clean_text, text_fields
 from cliper_dist.errors import UserError
-from tests.convert.helpers import read_rows, write_lines
+from tests.convert.helpers import write_lines
 
 
 @pytest.fixture
