@@ -1,10 +1,15 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 import cliper_dist.convert.writer as writer_module
 from cliper_dist.convert.shardwork import build_shard
-from tests.convert.helpers import image_bytes, read_manifest, run_convert, tree_bytes, write_jsonl, write_lines
+from tests.convert.helpers import ROOT, image_bytes, read_manifest, run_convert, tree_bytes, write_jsonl, write_lines
 
 
 def make_inputs(tmp_path, n=20, bad_every=7):
@@ -82,3 +87,26 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path):
     assert run_convert(*args, "--out", tmp_path / "two", "--workers", "2") == 0
     assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
     assert read_manifest(tmp_path / "two")["counts"]["corrupt_image"] == 3  # items 3, 10, 17
+
+
+def test_killed_process_resumes_into_identical_output(tmp_path):
+    images = tmp_path / "img"
+    images.mkdir()
+    for i in range(120):
+        (images / f"{i}.jpg").write_bytes(image_bytes((400, 300), (i, 2 * i, 90), fmt="JPEG"))
+    catalog = write_jsonl(tmp_path / "c.jsonl", [{"item_id": f"K{i}", "title": f"k {i}", "image": f"{i}.jpg"}
+                                                 for i in range(120)])
+    args = ["jsonl", "--catalog", catalog, "--images", images, "--shard-size", "4", "--max-image-side", "300"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "convert.py"), *map(str, args), "--out", str(out)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list((out / ".progress").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (out / "manifest.json").exists():
+        pytest.skip("the conversion finished before it could be killed")
+    assert run_convert(*args, "--out", out) == 0
+    assert run_convert(*args, "--out", tmp_path / "clean") == 0
+    assert tree_bytes(out) == tree_bytes(tmp_path / "clean")
