@@ -87,8 +87,7 @@ class DatasetWriter:
         self._submitted = 0
         self._items_tmp = self.out / f".{schema.ITEMS}.tmp"
         self._items_file = open(self._items_tmp, "w", encoding="utf-8")
-        self._settings = {"max_side": options.max_image_side, "quality": options.jpeg_quality,
-                          "download": downloader is not None}
+        self._settings = {"max_side": options.max_image_side, "quality": options.jpeg_quality}
         self._pool = None
         if options.workers > 1:
             # forkserver: workers start clean even while download threads run in this process.
@@ -164,7 +163,10 @@ class DatasetWriter:
         self._submitted += 1
         path = self.out / schema.SHARD_DIR / name
         record = self.out / PROGRESS_DIR / f"{Path(name).stem}.json"
-        digest = fingerprint(items, self._settings)
+        # Whether URLs are fetched matters only to shards that have URLs: adding --download
+        # later redoes just those.
+        has_urls = any(it.image and is_url(it.image) for it in items)
+        digest = fingerprint(items, {**self._settings, "download": has_urls and self.downloader is not None})
         result: Future | ShardResult | None = load_finished(path, record, digest)
         if result is not None:
             self.resumed_shards += 1

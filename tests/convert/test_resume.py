@@ -110,3 +110,20 @@ def test_killed_process_resumes_into_identical_output(tmp_path):
     assert run_convert(*args, "--out", out) == 0
     assert run_convert(*args, "--out", tmp_path / "clean") == 0
     assert tree_bytes(out) == tree_bytes(tmp_path / "clean")
+
+
+def test_adding_download_later_redoes_only_shards_with_urls(tmp_path, monkeypatch, image_server):
+    images = tmp_path / "img"
+    images.mkdir()
+    (images / "a.png").write_bytes(image_bytes())
+    catalog = write_jsonl(tmp_path / "c.jsonl", [
+        {"item_id": "L1", "title": "local", "image": "a.png"}, {"item_id": "L2", "title": "none"},
+        {"item_id": "U1", "title": "url", "image": f"{image_server.url}/ok/u1.jpg"}])
+    args = ["jsonl", "--catalog", catalog, "--images", images, "--shard-size", "2", "--out", tmp_path / "ds"]
+    assert run_convert(*args) == 0
+    assert read_manifest(tmp_path / "ds")["counts"]["image_urls_not_fetched"] == 1
+    built = []
+    monkeypatch.setattr(writer_module, "build_shard", lambda task: built.append(task.path) or build_shard(task))
+    assert run_convert(*args, "--download", "--host-interval", "0") == 0
+    assert [p.rsplit("/", 1)[1] for p in built] == ["shard-000001.tar"]
+    assert read_manifest(tmp_path / "ds")["counts"]["with_image"] == 2
