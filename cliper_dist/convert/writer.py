@@ -1,146 +1,276 @@
-"""DatasetWriter: normalised items + interactions -> the dataset directory contract.
+"""DatasetWriter: normalised items + interactions -> the dataset directory contract (see ``schema``).
 
-Readers (one per source format) feed it items in catalog order and then interactions; it
-assigns item and user indices, writes shards atomically as they fill, and finishes with
-the id maps, the `.inter` file in index space and the manifest. Every input it cannot use
-is counted and listed in ``rejects.jsonl`` with its reason: nothing disappears silently.
+A reader (one per source format) hands it the interactions first, then the items in index
+order, then calls ``finish``. Items stream through: each full shard (``shard_size``
+consecutive indices, so boundaries never depend on timing) is downloaded if needed, handed
+to a worker, and on completion its rows are appended to ``items.jsonl``. Only ids and the
+shards in flight are held in memory. A shard that an earlier run finished (same inputs,
+same options, checksum intact) is not redone, so reruns resume and end byte-identical.
+
+Every input the writer cannot use is counted and listed by ``Rejects``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+import json
+import multiprocessing
+import os
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cliper_dist.convert.images import ImageRejected, reencode_jpeg
+from cliper_dist.convert.download import Downloader, is_url
+from cliper_dist.convert.images import local_path
+from cliper_dist.convert.interactions import SourceInteractions
+from cliper_dist.convert.rejects import Rejects
+from cliper_dist.convert.shardwork import (IMAGE_STATES, WITH_IMAGE, PendingItem, ShardResult, ShardTask, build_shard,
+                                           fingerprint, load_finished)
 from cliper_dist.convert.text import text_fields
 from cliper_dist.data import schema
 from cliper_dist.data.interactions import Interactions, split_per_user, write_inter
-from cliper_dist.data.shards import ShardInfo, write_shard
+from cliper_dist.data.shards import ShardInfo
 from cliper_dist.errors import UserError
 
+FORMAT_VERSION = 1
+PROGRESS_DIR = ".progress"  # per-shard done records
+REJECTS = "rejects.jsonl"
+SPLITS = ("random", "temporal")
 
-@dataclass
+
+@dataclass(frozen=True)
 class WriterOptions:
     shard_size: int = 1000
     max_image_side: int = 512
     jpeg_quality: int = 90
+    split: str = "random"     # when the source has no x_label: "random" (seeded) or "temporal"
     split_seed: int = 999
     strict: bool = False
+    workers: int = 1          # processes re-encoding images; 1 = in this process
 
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.workers < 1 or self.max_image_side < 1:
+            raise UserError("shard size, workers and max image side must be at least 1")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise UserError(f"JPEG quality must be in [1, 95], got {self.jpeg_quality}")
+        if self.split not in SPLITS:
+            raise UserError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
-@dataclass
-class Rejects:
-    """Counted, listed inputs that were left out or degraded; strict mode raises on the first."""
-
-    path: Path
-    strict: bool
-    counts: Counter = field(default_factory=Counter)
-    rows: list[dict] = field(default_factory=list)
-
-    def add(self, kind: str, reason: str, where: str, ident: str | None = None) -> None:
-        if self.strict:
-            raise UserError(f"{where}: {kind}: {reason}")
-        self.counts[kind] += 1
-        self.rows.append({"kind": kind, "id": ident, "where": where, "reason": reason})
-
-    def write(self) -> None:
-        schema.write_jsonl(self.path, self.rows)
+    def recorded(self) -> dict[str, Any]:
+        """The options that shape the output (the worker count does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "workers"}
 
 
 class DatasetWriter:
-    def __init__(self, out_dir: str | Path, options: WriterOptions = WriterOptions(), source: dict | None = None):
+    """Use as a context manager: worker processes and temporary files are released on errors."""
+
+    def __init__(self, out_dir: str | Path, options: WriterOptions = WriterOptions(), source: dict | None = None,
+                 image_dir: str | Path | None = None, downloader: Downloader | None = None):
         self.out = Path(out_dir)
-        (self.out / schema.SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self.options = options
         self.source = source or {}
-        self.rejects = Rejects(self.out / "rejects.jsonl", options.strict)
+        self.image_dir = image_dir
+        self.downloader = downloader
+        for sub in (schema.SHARD_DIR, PROGRESS_DIR):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.rejects = Rejects(self.out, options.strict)
+        self.counts: Counter = Counter()
+        self.resumed_shards = 0
         self.item_index: dict[str, int] = {}
-        self.items: list[dict[str, Any]] = []
         self.shards: list[ShardInfo] = []
-        self._pending: list[dict] = []
-        self.image_counts: Counter = Counter()
+        self._interactions: SourceInteractions | None = None
+        self._pending: list[PendingItem] = []
+        self._in_flight: deque[tuple[list[PendingItem], Future | ShardResult]] = deque()
+        self._submitted = 0
+        self._items_tmp = self.out / f".{schema.ITEMS}.tmp"
+        self._items_file = open(self._items_tmp, "w", encoding="utf-8")
+        self._settings = {"max_side": options.max_image_side, "quality": options.jpeg_quality}
+        self._pool = None
+        if options.workers > 1:
+            # forkserver: workers start clean even while download threads run in this process.
+            context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+            self._pool = ProcessPoolExecutor(max_workers=options.workers, mp_context=context)
 
-    def add_item(self, item_id: str, raw: dict[str, Any], image: bytes | None, where: str,
-                 image_error: str | None = None) -> None:
-        """One catalog record; ``image`` is the raw bytes (None: no image or ``image_error``)."""
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._items_file.close()
+        self.rejects.close()
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def set_interactions(self, inter: SourceInteractions) -> None:
+        """Take the interactions before the items, so their problems show before any image work."""
+        if inter.split is None and self.options.split == "temporal" and inter.timestamp is None:
+            raise UserError(f"{inter.path}: --split temporal needs timestamps, and this file has none")
+        self._interactions = inter
+
+    def add_item(self, item_id: str, raw: dict[str, Any], image: str | None, where: str,
+                 described: bool = True) -> int | None:
+        """One catalog item; returns its index, or None when it is a reject.
+
+        ``raw`` holds title/brand/categories/description in any of the accepted shapes;
+        ``image`` is a path (relative to the image directory, or absolute) or a URL.
+        ``described=False``: the source has no record for this item (MMRec items outside a
+        partial text file), so empty text is counted but is not a defect of any input line.
+        """
+        item_id = str(item_id).strip() if item_id is not None else ""
         if not item_id:
-            self.rejects.add("missing_item_id", "record has no item_id", where)
-            return
+            self.rejects.add("missing_item_id", "record has no item id", where)
+            return None
         if item_id in self.item_index:
-            self.rejects.add("duplicate_item", f"item_id {item_id!r} seen before; first record kept", where, item_id)
-            return
+            self.rejects.add("duplicate_item", f"item id {item_id!r} seen before; the first record is kept",
+                             where, item_id)
+            return None
         fields = text_fields(raw)
         if not any(fields.values()):
-            self.rejects.add("empty_text", "no title, brand, categories or description (kept, all views Missing)",
-                             where, item_id)
-        jpeg = None
-        if image is not None:
-            try:
-                jpeg = reencode_jpeg(image, self.options.max_image_side, self.options.jpeg_quality)
-            except ImageRejected as e:
-                image_error = str(e)
-        if jpeg is not None:
-            self.image_counts["with_image"] += 1
-        elif image_error is not None:
-            self.image_counts["corrupt_image"] += 1
-            self.rejects.add("bad_image", f"{image_error} (kept without image)", where, item_id)
-        else:
-            self.image_counts["without_image"] += 1
-        index = len(self.items)
+            self.counts["without_text"] += 1
+            if described:
+                self.rejects.add("empty_text", "no title, brand, categories or description; kept, its text views "
+                                 "read Missing", where, item_id)
+        image = str(image).strip() if image else None
+        file = None
+        if image and is_url(image):
+            if self.downloader is None:
+                self.counts["image_urls_not_fetched"] += 1
+        elif image:
+            file = str(local_path(image, self.image_dir))
+        index = len(self.item_index)
         self.item_index[item_id] = index
-        self.items.append({"index": index, "item_id": item_id, **fields, "has_image": jpeg is not None})
-        self._pending.append({"index": index, "fields": {"item_id": item_id, **fields}, "image": jpeg})
+        self._pending.append(PendingItem(index, item_id, fields, image or None, where, file))
         if len(self._pending) >= self.options.shard_size:
             self._flush()
+        return index
+
+    # -- shards -------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        path = self.out / schema.SHARD_DIR / schema.shard_name(len(self.shards))
-        self.shards.append(write_shard(path, self._pending))
-        self._pending = []
-
-    def finish(self, user_ids: list[str], item_ids: list[str], splits: list[int] | None, where: list[str]) -> dict:
-        """Map interactions to index space (unknown items are rejects), split, write everything."""
-        self._flush()
-        user_index: dict[str, int] = {}
-        users, items, kept_splits = [], [], []
-        for k, (u, i) in enumerate(zip(user_ids, item_ids)):
-            idx = self.item_index.get(i)
-            if idx is None:
-                self.rejects.add("unknown_item", f"interaction names item {i!r} not in the catalog", where[k], i)
-                continue
-            users.append(user_index.setdefault(u, len(user_index)))
-            items.append(idx)
-            if splits is not None:
-                kept_splits.append(splits[k])
-        user = np.asarray(users, dtype=np.int64)
-        item = np.asarray(items, dtype=np.int64)
-        if splits is not None:
-            inter = Interactions(user, item, np.asarray(kept_splits, dtype=np.int64))
+        # The manifest marks a complete directory: it goes before the first shard changes and
+        # comes back last. (An input error before this point leaves an earlier dataset intact.)
+        (self.out / schema.MANIFEST).unlink(missing_ok=True)
+        items, self._pending = self._pending, []
+        name = schema.shard_name(self._submitted)
+        self._submitted += 1
+        path = self.out / schema.SHARD_DIR / name
+        record = self.out / PROGRESS_DIR / f"{Path(name).stem}.json"
+        # Whether URLs are fetched matters only to shards that have URLs: adding --download
+        # later redoes just those.
+        has_urls = any(it.image and is_url(it.image) for it in items)
+        digest = fingerprint(items, {**self._settings, "download": has_urls and self.downloader is not None})
+        result: Future | ShardResult | None = load_finished(path, record, digest)
+        if result is not None:
+            self.resumed_shards += 1
         else:
-            inter = split_per_user(user, item, seed=self.options.split_seed)
+            items = self._download(items)
+            o = self.options
+            task = ShardTask(str(path), str(record), tuple(items), o.max_image_side, o.jpeg_quality, o.strict, digest)
+            result = build_shard(task) if self._pool is None else self._pool.submit(build_shard, task)
+        self._in_flight.append((items, result))
+        while len(self._in_flight) > (0 if self._pool is None else 2 * self.options.workers):
+            self._complete(*self._in_flight.popleft())
+
+    def _download(self, items: list[PendingItem]) -> list[PendingItem]:
+        if self.downloader is None:
+            return items
+        urls = list(dict.fromkeys(it.image for it in items if it.image and is_url(it.image)))
+        fetched = dict(zip(urls, self.downloader.fetch_all(urls)))
+        return [replace(it, file=str(fetched[it.image].path) if fetched[it.image].path else None,
+                        error=fetched[it.image].error) if it.image in fetched else it for it in items]
+
+    def _complete(self, items: list[PendingItem], result: Future | ShardResult) -> None:
+        """Record a finished shard, strictly in shard order (output never depends on timing)."""
+        if isinstance(result, Future):
+            result = result.result()
+        self.shards.append(result.info)
+        for it, state in zip(items, result.states):
+            self.counts[state] += 1
+            row = {"index": it.index, "item_id": it.item_id, **it.fields, "image": it.image,
+                   "has_image": state == WITH_IMAGE}
+            self._items_file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.rejects.add_from_shard(result.rejects)
+
+    # -- finish -------------------------------------------------------------------------------
+
+    def finish(self, extra_counts: dict[str, int] | None = None) -> dict:
+        """Write the remaining shard, the id maps, the `.inter` file, the rejects, then the manifest."""
+        if self._pending:
+            self._flush()
+        while self._in_flight:
+            self._complete(*self._in_flight.popleft())
+        if not self.item_index:
+            raise UserError(f"no items were converted ({sum(self.rejects.counts.values())} rejects: "
+                            f"{dict(self.rejects.counts)})")
+        self._items_file.close()
+        os.replace(self._items_tmp, self.out / schema.ITEMS)
+        inter, user_ids, how = self._index_interactions()
         write_inter(self.out / schema.INTERACTIONS, inter)
-        schema.write_jsonl(self.out / schema.ITEMS, self.items)
-        schema.write_jsonl(self.out / schema.USERS, ({"index": v, "user_id": k} for k, v in user_index.items()))
-        self.rejects.write()
-        manifest = {
-            "format_version": 1,
-            "source": self.source,
-            "options": asdict(self.options),
-            "counts": {
-                "items": len(self.items),
-                **{k: self.image_counts.get(k, 0) for k in ("with_image", "without_image", "corrupt_image")},
-                "users": len(user_index),
-                "interactions": {"total": len(inter), **inter.counts()},
-                "rejects": dict(self.rejects.counts),
-            },
-            "shards": [asdict(s) for s in self.shards],
-        }
+        schema.write_jsonl(self.out / schema.USERS, ({"index": i, "user_id": u} for i, u in enumerate(user_ids)))
+        self.rejects.write(self.out / REJECTS)
+        self._remove_stale()
+        counts = {"items": len(self.item_index), **{s: self.counts[s] for s in IMAGE_STATES},
+                  "without_text": self.counts["without_text"],
+                  "image_urls_not_fetched": self.counts["image_urls_not_fetched"],
+                  "users": len(user_ids),
+                  "interactions": {"total": len(inter), **inter.counts()},
+                  **(extra_counts or {}),
+                  "rejects": dict(sorted(self.rejects.counts.items()))}
+        manifest = {"format_version": FORMAT_VERSION, "source": self.source, "options": self.options.recorded(),
+                    "split": how, "counts": counts, "shards": [asdict(s) for s in self.shards]}
         schema.write_json(self.out / schema.MANIFEST, manifest)
+        self.close()
         return manifest
 
+    def _index_interactions(self) -> tuple[Interactions, list[str], str]:
+        """Source interactions -> index space; rows naming unknown items become rejects."""
+        src = self._interactions
+        if src is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return Interactions(empty, empty, empty), [], "none"
+        code_index = np.fromiter((self.item_index.get(i, -1) for i in src.item_ids), np.int64, len(src.item_ids))
+        item = code_index[src.item]
+        for row in np.flatnonzero(item < 0):
+            item_id = src.item_ids[src.item[row]]
+            self.rejects.add("unknown_item", f"interaction names item {item_id!r}, which is not in the catalog",
+                             f"{src.path}:{src.line[row]}", item_id)
+        keep = item >= 0
+        src, item = src.subset(keep), item[keep]
+        if src.fixed_users:
+            user, user_ids = src.user, src.user_ids
+        else:
+            user, user_ids = _first_seen(src.user, src.user_ids)
+        if src.split is not None:
+            return Interactions(user, item, src.split), user_ids, "source"
+        timestamp = src.timestamp if self.options.split == "temporal" else None
+        return split_per_user(user, item, self.options.split_seed, timestamp), user_ids, self.options.split
+
+    def _remove_stale(self) -> None:
+        """Shards, records and temporary files that this run did not produce (a longer earlier run)."""
+        keep = {s.name for s in self.shards}
+        for path in (self.out / schema.SHARD_DIR).iterdir():
+            if path.name not in keep:
+                path.unlink()
+        keep_records = {f"{Path(n).stem}.json" for n in keep}
+        for path in (self.out / PROGRESS_DIR).iterdir():
+            if path.name not in keep_records:
+                path.unlink()
+
+
+def _first_seen(codes: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Renumber codes 0.. in order of first appearance; the names of the new numbers."""
+    if len(codes) == 0:
+        return codes, []
+    uniq, first = np.unique(codes, return_index=True)
+    order = uniq[np.argsort(first)]
+    remap = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    return remap[codes], [names[c] for c in order]

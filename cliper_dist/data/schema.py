@@ -4,11 +4,14 @@ Dataset directory (written by ``tools/convert.py``, read by encode and train)::
 
     DATASET/
       manifest.json          counts, per-shard sample counts and sha256, source and options
-      items.jsonl            {"index", "item_id", "title", "brand", "categories", "description", "image"}
+      items.jsonl            {"index", "item_id", "title", "brand", "categories", "description", "image",
+                              "has_image"}   (image: the catalog's path or URL)
       users.jsonl            {"index", "user_id"}
       interactions.inter     MMRec format in index space: userID<TAB>itemID<TAB>x_label
+      rejects.jsonl          {"kind", "id", "where", "reason"}: inputs left out or degraded
       shards/shard-NNNNNN.tar  WebDataset samples: __key__ = item index (9 digits),
                                "json" = the item's fields, "jpg" = image (absent: no image)
+      .progress/             the converter's per-shard done records (resume)
 
 Feature store (written by ``launch/encode.py``, read by train)::
 

@@ -6,11 +6,10 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-
-import webdataset as wds
 
 from cliper_dist.data.schema import SHARD_DIR, item_key, shard_name
 
@@ -32,12 +31,17 @@ def write_shard(path: str | Path, samples: list[dict]) -> ShardInfo:
     """
     path = Path(path)
     buf = io.BytesIO()
-    with wds.TarWriter(buf, encoder=False, mtime=0.0) as tar:
+    # Plain tarfile rather than webdataset's TarWriter: importing webdataset pulls in torch
+    # (~2 s and a few 100 MB in every converter worker). Fixed mtime/mode: same input, same bytes.
+    with tarfile.open(fileobj=buf, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         for s in samples:
-            record = {"__key__": item_key(s["index"]), "json": json.dumps(s["fields"], ensure_ascii=False).encode()}
+            members = {"json": json.dumps(s["fields"], ensure_ascii=False).encode()}
             if s.get("image") is not None:
-                record["jpg"] = s["image"]
-            tar.write(record)
+                members["jpg"] = s["image"]
+            for ext in sorted(members):
+                info = tarfile.TarInfo(f"{item_key(s['index'])}.{ext}")
+                info.size, info.mtime, info.mode = len(members[ext]), 0, 0o444
+                tar.addfile(info, io.BytesIO(members[ext]))
     data = buf.getvalue()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -65,6 +69,8 @@ def iter_shard(path: str | Path) -> Iterator[dict]:
     The caller has already chosen this shard for its rank and worker, so webdataset's own
     node and worker splitting is switched off (it would hand worker k>0 nothing).
     """
+    import webdataset as wds  # here, not at the top: it imports torch, which writers do not need
+
     yield from wds.WebDataset(str(path), shardshuffle=False, nodesplitter=None, workersplitter=None,
                               empty_check=False)
 

@@ -1,0 +1,114 @@
+"""Amazon review dumps (McAuley et al.): the 2014 and 2023 metadata + review files.
+
+Reviews are read first into id-coded arrays and reduced to their k-core (5 by default:
+every user and item keeps at least k reviews). Then the metadata streams through and each
+item of the core becomes one dataset item, in metadata order. Core items without metadata
+lose their interactions as ``unknown_item`` rejects (the core is computed before the join,
+so a user may end with fewer than k).
+
+2014: ``meta_X.json.gz`` lines are Python literals (``{'asin': ...}``), reviews are JSON
+with reviewerID, asin, unixReviewTime. 2023: JSON lines; metadata keyed by parent_asin with
+``images`` ({large, hi_res, variant}), ``features`` and ``description`` lists; reviews with
+user_id, parent_asin and a timestamp in milliseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from cliper_dist.convert.images import index_image_dir
+from cliper_dist.convert.interactions import InteractionBuilder, SourceInteractions, k_core
+from cliper_dist.convert.rejects import Rejects
+from cliper_dist.convert.sources import iter_records
+from cliper_dist.convert.writer import DatasetWriter
+
+
+def convert_amazon2014(writer: DatasetWriter, meta: str | Path, reviews: str | Path,
+                       images: str | Path | None = None, k: int = 5) -> dict:
+    return _convert(writer, meta, reviews, images, k, _review_2014, _item_2014)
+
+
+def convert_amazon2023(writer: DatasetWriter, meta: str | Path, reviews: str | Path,
+                       images: str | Path | None = None, k: int = 5) -> dict:
+    return _convert(writer, meta, reviews, images, k, _review_2023, _item_2023)
+
+
+Review = tuple[str, str, float]          # user, item, timestamp in seconds
+Item = tuple[str, dict[str, Any], str | None]  # item id, text fields, image URL
+
+
+def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, images: str | Path | None, k: int,
+             review: Callable[[dict], Review], item: Callable[[dict], Item]) -> dict:
+    inter = _read_reviews(reviews, writer.rejects, review)
+    core = k_core(inter.user, inter.item, k)
+    core_items = {inter.item_ids[c] for c in set(inter.item[core].tolist())}
+    writer.set_interactions(inter.subset(core))
+    image_files = index_image_dir(images) if images is not None else {}
+    outside_core = 0
+    for _, where, record in iter_records(meta, writer.rejects):
+        try:
+            item_id, fields, url = item(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            writer.rejects.add("malformed_line", f"unexpected record layout ({e.__class__.__name__}: {e})", where)
+            continue
+        if item_id not in core_items:
+            outside_core += 1
+            continue
+        writer.add_item(item_id, fields, image_files.get(item_id, url), where)
+    return writer.finish({"reviews_outside_k_core": int((~core).sum()), "meta_items_outside_k_core": outside_core})
+
+
+def _read_reviews(path: str | Path, rejects: Rejects, review: Callable[[dict], Review]) -> SourceInteractions:
+    builder = InteractionBuilder(path, with_split=False, with_timestamp=True)
+    for line_no, where, record in iter_records(path, rejects):
+        try:
+            user, item, timestamp = review(record)
+        except (KeyError, TypeError, ValueError) as e:
+            rejects.add("malformed_line", f"review lacks a field or has a bad value ({e.__class__.__name__}: {e})",
+                        where)
+            continue
+        if not user or not item:
+            rejects.add("malformed_line", "review with an empty user or item id", where)
+            continue
+        builder.add(user, item, line_no, timestamp=timestamp)
+    return builder.build()
+
+
+def _review_2014(r: dict) -> Review:
+    return str(r["reviewerID"]), str(r["asin"]), float(r.get("unixReviewTime") or 0)
+
+
+def _review_2023(r: dict) -> Review:
+    return str(r["user_id"]), str(r.get("parent_asin") or r["asin"]), float(r.get("timestamp") or 0) / 1000.0
+
+
+def _item_2014(m: dict) -> Item:
+    fields = {"title": m.get("title"), "brand": m.get("brand"), "categories": m.get("categories"),
+              "description": m.get("description")}
+    return str(m["asin"]), fields, m.get("imUrl")
+
+
+def _item_2023(m: dict) -> Item:
+    details = m.get("details") or {}
+    categories = m.get("categories") or ([m["main_category"]] if m.get("main_category") else [])
+    fields = {"title": m.get("title"), "brand": details.get("Brand") or details.get("brand") or m.get("store"),
+              "categories": categories,
+              "description": list(m.get("description") or []) + list(m.get("features") or [])}
+    return str(m["parent_asin"]), fields, _main_image_2023(m.get("images") or [])
+
+
+def _main_image_2023(images: list[dict] | dict[str, list]) -> str | None:
+    """The MAIN variant's largest URL (hi_res, else large), else the first image's.
+
+    Accepts the dump's list of dicts and the column layout ({"large": [...], ...}) that
+    Hugging Face's copy of the data set uses.
+    """
+    if isinstance(images, dict):
+        images = [dict(zip(images, row)) for row in zip(*images.values())]
+    ordered = sorted(images, key=lambda im: im.get("variant") != "MAIN")  # stable: MAIN first
+    for im in ordered:
+        url = im.get("hi_res") or im.get("large")
+        if url:
+            return url
+    return None

@@ -1,0 +1,129 @@
+"""Interactions as read from a source, streamed into integer arrays before any index exists.
+
+Rows keep their source order and line number, so a later reject (an unknown item) still
+names its file and line, and MMRec files come out row for row as they went in.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cliper_dist.convert.rejects import Rejects
+from cliper_dist.convert.sources import iter_table
+from cliper_dist.errors import UserError
+
+USER_COLUMNS = ("user_id", "userID")
+ITEM_COLUMNS = ("item_id", "itemID")
+
+
+@dataclass
+class SourceInteractions:
+    """One row per event: ``user``/``item`` are codes into ``user_ids``/``item_ids``.
+
+    ``fixed_users``: the user code already is the user index (MMRec ids), not a first-seen code.
+    """
+
+    path: str
+    user: np.ndarray
+    item: np.ndarray
+    line: np.ndarray
+    split: np.ndarray | None
+    timestamp: np.ndarray | None
+    user_ids: list[str]
+    item_ids: list[str]
+    fixed_users: bool = False
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def subset(self, mask: np.ndarray) -> "SourceInteractions":
+        pick = (lambda a: None if a is None else a[mask])
+        return SourceInteractions(self.path, self.user[mask], self.item[mask], self.line[mask], pick(self.split),
+                                  pick(self.timestamp), self.user_ids, self.item_ids, self.fixed_users)
+
+
+class InteractionBuilder:
+    """Appends rows into compact arrays, coding string ids in order of first appearance."""
+
+    def __init__(self, path: str | Path, with_split: bool, with_timestamp: bool):
+        self.path = str(path)
+        self._cols = {"user": array("q"), "item": array("q"), "line": array("q")}
+        self._split = array("b") if with_split else None
+        self._timestamp = array("d") if with_timestamp else None
+        self.user_codes: dict[str, int] = {}
+        self.item_codes: dict[str, int] = {}
+
+    def add(self, user: str, item: str, line: int, split: int | None = None, timestamp: float | None = None) -> None:
+        self._cols["user"].append(self.user_codes.setdefault(user, len(self.user_codes)))
+        self._cols["item"].append(self.item_codes.setdefault(item, len(self.item_codes)))
+        self._cols["line"].append(line)
+        if self._split is not None:
+            self._split.append(split)
+        if self._timestamp is not None:
+            self._timestamp.append(timestamp)
+
+    def build(self) -> SourceInteractions:
+        arr = {k: np.frombuffer(v, dtype=np.int64).copy() if len(v) else np.zeros(0, np.int64)
+               for k, v in self._cols.items()}
+        split = None if self._split is None else np.asarray(self._split, dtype=np.int64)
+        timestamp = None if self._timestamp is None else np.asarray(self._timestamp, dtype=np.float64)
+        return SourceInteractions(self.path, arr["user"], arr["item"], arr["line"], split, timestamp,
+                                  list(self.user_codes), list(self.item_codes))
+
+
+def read_table(path: str | Path, rejects: Rejects) -> SourceInteractions:
+    """CSV/TSV with a header ``user_id,item_id[,timestamp][,rating][,x_label]``, or an MMRec `.inter`.
+
+    Tab-separated when the header holds a tab. MMRec's names (userID, itemID) and RecBole's
+    ``name:type`` headers are accepted; x_label (0/1/2) is kept when present; rating is
+    read past (the dataset contract has no rating).
+    """
+    rows = iter_table(path, rejects)
+    first = next(rows, None)
+    if first is None:
+        raise UserError(f"{path}: no interactions (a header line and rows are required)")
+    header = {name.split(":")[0]: name for name in first[2]}  # RecBole headers: "userID:token"
+    user_col = next((header[c] for c in USER_COLUMNS if c in header), None)
+    item_col = next((header[c] for c in ITEM_COLUMNS if c in header), None)
+    if user_col is None or item_col is None:
+        raise UserError(f"{path}: header must name user_id and item_id (or userID and itemID); got {list(first[2])}")
+    split_col, time_col = header.get("x_label"), header.get("timestamp")
+    builder = InteractionBuilder(path, split_col is not None, time_col is not None)
+    for line_no, where, row in itertools.chain([first], rows):
+        user, item = row[user_col].strip(), row[item_col].strip()
+        split = row[split_col].strip() if split_col is not None else None
+        if not user or not item:
+            rejects.add("malformed_line", "empty user or item id", where)
+            continue
+        if split is not None and split not in ("0", "1", "2"):
+            rejects.add("malformed_line", f"x_label must be 0, 1 or 2, got {split!r}", where)
+            continue
+        timestamp = None
+        if time_col is not None:
+            try:
+                timestamp = float(row[time_col])
+            except ValueError:
+                rejects.add("malformed_line", f"timestamp {row[time_col]!r} is not a number", where)
+                continue
+        builder.add(user, item, line_no, None if split is None else int(split), timestamp)
+    return builder.build()
+
+
+def k_core(user: np.ndarray, item: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the rows left after repeatedly dropping users and items with fewer than k rows."""
+    keep = np.ones(len(user), dtype=bool)
+    if k <= 1 or len(user) == 0:
+        return keep
+    while True:
+        user_n = np.bincount(user[keep], minlength=int(user.max()) + 1)
+        item_n = np.bincount(item[keep], minlength=int(item.max()) + 1)
+        drop = keep & ((user_n[user] < k) | (item_n[item] < k))
+        if not drop.any():
+            return keep
+        keep &= ~drop
+

@@ -1,0 +1,70 @@
+"""Inputs a conversion left out or degraded: counted by kind, listed with where and why.
+
+Nothing is dropped silently: every reject becomes one line of ``rejects.jsonl``
+({"kind", "id", "where", "reason"}) and one count in the manifest. In strict mode the
+first reject is a ``UserError`` naming the file and line instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import IO
+
+from cliper_dist.errors import UserError
+
+
+def reject_row(kind: str, reason: str, where: str, ident: str | None = None) -> dict:
+    return {"kind": kind, "id": ident, "where": where, "reason": reason}
+
+
+def strict_error(row: dict) -> UserError:
+    return UserError(f"{row['where']}: {row['kind']}: {row['reason']} (drop --strict to count and list such inputs)")
+
+
+class Rejects:
+    """Streams reject rows to files as they arrive, so memory stays flat for any number.
+
+    Rows from the readers (in input order) and rows from shard work (in shard order, added
+    whenever a shard finishes) go to separate files and are joined by ``write``: the
+    rejects file is then the same whatever the number of workers or interruptions.
+    """
+
+    def __init__(self, out_dir: str | Path, strict: bool):
+        self.strict = strict
+        self.counts: Counter = Counter()
+        self._paths = (Path(out_dir) / ".rejects-inputs.tmp", Path(out_dir) / ".rejects-shards.tmp")
+        self._files: tuple[IO[str], ...] = tuple(open(p, "w", encoding="utf-8") for p in self._paths)
+
+    def add(self, kind: str, reason: str, where: str, ident: str | None = None) -> None:
+        self._add(reject_row(kind, reason, where, ident), self._files[0])
+
+    def add_from_shard(self, rows: list[dict]) -> None:
+        for row in rows:
+            self._add(row, self._files[1])
+
+    def _add(self, row: dict, file: IO[str]) -> None:
+        if self.strict:
+            raise strict_error(row)
+        self.counts[row["kind"]] += 1
+        file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def write(self, path: str | Path) -> None:
+        """Join both streams into ``path`` (atomically) and remove them."""
+        self.close()
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as out:
+            for part in self._paths:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        os.replace(tmp, path)
+        for part in self._paths:
+            part.unlink()
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()

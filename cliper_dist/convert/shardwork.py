@@ -1,0 +1,112 @@
+"""One shard's work: read its images, re-encode them, write the tar and its done record.
+
+A ``ShardTask`` is small and picklable (text and file paths, never image bytes), so worker
+processes do the expensive decode/re-encode and return only a ``ShardResult``. The done
+record is written after the shard, both atomically: a shard counts as finished only when
+its record exists, the record's fingerprint matches the task and the file's sha256 matches
+the record. Anything else is redone, so an interrupted run resumes into identical output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cliper_dist.convert.images import ImageRejected, reencode_jpeg
+from cliper_dist.convert.rejects import reject_row, strict_error
+from cliper_dist.data.schema import atomic_write_bytes
+from cliper_dist.data.shards import ShardInfo, write_shard
+
+# Per-item image outcome, in the done record and the manifest counts.
+WITH_IMAGE, WITHOUT_IMAGE, CORRUPT, UNAVAILABLE = "with_image", "without_image", "corrupt_image", "unavailable_image"
+IMAGE_STATES = (WITH_IMAGE, WITHOUT_IMAGE, CORRUPT, UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    index: int
+    item_id: str
+    fields: dict[str, str]     # cleaned text fields
+    image: str | None          # the reference as the catalog gave it (path or URL)
+    where: str                 # "file:line" of the item's record
+    file: str | None = None    # local file holding the image bytes
+    error: str | None = None   # why a referenced image has no file (a failed download)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    path: str
+    record: str
+    items: tuple[PendingItem, ...]
+    max_side: int
+    quality: int
+    strict: bool
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    info: ShardInfo
+    states: list[str]          # IMAGE_STATES per item, in item order
+    rejects: list[dict]
+
+
+def fingerprint(items: list[PendingItem], settings: dict) -> str:
+    """Digest of everything that determines a shard's bytes, taken before any download."""
+    payload = json.dumps([settings, [asdict(i) for i in items]], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def load_finished(task_path: str | Path, record_path: str | Path, fingerprint_: str) -> ShardResult | None:
+    """The recorded result when the shard on disk is exactly what this task would write."""
+    record_path, task_path = Path(record_path), Path(task_path)
+    if not record_path.is_file() or not task_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if record["fingerprint"] != fingerprint_:
+            return None
+        info = ShardInfo(**record["info"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if hashlib.sha256(task_path.read_bytes()).hexdigest() != info.sha256:
+        return None
+    return ShardResult(info, record["states"], record["rejects"])
+
+
+def build_shard(task: ShardTask) -> ShardResult:
+    samples, states, rejects = [], [], []
+    for it in task.items:
+        state, jpeg, problem = _image(it, task.max_side, task.quality)
+        if problem is not None:
+            row = reject_row(*problem, it.where, it.item_id)
+            if task.strict:
+                raise strict_error(row)
+            rejects.append(row)
+        states.append(state)
+        samples.append({"index": it.index, "fields": {"item_id": it.item_id, **it.fields, "image": it.image},
+                        "image": jpeg})
+    info = write_shard(task.path, samples)
+    result = ShardResult(info, states, rejects)
+    record = {"fingerprint": task.fingerprint, **asdict(result)}
+    atomic_write_bytes(task.record, json.dumps(record, ensure_ascii=False).encode())
+    return result
+
+
+def _image(it: PendingItem, max_side: int, quality: int) -> tuple[str, bytes | None, tuple[str, str] | None]:
+    """(state, JPEG bytes, (reject kind, reason) or None); the item is kept in every case."""
+    if it.error is not None:
+        return UNAVAILABLE, None, ("image_unavailable", f"{it.error}; kept without image")
+    if it.file is None:
+        return WITHOUT_IMAGE, None, None
+    try:
+        data = Path(it.file).read_bytes()
+    except OSError as e:
+        return UNAVAILABLE, None, ("image_unavailable",
+                                   f"cannot read {it.file} ({e.strerror or e.__class__.__name__}); kept without image")
+    try:
+        return WITH_IMAGE, reencode_jpeg(data, max_side, quality), None
+    except ImageRejected as e:
+        return CORRUPT, None, ("bad_image", f"{e}; kept without image")

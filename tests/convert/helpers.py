@@ -1,0 +1,131 @@
+"""Input builders shared by the converter tests: images, catalogs, a local HTTP server.
+
+Every test writes its own small inputs under tmp_path; nothing outside it is read, and the
+only network peer is the server below on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from PIL import Image
+
+from cliper_dist.convert.cli import main as convert_main
+
+
+def image_bytes(size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format=fmt)
+    return out.getvalue()
+
+
+def write_lines(path: Path, lines: list[str], gz: bool = False) -> Path:
+    data = "".join(line + "\n" for line in lines).encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
+    return write_lines(path, [json.dumps(r) for r in rows], gz)
+
+
+def run_convert(*argv: str) -> int:
+    return convert_main([str(a) for a in argv])
+
+
+def read_manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_inter(path: Path) -> list[tuple[int, int, int]]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "userID\titemID\tx_label"
+    return [tuple(int(v) for v in line.split("\t")) for line in lines[1:]]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (the download cache excluded) by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".cache" not in p.parts}
+
+
+class ImageServer:
+    """Serves /ok/<name> (an image), /404, /slow (sleeps past any test timeout),
+    /truncated (Content-Length larger than the body), /flaky/<name> (500 once, then the image)
+    and /html (a 200 that is not an image). Counts requests per path and records start times."""
+
+    def __init__(self, slow_seconds: float = 1.5):
+        self.hits: Counter = Counter()
+        self.times: list[tuple[str, float]] = []
+        self.slow_seconds = slow_seconds
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                server.hits[self.path] += 1
+                server.times.append((self.path, time.monotonic()))
+                if self.path.startswith("/ok/") or (self.path.startswith("/flaky/") and server.hits[self.path] > 1):
+                    body = image_bytes((60, 40), (len(self.path) * 7 % 255, 90, 160))
+                    return self._send(200, body)
+                if self.path.startswith("/flaky/"):
+                    return self._send(500, b"try again")
+                if self.path == "/slow":
+                    time.sleep(server.slow_seconds)
+                    return self._send(200, image_bytes())
+                if self.path == "/truncated":
+                    body = image_bytes((80, 80))
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body) + 500))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    self.close_connection = True
+                    return None
+                if self.path == "/html":
+                    return self._send(200, b"<html>not an image</html>")
+                return self._send(404, b"not found")
+
+            def _send(self, code: int, body: bytes):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> "ImageServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_tool(script: str, *args) -> subprocess.CompletedProcess:
+    """Run ``tools/<script>`` as a user would, importing this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)
