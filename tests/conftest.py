@@ -97,8 +97,8 @@ def demo_dataset(tmp_path_factory, demo_raw) -> Path:
     from cliper_dist.convert.writer import DatasetWriter, WriterOptions
 
     out = tmp_path_factory.mktemp("demo_dataset")
-    convert_jsonl(demo_raw["catalog"], DatasetWriter(out, WriterOptions(shard_size=25)), images=demo_raw["images"],
-                  interactions=demo_raw["interactions"])
+    with DatasetWriter(out, WriterOptions(shard_size=25), image_dir=demo_raw["images"]) as writer:
+        convert_jsonl(writer, demo_raw["catalog"], interactions=demo_raw["interactions"])
     return out
 
 
