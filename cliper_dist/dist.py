@@ -50,7 +50,7 @@ def world_info_from_env() -> tuple[int, int, int]:
 
 
 def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
-    """Join the process group torchrun describes (nothing to join for a world of one).
+    """Join the process group torchrun describes (a private one-member group without torchrun).
 
     device: "auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu" or "cuda".
     """
@@ -62,11 +62,15 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
     else:
         dev = torch.device("cpu")
     backend = "nccl" if use_cuda else "gloo"
-    if world_size > 1 and not dist.is_initialized():
+    if not dist.is_initialized():
+        # A world of one still gets a (single-member) group, so torchrec and the collectives
+        # run the same code path with or without torchrun.
+        store = dist.HashStore() if "MASTER_ADDR" not in os.environ else None
         dist.init_process_group(
             backend=backend,
             timeout=datetime.timedelta(seconds=timeout_s),
             device_id=dev if use_cuda else None,
+            **({"store": store, "rank": rank, "world_size": world_size} if store is not None else {}),
         )
     setup_logging(rank, world_size)
     return DistInfo(rank, local_rank, world_size, dev, backend)

@@ -34,10 +34,15 @@ def child_env() -> dict[str, str]:
 
 def torchrun_cmd(nproc: int, script: str | Path, args: list[str], nnodes: int = 1, node_rank: int = 0,
                  port: int | None = None) -> list[str]:
-    """A real torchrun (c10d rendezvous on 127.0.0.1) command line for ``script``."""
-    port = port or free_port()
+    """A real torchrun (c10d rendezvous on 127.0.0.1) command line for ``script``.
+
+    A single node rendezvous on port 0 (torchrun binds a free port itself, as --standalone
+    does), so concurrent test sessions cannot race for a port; several nodes need ``port``.
+    """
+    if port is None:
+        port = 0 if nnodes == 1 else free_port()
     return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
-            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=test{port}",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=test{os.getpid()}-{port}",
             f"--node_rank={node_rank}", "--max_restarts=0", "--monitor_interval=0.2", str(script), *map(str, args)]
 
 

@@ -79,3 +79,11 @@ def test_bad_config_and_inputs_are_one_clear_line(demo_dataset, tmp_path):
         lines = result.stdout.strip().splitlines()
         assert result.returncode == 2, result.stdout
         assert len(lines) == 1 and lines[0].startswith("cliper-dist: error:") and message in lines[0], result.stdout
+
+
+def test_train_runs_as_a_world_of_one_without_torchrun(demo_dataset, tmp_path):
+    result = run_python([REPO / "launch" / "train.py", "--config", REPO / "configs" / "train" / "demo.yaml",
+                         "--data", demo_dataset, "--out", tmp_path / "run", "model.name=lightgcn", "epochs=2"],
+                        timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["world_size"] == 1
