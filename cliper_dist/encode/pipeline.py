@@ -23,12 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
-from torchvision.transforms import Compose, Normalize, ToTensor
 from webdataset.tariterators import tarfile_samples
 
+from cliper_dist.compat import ensure_torchvision_importable
 from cliper_dist.data.schema import TEXT_FIELDS, key_index
 from cliper_dist.encode.views import TextConfig, ViewsConfig, field_value, item_views, token_fit, view_chunks
 from cliper_dist.errors import UserError
+
+ensure_torchvision_importable()
+from torchvision.transforms import Compose, Normalize, ToTensor  # noqa: E402  (needs the fix first)
 
 IMAGE_OK, IMAGE_MISSING, IMAGE_CORRUPT = 0, 1, 2
 
@@ -92,10 +95,10 @@ class ShardBatches(IterableDataset):
         for name, path in mine:
             pending: list[tuple] = []
             for sample in read_shard(path):
-                pending.append(self._prepare(sample))
-                if len(pending) == self.batch_size:
+                if len(pending) == self.batch_size:  # more follows: this full batch is not the last
                     yield self._collate(name, pending, last=False)
                     pending = []
+                pending.append(self._prepare(sample))
             yield self._collate(name, pending, last=True)
 
     def _prepare(self, sample: dict) -> tuple:
