@@ -148,7 +148,8 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> dict | None:
         "timing": timing,
     }
     store.write_manifest(out, manifest)
-    write_json(out / "stats.json", {"world_size": info.world_size, **timing, "ranks": all_stats})
+    write_json(out / "stats.json", {"world_size": info.world_size, **timing, "progress_items": progress.shown,
+                                    "ranks": all_stats})
     log.info("encode: wrote %s (%d items; %d encoded at %.1f items/s; %d without image, %d corrupt image)",
              out, dataset.num_items, items_encoded, timing["items_per_s"], len(missing_ids), len(corrupt_ids))
     return manifest
