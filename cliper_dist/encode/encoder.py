@@ -20,6 +20,7 @@ from cliper_dist.errors import UserError
 
 ensure_torchvision_importable()
 import open_clip  # noqa: E402  (needs the torchvision fix first)
+from open_clip.transformer import text_global_pool  # noqa: E402
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -34,6 +35,25 @@ class ClipEncoder:
     checkpoint_sha256: str | None
     embed_dim: int
     context_length: int
+
+    def encode_text(self, tokens: torch.Tensor, device: torch.device, groups: int = 1) -> torch.Tensor:
+        """(T, L) CPU tokens -> (T, D) raw text embeddings on ``device``, in the rows' order.
+
+        With a causal text tower pooled at the end-of-text token (every open_clip ``CLIP``),
+        the columns after a row's end token cannot change its embedding. So rows are sorted
+        by length, split into ``groups`` and each group runs only up to its longest row: a
+        batch of short field prompts no longer pays for 77 (or 248) positions.
+        """
+        if not _trims_padding(self.model):
+            return self.model.encode_text(tokens.to(device, non_blocking=True))
+        ends = text_ends(self.model, tokens)
+        order = torch.argsort(ends, stable=True)
+        ends = ends[order]
+        text = tokens[order].to(device, non_blocking=True)
+        bounds = [int(b) for b in torch.linspace(0, len(order), groups + 1).round()]
+        parts = [_encode_prefix(self.model, text[lo:hi, :int(ends[hi - 1]) + 1])
+                 for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        return torch.cat(parts)[torch.argsort(order).to(device, non_blocking=True)]
 
 
 def resolve_model_name(model: str) -> str:
@@ -166,6 +186,32 @@ def _position_key(keys: list[str]) -> str | None:
         if key.removeprefix("module.") in ("positional_embedding", "text.positional_embedding"):
             return key
     return None
+
+
+def _trims_padding(clip: torch.nn.Module) -> bool:
+    return (isinstance(clip, open_clip.CLIP) and clip.attn_mask is not None
+            and clip.text_pool_type in ("argmax", "eos"))
+
+
+def text_ends(clip: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """(T,) position of each row's pooled end-of-text token (where ``text_global_pool`` reads)."""
+    if clip.text_pool_type == "argmax":  # the end token has the highest id
+        return tokens.argmax(dim=-1)
+    return (tokens == clip.text_eos_id).int().argmax(dim=-1)
+
+
+def _encode_prefix(clip: torch.nn.Module, text: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``CLIP.encode_text`` on the first L = text.shape[1] positions only."""
+    length = text.shape[1]
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(text).to(cast_dtype)
+    x = x + clip.positional_embedding[:length].to(cast_dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = clip.ln_final(x)
+    x = text_global_pool(x, text, clip.text_pool_type, eos_token_id=clip.text_eos_id)
+    if clip.text_projection is None:
+        return x
+    return clip.text_projection(x) if isinstance(clip.text_projection, torch.nn.Linear) else x @ clip.text_projection
 
 
 def save_random_checkpoint(model: str, out: str | Path, seed: int = 0, context_length: int | None = None) -> Path:

@@ -191,7 +191,7 @@ def launch_batch(encoder: ClipEncoder, normalizer: ImageNormalizer, batch: Encod
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
         image = encoder.model.encode_image(normalizer(batch.image, device)).float()
-        chunks = encoder.model.encode_text(batch.tokens.to(device, non_blocking=True)).float()
+        chunks = encoder.encode_text(batch.tokens, device, groups=num_views).float()
         if len(chunks) == b * num_views:  # one chunk per view: owner is 0..B*C-1 in order
             text = chunks
         else:

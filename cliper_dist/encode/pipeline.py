@@ -27,7 +27,7 @@ from webdataset.tariterators import tarfile_samples
 
 from cliper_dist.compat import ensure_torchvision_importable
 from cliper_dist.data.schema import TEXT_FIELDS, key_index
-from cliper_dist.encode.views import TextConfig, ViewsConfig, field_value, item_views, token_fit, view_chunks
+from cliper_dist.encode.views import TextConfig, ViewsConfig, ViewTokenizer, field_value, item_views
 from cliper_dist.errors import UserError
 
 ensure_torchvision_importable()
@@ -82,12 +82,10 @@ class ShardBatches(IterableDataset):
                  batch_size: int, default_image: Image.Image):
         self.shards = shards  # (name, path)
         self.image_stage = image_stage
-        self.tokenizer = tokenizer
+        self.tokens = ViewTokenizer(tokenizer, context_length, text)
         self.views = views
-        self.text = text
         self.batch_size = batch_size
         self.default_image = default_image
-        self.fits = token_fit(tokenizer, context_length) if text.mode == "chunk" else (lambda _: True)
 
     def __iter__(self) -> Iterator[EncodeBatch]:
         info = get_worker_info()
@@ -112,7 +110,7 @@ class ShardBatches(IterableDataset):
             except (OSError, ValueError, Image.DecompressionBombError):
                 status = IMAGE_CORRUPT
                 image = self.default_image
-        chunks = [view_chunks(v, self.fits, self.text.chunk_chars) for v in item_views(fields, self.views)]
+        chunks = [self.tokens.view_ids(v) for v in item_views(fields, self.views)]
         empty = [not field_value(fields, f, self.views) for f in TEXT_FIELDS]
         return key_index(sample["__key__"]), self.image_stage(image), chunks, status, empty
 
@@ -127,7 +125,7 @@ class ShardBatches(IterableDataset):
             for c, pieces in enumerate(views):
                 texts.extend(pieces)
                 owner.extend([b * len(views) + c] * len(pieces))
-        return EncodeBatch(shard, last, torch.tensor(index), torch.stack(images), self.tokenizer(texts),
+        return EncodeBatch(shard, last, torch.tensor(index), torch.stack(images), self.tokens.rows(texts),
                            torch.tensor(owner), torch.tensor(status), torch.tensor(empty))
 
 

@@ -19,7 +19,9 @@ Text longer than the text encoder's context is handled in one of two ways (``tex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
+
+import torch
 
 from cliper_dist.convert.text import clean_text
 from cliper_dist.data.schema import TEXT_FIELDS
@@ -104,22 +106,45 @@ def item_prompts(fields: dict[str, str], cfg: ViewsConfig) -> list[str]:
     return [v.prompt for v in item_views(fields, cfg)]
 
 
-def view_chunks(view: ViewText, fits: Callable[[str], bool], chunk_chars: int) -> list[str]:
-    """The prompt itself when it fits, else the template filled with each ``chunk_chars`` slice."""
-    if fits(view.prompt):
-        return [view.prompt]
+def view_pieces(view: ViewText, chunk_chars: int) -> list[str]:
+    """Chunk mode's texts for a view that does not fit: the template filled with each slice."""
     value = view.value
     return [view.template.format(value[i:i + chunk_chars]) for i in range(0, len(value), chunk_chars)]
 
 
-def token_fit(tokenizer, context_length: int) -> Callable[[str], bool]:
-    """A test 'does this text fit the context with its start and end tokens' for ``tokenizer``.
+class ViewTokenizer:
+    """Views -> token rows, tokenizing every text once (BPE with ftfy is the costly step).
 
-    Needs open_clip's BPE ``SimpleTokenizer`` (every CLIP model's): other tokenizers do not
-    expose a token count, and guessing from characters would silently change the views.
+    Needs open_clip's BPE ``SimpleTokenizer`` (every CLIP model's) for chunk mode, which must
+    count tokens; other tokenizers only truncate.
     """
-    encode = getattr(tokenizer, "encode", None)
-    if encode is None or not hasattr(tokenizer, "sot_token_id"):
-        raise UserError(f"text.mode=chunk needs open_clip's SimpleTokenizer; this model uses "
-                        f"{type(tokenizer).__name__} (use text.mode=truncate)")
-    return lambda text: len(encode(text)) + 2 <= context_length
+
+    def __init__(self, tokenizer, context_length: int, text: TextConfig):
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.text = text
+        self.bpe = (hasattr(tokenizer, "encode") and hasattr(tokenizer, "sot_token_id")
+                    and getattr(tokenizer, "reduction_fn", None) is None)
+        if text.mode == "chunk" and not self.bpe:
+            raise UserError(f"text.mode=chunk needs open_clip's SimpleTokenizer; this model uses "
+                            f"{type(tokenizer).__name__} (use text.mode=truncate)")
+
+    def view_ids(self, view: ViewText) -> list:
+        """One entry per chunk: BPE ids without start/end tokens (or the text, without BPE)."""
+        if not self.bpe:
+            return [view.prompt]
+        ids = self.tokenizer.encode(view.prompt)
+        if self.text.mode == "truncate" or len(ids) + 2 <= self.context_length:
+            return [ids]
+        return [self.tokenizer.encode(p) for p in view_pieces(view, self.text.chunk_chars)]
+
+    def rows(self, entries: list) -> torch.Tensor:
+        """(T, context_length) tokens, cut like ``SimpleTokenizer.__call__`` (end token kept)."""
+        if not self.bpe:
+            return self.tokenizer(entries)
+        out = torch.zeros(len(entries), self.context_length, dtype=torch.long)
+        sot, eot = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
+        for i, ids in enumerate(entries):
+            row = [sot, *ids[:self.context_length - 2], eot]
+            out[i, :len(row)] = torch.tensor(row)
+        return out

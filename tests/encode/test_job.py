@@ -14,7 +14,7 @@ from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.encode.encoder import load_encoder
 from cliper_dist.encode.pipeline import default_image, read_shard
 from cliper_dist.encode.store import FeatureStore, part_path
-from cliper_dist.encode.views import ViewsConfig, item_views, token_fit, view_chunks
+from cliper_dist.encode.views import ViewsConfig, item_views, view_pieces
 from tests.encode.conftest import encode_in_process
 
 CPU = torch.device("cpu")
@@ -26,11 +26,12 @@ def direct_encode(enc, sample: dict) -> tuple[np.ndarray, np.ndarray]:
         image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
     except (KeyError, OSError):
         image = default_image("")
-    fits = token_fit(enc.tokenizer, enc.context_length)
     with torch.no_grad():
         img = enc.model.encode_image(enc.preprocess(image)[None])[0]
-        views = [enc.model.encode_text(enc.tokenizer(view_chunks(v, fits, 230))).sum(0)
-                 for v in item_views(json.loads(sample["json"]), ViewsConfig())]
+        views = []
+        for v in item_views(json.loads(sample["json"]), ViewsConfig()):
+            fits = len(enc.tokenizer.encode(v.prompt)) + 2 <= enc.context_length
+            views.append(enc.model.encode_text(enc.tokenizer([v.prompt] if fits else view_pieces(v, 230))).sum(0))
     return img.numpy(), torch.stack(views).numpy()
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cliper_dist.encode.encoder import load_encoder
-from cliper_dist.encode.views import (ViewsConfig, ViewText, item_prompts, item_views, token_fit,
-                                      view_chunks)
+from cliper_dist.encode.views import (TextConfig, ViewsConfig, ViewText, ViewTokenizer, item_prompts, item_views,
+                                      view_pieces)
 from cliper_dist.errors import UserError
 
 FIELDS = {"title": "Moonbeam red star rattle", "brand": "Moonbeam", "categories": "Baby Products, Toys, Rattles",
@@ -39,18 +40,27 @@ def test_views_config_is_validated():
         ViewsConfig(templates={**ViewsConfig().templates, "brand": "no slot"}).validate()
 
 
-def test_long_text_is_cut_into_prefixed_chunks_only_when_it_does_not_fit():
+def test_chunk_pieces_are_prefixed_slices_of_the_value():
     view = ViewText("The product description is {}", "x" * 500)
-    assert view_chunks(view, lambda t: True, 230) == [view.prompt]
-    chunks = view_chunks(view, lambda t: False, 230)
-    assert chunks == ["The product description is " + "x" * 230] * 2 + ["The product description is " + "x" * 40]
+    assert view_pieces(view, 230) == ["The product description is " + "x" * 230] * 2 + ["The product description is " + "x" * 40]
     glob = item_views({**FIELDS, "description": "y" * 300}, ViewsConfig())[-1]
-    assert view_chunks(glob, lambda t: False, 230) == [glob.value[i:i + 230] for i in range(0, len(glob.value), 230)]
+    assert view_pieces(glob, 230) == [glob.value[i:i + 230] for i in range(0, len(glob.value), 230)]
 
 
-def test_token_fit_counts_start_and_end_tokens(tiny_clip):
-    import torch
+@pytest.fixture(scope="module")
+def tokenizer(tiny_clip):
+    return load_encoder(*tiny_clip, torch.device("cpu")).tokenizer
 
-    tokenizer = load_encoder(*tiny_clip, torch.device("cpu")).tokenizer
-    fits = token_fit(tokenizer, 77)
-    assert fits("a " * 75) and not fits("a " * 76)
+
+def test_view_tokenizer_chunks_only_what_does_not_fit(tokenizer):
+    chunk = ViewTokenizer(tokenizer, 77, TextConfig())
+    fits, too_long = ViewText("{}", "a " * 75), ViewText("{}", "a " * 76)  # + start and end = 77 / 78 tokens
+    assert chunk.view_ids(fits) == [tokenizer.encode(fits.prompt)]
+    assert chunk.view_ids(too_long) == [tokenizer.encode(p) for p in view_pieces(too_long, 230)]
+    assert len(chunk.view_ids(too_long)) == 1  # 152 characters: one piece, cut to 230 characters
+    long = ViewText("The product description is {}", "word " * 100)
+    assert len(chunk.view_ids(long)) == 3
+    truncate = ViewTokenizer(tokenizer, 77, TextConfig(mode="truncate"))
+    prompts = [fits.prompt, too_long.prompt, long.prompt, "short"]
+    rows = truncate.rows([truncate.view_ids(ViewText("{}", p))[0] for p in prompts])
+    assert torch.equal(rows, tokenizer(prompts))  # same rows as open_clip's tokenizer, end token kept
