@@ -8,6 +8,8 @@ model and batch size:
   ceiling        model-only items/s: the job's forward (image + all text views, chunk sums
                  included) on batches that are already decoded and tokenized, one process
                  with ``--threads`` threads (what one rank gets);
+  ceiling_2proc  the same in 2 concurrent processes, summed: what the machine gives 2 ranks
+                 that do nothing but the forward;
   pipeline       input-only items/s of one worker (decode, resize, prompts, tokenize);
   e2e_1, e2e_2   the real job (torchrun launch/encode.py) at 1 and 2 ranks, items over the
                  encode phase's wall time (workers starting up included).
@@ -74,6 +76,14 @@ def ceiling(enc, batches: list, threads: int, min_s: float = 5.0) -> float:
             return items / (time.perf_counter() - start)
 
 
+def ceiling_concurrent(enc, batches: list, threads: int, procs: int) -> float:
+    """Summed model-only items/s of ``procs`` processes running the forward at the same time."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(procs) as pool:
+        return sum(pool.starmap(ceiling, [(enc, batches, threads)] * procs))
+
+
 def end_to_end(nproc: int, data: Path, out: Path, model: str, ckpt: Path, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -106,16 +116,20 @@ def main() -> None:
         enc = load_encoder(args.model, str(ckpt), torch.device("cpu"))
         batches, pipeline = ready_batches(data, enc, args.batch_size)
         ceil = ceiling(enc, batches, args.threads)
+        ceil_2 = ceiling_concurrent(enc, batches, args.threads, 2)
         e2e_1 = end_to_end(1, data, root / "f1", args.model, ckpt, args)
         e2e_2 = end_to_end(2, data, root / "f2", args.model, ckpt, args)
     print(json.dumps({
         "model": Path(args.model).stem if args.model.endswith(".json") else args.model, "items": args.items,
         "batch_size": args.batch_size, "workers_per_rank": args.workers, "threads_per_rank": args.threads,
         "cpu_cores": os.cpu_count(), "ceiling_items_per_s": round(ceil, 2),
+        "ceiling_2proc_items_per_s": round(ceil_2, 2),
         "pipeline_items_per_s_per_worker": round(pipeline, 2),
         "e2e_1rank_items_per_s": e2e_1["items_per_s"], "e2e_2rank_items_per_s": e2e_2["items_per_s"],
         "e2e_over_ceiling_1rank": round(e2e_1["items_per_s"] / ceil, 3),
         "scaling_2rank_over_1rank": round(e2e_2["items_per_s"] / e2e_1["items_per_s"], 3),
+        "e2e_over_ceiling_2rank": round(e2e_2["items_per_s"] / ceil_2, 3),
+        "ceiling_scaling_2proc": round(ceil_2 / ceil, 3),
         "data_wait_share_1rank": e2e_1["data_wait_share"], "data_wait_share_2rank": e2e_2["data_wait_share"],
     }))
 

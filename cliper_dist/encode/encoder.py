@@ -46,10 +46,10 @@ class ClipEncoder:
         """
         if not _trims_padding(self.model):
             return self.model.encode_text(tokens.to(device, non_blocking=True))
-        ends = text_ends(self.model, tokens)
+        ends = text_ends(self.model, tokens)  # planned on the CPU: no device sync per group
         order = torch.argsort(ends, stable=True)
         ends = ends[order]
-        text = tokens[order].to(device, non_blocking=True)
+        text = tokens.to(device, non_blocking=True)[order.to(device, non_blocking=True)]
         bounds = [int(b) for b in torch.linspace(0, len(order), groups + 1).round()]
         parts = [_encode_prefix(self.model, text[lo:hi, :int(ends[hi - 1]) + 1])
                  for lo, hi in zip(bounds, bounds[1:]) if hi > lo]

@@ -14,9 +14,9 @@ stock transform's.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -36,7 +36,7 @@ from torchvision.transforms import Compose, Normalize, ToTensor  # noqa: E402  (
 IMAGE_OK, IMAGE_MISSING, IMAGE_CORRUPT = 0, 1, 2
 
 
-@dataclass
+@dataclasses.dataclass
 class EncodeBatch:
     shard: str
     last: bool
@@ -46,6 +46,10 @@ class EncodeBatch:
     owner: torch.Tensor  # (T,) the (item, view) slot b * C + c each chunk is summed into
     image_status: torch.Tensor  # (B,) IMAGE_OK / IMAGE_MISSING / IMAGE_CORRUPT
     empty_fields: torch.Tensor  # (B, F) bool, F = len(TEXT_FIELDS)
+
+    def pin_memory(self) -> "EncodeBatch":
+        """Called by the DataLoader's pinning thread (``pin_memory=True``, GPU runs)."""
+        return dataclasses.replace(self, image=self.image.pin_memory(), tokens=self.tokens.pin_memory())
 
 
 class ImageNormalizer:

@@ -15,6 +15,7 @@ from cliper_dist.encode.encoder import load_encoder
 from cliper_dist.encode.pipeline import default_image, read_shard
 from cliper_dist.encode.store import FeatureStore, part_path
 from cliper_dist.encode.views import ViewsConfig, item_views, view_pieces
+from tests.conftest import REPO
 from tests.encode.conftest import encode_in_process
 
 CPU = torch.device("cpu")
@@ -103,3 +104,14 @@ def test_rerun_encodes_only_missing_parts_and_remerges_with_a_new_tau(single_fea
     before, after = np.load(single_features / "similarity.npy"), np.load(out / "similarity.npy")
     assert m["tau"] == 0.5 and not np.allclose(before, after)
     assert after.std(axis=1).mean() < before.std(axis=1).mean()  # a higher tau flattens the softmax
+
+
+def test_shipped_configs_load():
+    from cliper_dist import config
+    from cliper_dist.encode.job import EncodeConfig
+
+    cliper = config.load(EncodeConfig, REPO / "configs" / "encode" / "cliper.yaml", ["data=d", "out=o", "model=m"])
+    assert cliper.text.mode == "chunk" and cliper.views.names[-1] == "global" and cliper.tau == 0.1
+    cliper.validate()
+    long = config.load(EncodeConfig, REPO / "configs" / "encode" / "long-clip.yaml", ["text.mode=chunk"])
+    assert long.text.context_length == 248 and long.text.mode == "chunk"
