@@ -115,3 +115,14 @@ def test_shipped_configs_load():
     cliper.validate()
     long = config.load(EncodeConfig, REPO / "configs" / "encode" / "long-clip.yaml", ["text.mode=chunk"])
     assert long.text.context_length == 248 and long.text.mode == "chunk"
+
+
+def test_long_clip_checkpoint_runs_through_the_job(one_shard_dataset, tiny_clip, tmp_path):
+    from cliper_dist.encode.encoder import save_random_checkpoint
+
+    model, _ = tiny_clip
+    ckpt = save_random_checkpoint(model, tmp_path / "long-clip.pt", seed=5, context_length=248)
+    m = encode_in_process(one_shard_dataset, tmp_path / "feats", model, str(ckpt), "text.mode=truncate")
+    assert m["context_length"] == 248 and m["text"]["mode"] == "truncate"
+    views = np.load(tmp_path / "feats" / "text_views.npy")
+    assert views.shape == (5, 10, 64) and np.isfinite(views).all()
