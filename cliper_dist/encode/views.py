@@ -101,11 +101,6 @@ def item_views(fields: dict[str, str], cfg: ViewsConfig) -> list[ViewText]:
     return views
 
 
-def item_prompts(fields: dict[str, str], cfg: ViewsConfig) -> list[str]:
-    """The C prompts of one item (unchunked), in ``cfg.names`` order."""
-    return [v.prompt for v in item_views(fields, cfg)]
-
-
 def view_pieces(view: ViewText, chunk_chars: int) -> list[str]:
     """Chunk mode's texts for a view that does not fit: the template filled with each slice."""
     value = view.value

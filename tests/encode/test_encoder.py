@@ -56,3 +56,13 @@ def test_context_length_stretches_a_77_position_checkpoint(tiny_clip):
     short = plain.tokenizer(["a red rattle"])
     # positions below keep are unchanged, so a short text embeds exactly as before stretching
     torch.testing.assert_close(enc.model.encode_text(enc.tokenizer(["a red rattle"])), plain.model.encode_text(short))
+
+
+def test_trimmed_text_forward_equals_open_clip(tiny_clip):
+    enc = load_encoder(*tiny_clip, CPU)
+    texts = ["hi", "The product title is a red star rattle!!", "word " * 100, "! ! ! soft " * 6, ""] * 7
+    tokens = enc.tokenizer(texts)
+    with torch.no_grad():
+        stock = enc.model.encode_text(tokens)
+        for groups in (1, 3, 5):
+            torch.testing.assert_close(enc.encode_text(tokens, CPU, groups=groups), stock, rtol=1e-5, atol=1e-5)

@@ -6,9 +6,13 @@ import pytest
 import torch
 
 from cliper_dist.encode.encoder import load_encoder
-from cliper_dist.encode.views import (TextConfig, ViewsConfig, ViewText, ViewTokenizer, item_prompts, item_views,
+from cliper_dist.encode.views import (TextConfig, ViewsConfig, ViewText, ViewTokenizer, item_views,
                                       view_pieces)
 from cliper_dist.errors import UserError
+
+def item_prompts(fields, cfg):
+    return [v.prompt for v in item_views(fields, cfg)]
+
 
 FIELDS = {"title": "Moonbeam red star rattle", "brand": "Moonbeam", "categories": "Baby Products, Toys, Rattles",
           "description": "A red rattle."}
