@@ -1,10 +1,13 @@
 """CLIPER multi-view encoding of a dataset directory into an item feature store.
 
     torchrun --nproc_per_node 8 launch/encode.py --data DATASET_DIR --out FEATURES_DIR \
-        --model ViT-L-14 --pretrained /ckpt/model.safetensors [batch_size=256 tau=0.1 ...]
+        --model ViT-L-14 --pretrained /ckpt/model.safetensors [batch_size=256 workers=6 tau=0.1 ...]
 
 MODEL is an open_clip model name or a model config .json; CKPT a local checkpoint file or
-directory. Runs as a world of one without torchrun. Rerunning skips finished shards.
+directory. ``--config configs/encode/cliper.yaml`` fills the keys of ``EncodeConfig``;
+``key.sub=value`` overrides patch them (``text.mode=truncate text.context_length=248`` for
+Long-CLIP style long text). Runs as a world of one without torchrun. Rerunning skips
+finished shards. See docs/encode.md.
 """
 
 from __future__ import annotations

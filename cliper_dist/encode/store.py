@@ -1,9 +1,11 @@
 """The item feature store: per-shard part files, their merge, and read access for training.
 
 Parts are written atomically, one per dataset shard, and carry a fingerprint (shard
-checksum, checkpoint hash, views). A rerun keeps a part only when its fingerprint matches,
+checksum, checkpoint hash, views, long-text handling, compute dtype). A rerun keeps a part only when its fingerprint matches,
 so resuming after a crash skips finished shards and never mixes features of two models.
-The merge assembles rows by item index into memory-mappable arrays (see ``schema``).
+The merge assembles rows by item index into memory-mappable arrays (see ``schema``) and
+derives similarity, SUM and SA from the raw view embeddings; Concat is not stored, it is
+a reshape of ``text_views`` (``FeatureStore.fused_concat``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cliper_dist.data.schema import atomic_write_bytes, read_json, write_json
+from cliper_dist.data.schema import TEXT_FIELDS, atomic_write_bytes, read_json, write_json
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import fuse_sa, fuse_sum, view_similarity
 
@@ -30,12 +32,23 @@ def part_path(out_dir: str | Path, shard: str) -> Path:
 
 
 def write_part(out_dir: str | Path, shard: str, fingerprint: str, index: np.ndarray, image: np.ndarray,
-               text_views: np.ndarray, image_status: np.ndarray, empty_fields: np.ndarray) -> None:
-    """One finished shard: index (n,), image (n, D), text_views (n, C, D), flags."""
+               text_views: np.ndarray, image_status: np.ndarray, empty_fields: np.ndarray,
+               chunks: np.ndarray) -> None:
+    """One finished shard: index (n,), image (n, D), text_views (n, C, D), flags, chunks per view (n, C)."""
     buf = io.BytesIO()
     np.savez(buf, fingerprint=np.array(fingerprint), index=index, image=image, text_views=text_views,
-             image_status=image_status, empty_fields=empty_fields)
+             image_status=image_status, empty_fields=empty_fields, chunks=chunks)
     atomic_write_bytes(part_path(out_dir, shard), buf.getvalue())
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> None:
+    """Half-written files of a killed run (``.name.tmpPID``); their finished twins are kept."""
+    for tmp in Path(out_dir, PARTS).glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def part_is_done(out_dir: str | Path, shard: str, fingerprint: str) -> bool:
@@ -55,7 +68,8 @@ def merge_parts(out_dir: str | Path, shards: list[str], num_items: int, tau: flo
     seen = np.zeros(num_items, dtype=bool)
     arrays: dict[str, np.ndarray] = {}
     status = np.zeros(num_items, dtype=np.int8)
-    empty_counts = None
+    empty_counts = np.zeros(len(TEXT_FIELDS), dtype=np.int64)
+    chunked = None
     for shard in shards:
         with np.load(part_path(out, shard)) as part:
             index = part["index"]
@@ -72,8 +86,9 @@ def merge_parts(out_dir: str | Path, shards: list[str], num_items: int, tau: flo
             arrays["image"][index] = image
             arrays["text_views"][:, index] = views.transpose(1, 0, 2)
             status[index] = part["image_status"]
-            counts = part["empty_fields"].sum(axis=0)
-            empty_counts = counts if empty_counts is None else empty_counts + counts
+            empty_counts += part["empty_fields"].sum(axis=0)
+            views_chunked = (part["chunks"] > 1).sum(axis=0)
+            chunked = views_chunked if chunked is None else chunked + views_chunked
     if not seen.all():
         missing = np.flatnonzero(~seen)
         raise RuntimeError(f"{len(missing)} items have no features after the merge (first: {missing[:5].tolist()})")
@@ -82,7 +97,7 @@ def merge_parts(out_dir: str | Path, shards: list[str], num_items: int, tau: flo
     derived = write_fusions(out, tau)
     np.save(out / "image_status.npy", status)
     return {"arrays": ["image", "text_views", *derived, "image_status"], "image_status": status,
-            "empty_fields": (empty_counts if empty_counts is not None else np.zeros(0)).tolist()}
+            "empty_fields": empty_counts.tolist(), "chunked_views": chunked.tolist()}
 
 
 def write_fusions(out: Path, tau: float, block: int = 65536) -> list[str]:
@@ -142,6 +157,11 @@ class FeatureStore:
         if not path.is_file():
             raise UserError(f"feature array missing: {path}")
         return np.load(path, mmap_mode="r")
+
+    def fused_concat(self) -> np.ndarray:
+        """Concat fusion (N, C * D), built from ``text_views`` (not stored: it would duplicate them)."""
+        views = self.array("text_views")
+        return np.ascontiguousarray(views.transpose(1, 0, 2)).reshape(views.shape[1], -1)
 
 
 def write_manifest(out_dir: str | Path, manifest: dict) -> None:
