@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cliper_dist.data.schema import SHARD_DIR, item_key, shard_name
+from cliper_dist.data.schema import atomic_write_bytes, item_key
 
 
 @dataclass(frozen=True)
@@ -43,19 +42,10 @@ def write_shard(path: str | Path, samples: list[dict]) -> ShardInfo:
                 info.size, info.mtime, info.mode = len(members[ext]), 0, 0o444
                 tar.addfile(info, io.BytesIO(members[ext]))
     data = buf.getvalue()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     indices = [s["index"] for s in samples]
     return ShardInfo(path.name, len(samples), min(indices, default=-1), max(indices, default=-1),
                      hashlib.sha256(data).hexdigest())
-
-
-def shard_paths(dataset_dir: str | Path, names: list[str]) -> list[str]:
-    return [str(Path(dataset_dir) / SHARD_DIR / n) for n in names]
 
 
 def assign_shards(names: list[str], rank: int, world_size: int) -> list[str]:
@@ -63,17 +53,12 @@ def assign_shards(names: list[str], rank: int, world_size: int) -> list[str]:
     return names[rank::world_size]
 
 
-def iter_shard(path: str | Path) -> Iterator[dict]:
-    """Raw samples of one tar as dicts of bytes keyed by extension, plus ``__key__``.
+def read_shard(path: str | Path) -> Iterator[dict]:
+    """Samples of one tar, whole, as dicts of bytes keyed by extension plus ``__key__``.
 
-    The caller has already chosen this shard for its rank and worker, so webdataset's own
-    node and worker splitting is switched off (it would hand worker k>0 nothing).
+    No node or worker splitting: callers assign whole shards. (``webdataset.WebDataset`` of a
+    single url splits it by worker and hands every DataLoader worker but one an empty shard.)
     """
-    import webdataset as wds  # here, not at the top: it imports torch, which writers do not need
+    from webdataset.tariterators import tarfile_samples  # here: webdataset imports torch
 
-    yield from wds.WebDataset(str(path), shardshuffle=False, nodesplitter=None, workersplitter=None,
-                              empty_check=False)
-
-
-def default_shard_path(dataset_dir: str | Path, i: int) -> Path:
-    return Path(dataset_dir) / SHARD_DIR / shard_name(i)
+    yield from tarfile_samples([{"url": str(path)}])

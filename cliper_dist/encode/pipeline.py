@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import tarfile_samples
 
 from cliper_dist.compat import ensure_torchvision_importable
 from cliper_dist.data.schema import TEXT_FIELDS, key_index
+from cliper_dist.data.shards import read_shard
 from cliper_dist.encode.views import TextConfig, ViewsConfig, ViewTokenizer, field_value, item_views
 from cliper_dist.errors import UserError
 
@@ -131,15 +131,6 @@ class ShardBatches(IterableDataset):
                 owner.extend([b * len(views) + c] * len(pieces))
         return EncodeBatch(shard, last, torch.tensor(index), torch.stack(images), self.tokens.rows(texts),
                            torch.tensor(owner), torch.tensor(status), torch.tensor(empty))
-
-
-def read_shard(path: str) -> Iterator[dict]:
-    """Samples of one tar, whole: no node or worker splitting (the job assigns whole shards).
-
-    (``webdataset.WebDataset`` of a single url would split it by worker and hand every
-    worker but one an empty shard.)
-    """
-    yield from tarfile_samples([{"url": path}])
 
 
 def default_image(path: str, size: int = 224) -> Image.Image:

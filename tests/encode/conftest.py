@@ -10,7 +10,7 @@ import pytest
 
 from cliper_dist.data import schema
 from cliper_dist.data.shards import write_shard
-from cliper_dist.encode.pipeline import read_shard
+from cliper_dist.data.shards import read_shard
 
 LONG_DESCRIPTION = " ".join(f"Soft organic cotton layer number {i} keeps the little one warm and dry." for i in range(12))
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.encode.encoder import load_encoder
-from cliper_dist.encode.pipeline import default_image, read_shard
+from cliper_dist.data.shards import read_shard
+from cliper_dist.encode.pipeline import default_image
 from cliper_dist.encode.store import FeatureStore, part_path
 from cliper_dist.encode.views import ViewsConfig, item_views, view_pieces
 from tests.conftest import REPO

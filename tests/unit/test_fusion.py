@@ -1,27 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from cliper_dist.encode.views import ViewsConfig, item_prompts
 from cliper_dist.model.fusion import MLPFusion, fuse_concat, fuse_sa, fuse_sum, view_similarity
-
-
-def test_prompts_fill_templates_and_build_a_real_global_view():
-    fields = {"title": "Red star bottle", "brand": "", "categories": "Baby Products, Feeding", "description": "Soft."}
-    prompts = item_prompts(fields, ViewsConfig())
-    assert prompts[:4] == [
-        "The product title is Red star bottle.",
-        "The product brand is Missing.",
-        "The product categories are Baby Products, Feeding.",
-        "The product description is Soft.",
-    ]
-    # The global view carries every field (the reference code formats only the categories).
-    assert prompts[4] == " ".join(prompts[:4])
-
-
-def test_view_subset_without_global():
-    cfg = ViewsConfig(fields=["brand"], include_global=False, missing="unknown")
-    assert cfg.names == ["brand"]
-    assert item_prompts({}, cfg) == ["The product brand is unknown."]
 
 
 def test_similarity_and_fusions_follow_the_equations():
