@@ -21,8 +21,12 @@ Feature store (written by ``launch/encode.py``, read by train)::
       image.npy              N x D      image embedding per item
       text_views.npy         C x N x D  one text embedding per view
       similarity.npy         N x C      softmax_j(cos(text_j, image) / tau)
-      fused_sum.npy, fused_sa.npy  N x D  parameter-free fusions of the text views
+      fused_sum.npy, fused_sa.npy  N x D  parameter-free fusions (Concat is derived from
+                             text_views: ``FeatureStore.fused_concat()``)
       image_feat.npy, text_feat.npy     MMRec export (image, SA-fused text)
+      image_status.npy       N          0 image used, 1 missing (default image), 2 corrupt
+      missing_images.txt     index, item id and reason of every item encoded with the default image
+      stats.json             per-rank throughput, data-wait vs model time, missing images
 """
 
 from __future__ import annotations
