@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cliper_dist.model.fusion import MLPFusion, fuse_concat, fuse_sa, fuse_sum, view_similarity
+from cliper_dist.model.graph import SparseGraph
 
 
 @dataclass
@@ -53,65 +54,136 @@ def fixed_text_fusion(kind: str, text_views: torch.Tensor, image: torch.Tensor, 
 
 
 class GraphRecommender(nn.Module):
-    def __init__(self, cfg: ModelConfig, num_users: int, num_items: int,
-                 image: torch.Tensor | None = None, text_views: torch.Tensor | None = None):
-        """image (I, D) and text_views (I, C, D): the encode job's raw embeddings (freedom only)."""
+    """The dense part of LightGCN / FREEDOM: graph propagation, modality branches, losses.
+
+    The ID tables are not parameters of this module: they come in as activations (the
+    sharded full lookup), so the same code runs on one rank or many.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_users: int, num_items: int, image: torch.Tensor | None = None,
+                 text_views: torch.Tensor | None = None, text: torch.Tensor | None = None):
+        """freedom only: ``image`` (I, Dv) raw image embeddings; the text modality is either
+        ``text_views`` (I, C, D) raw CLIPER view embeddings, fused here by ``cfg.fusion``, or
+        ``text`` (I, Dt) one ready text feature (an MMRec ``text_feat.npy``; fusion bypassed)."""
         super().__init__()
         self.cfg, self.num_users, self.num_items = cfg, num_users, num_items
         self.freedom = cfg.name == "freedom"
+        self.has_image = self.has_text = False
+        self.mlp_text = False
         if self.freedom:
-            if image is None or text_views is None:
-                raise ValueError("freedom needs image and text-view features")
+            if image is None and text_views is None and text is None:
+                raise ValueError("freedom needs image and/or text features")
+            if text_views is not None and text is not None:
+                raise ValueError("give text_views or text, not both")
             # Fine-tuned feature tables and their projections to the ID space (as in FREEDOM).
-            self.image_embedding = nn.Parameter(image.clone())
-            if cfg.fusion == "mlp":  # trained with the recommender, from the fixed raw views
+            if image is not None:
+                self.has_image = True
+                self.image_embedding = nn.Parameter(image.clone())
+                self.image_trs = nn.Linear(image.shape[1], cfg.embedding_dim)
+                nn.init.xavier_normal_(self.image_trs.weight)
+            if text_views is not None and cfg.fusion == "mlp":  # trained with the recommender
+                self.mlp_text = True
                 self.register_buffer("text_views", text_views.clone())
                 self.mlp_fusion = MLPFusion(text_views.shape[1], text_views.shape[2])
                 text_dim = text_views.shape[2]
-            else:
+            elif text_views is not None:
+                if image is None and cfg.fusion == "sa":
+                    raise ValueError("SA fusion weighs the text views by their similarity to the image: "
+                                     "it needs image features")
                 self.text_embedding = nn.Parameter(fixed_text_fusion(cfg.fusion, text_views, image, cfg.tau))
                 text_dim = self.text_embedding.shape[1]
-            self.image_trs = nn.Linear(image.shape[1], cfg.embedding_dim)
-            self.text_trs = nn.Linear(text_dim, cfg.embedding_dim)
-            nn.init.xavier_normal_(self.image_trs.weight)
-            nn.init.xavier_normal_(self.text_trs.weight)
-        self.mm_adj: torch.Tensor | None = None
+            elif text is not None:
+                self.text_embedding = nn.Parameter(text.clone())
+                text_dim = text.shape[1]
+            if text_views is not None or text is not None:
+                self.has_text = True
+                self.text_trs = nn.Linear(text_dim, cfg.embedding_dim)
+                nn.init.xavier_normal_(self.text_trs.weight)
+        self.mm_adj: SparseGraph | None = None
 
-    def set_item_graph(self, mm_adj: torch.Tensor) -> None:
+    def set_item_graph(self, mm_adj: SparseGraph) -> None:
         self.mm_adj = mm_adj
 
     def text_features(self) -> torch.Tensor:
-        if self.cfg.fusion == "mlp":
+        if self.mlp_text:
             return self.mlp_fusion(self.text_views)
         return self.text_embedding
 
-    def propagate(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: torch.Tensor):
+    def text_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Projected text features of ``items`` (only these rows are computed)."""
+        feats = self.mlp_fusion(self.text_views[items]) if self.mlp_text else self.text_embedding[items]
+        return self.text_trs(feats)
+
+    def image_rows(self, items: torch.Tensor) -> torch.Tensor:
+        return self.image_trs(self.image_embedding[items])
+
+    def _item_graph_term(self, item_table: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
+        """FREEDOM's h = S^{n_mm} E_i, at ``items`` (all items when None)."""
+        if self.mm_adj is None:
+            raise RuntimeError("freedom: set_item_graph() was not called")
+        h = item_table
+        n = self.cfg.n_mm_layers
+        for layer in range(n):
+            last = layer == n - 1
+            h = self.mm_adj.rows(items).mm(h) if (last and items is not None) else self.mm_adj.mm(h)
+        return h if (n > 0 or items is None) else h[items]
+
+    def propagate(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph):
         """(users (U, d), items (I, d)) after graph propagation over ``adj``."""
         ego = torch.cat([user_table, item_table])
-        layers = [ego]
+        total = ego
         for _ in range(self.cfg.n_ui_layers):
-            ego = torch.sparse.mm(adj, ego)
-            layers.append(ego)
-        out = torch.stack(layers).mean(0)
+            ego = adj.mm(ego)
+            total = total + ego
+        out = total * (1.0 / (self.cfg.n_ui_layers + 1))  # mean over layers 0..L
         users, items = out[: self.num_users], out[self.num_users:]
         if self.freedom:
-            h = item_table
-            for _ in range(self.cfg.n_mm_layers):
-                h = torch.sparse.mm(self.mm_adj, h)
-            items = items + h
+            items = items + self._item_graph_term(item_table, None)
         return users, items
 
-    def loss(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: torch.Tensor,
+    def propagate_rows(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph,
+                       users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``propagate(...)`` at the given users and items only (the same values).
+
+        Layers 1..L-1 are full products; the last layer is taken only at the batch's rows,
+        which halves the sparse work of a training step (and of its backward).
+        """
+        nodes = torch.cat([users, items + self.num_users])
+        ego = torch.cat([user_table, item_table])
+        total = ego[nodes]
+        h = ego
+        n = self.cfg.n_ui_layers
+        for layer in range(n):
+            if layer == n - 1:
+                total = total + adj.rows(nodes).mm(h)
+            else:
+                h = adj.mm(h)
+                total = total + h[nodes]
+        out = total * (1.0 / (n + 1))
+        u, i = out[: len(users)], out[len(users):]
+        if self.freedom:
+            i = i + self._item_graph_term(item_table, items)
+        return u, i
+
+    def loss(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph,
              users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, global_batch: int) -> torch.Tensor:
         """Sum of this rank's per-sample losses / the global batch size: summed over ranks
-        (as torchrec does for the table gradients) it is the mean over the global batch."""
-        all_u, all_i = self.propagate(user_table, item_table, adj)
-        u, p, n = all_u[users], all_i[pos], all_i[neg]
+        (as torchrec does for the table gradients) it is the mean over the global batch.
+
+        lightgcn: BPR + reg_weight * ||ego embeddings of the batch||^2 / 2 (per sample);
+        freedom: BPR + reg_weight * (BPR with projected text + BPR with projected image).
+        """
+        uniq_u, inv_u = torch.unique(users, return_inverse=True)
+        uniq_i, inv_i = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        all_u, all_i = self.propagate_rows(user_table, item_table, adj, uniq_u, uniq_i)
+        u, p, n = all_u[inv_u], all_i[inv_i[: len(pos)]], all_i[inv_i[len(pos):]]
         loss = bpr_loss(u, p, n).sum()
         if self.freedom:
-            t = self.text_trs(self.text_features())
-            v = self.image_trs(self.image_embedding)
-            loss = loss + self.cfg.reg_weight * (bpr_loss(u, t[pos], t[neg]).sum() + bpr_loss(u, v[pos], v[neg]).sum())
+            modal = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            for rows in ((self.text_rows,) if self.has_text else ()) + ((self.image_rows,) if self.has_image else ()):
+                f = rows(uniq_i)
+                modal = modal + bpr_loss(u, f[inv_i[: len(pos)]], f[inv_i[len(pos):]]).sum()
+            loss = loss + self.cfg.reg_weight * modal
         else:
             ego = (user_table[users].pow(2).sum() + item_table[pos].pow(2).sum() + item_table[neg].pow(2).sum()) / 2
             loss = loss + self.cfg.reg_weight * ego
