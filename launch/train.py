@@ -23,7 +23,7 @@ def parse(argv: list[str]) -> TrainConfig:
     parser.add_argument("--features", help="feature directory of the encode job")
     parser.add_argument("--out", help="run directory")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after flags
     flags = [f"{k}={v}" for k in ("data", "features", "out") if (v := getattr(args, k))]
     return config.load(TrainConfig, args.config, flags + args.overrides)
 
