@@ -70,51 +70,6 @@ class SparseGraph:
     def dense(self) -> torch.Tensor:
         return self.mat.to_dense()
 
-    def rows(self, index: torch.Tensor) -> "SparseRows":
-        """The rows ``index`` of the matrix (for products needed only at a batch's nodes)."""
-        crow, col, val = self.mat.crow_indices(), self.mat.col_indices(), self.mat.values()
-        starts = crow[index]
-        lengths = crow[index + 1] - starts
-        local_crow = torch.zeros(len(index) + 1, dtype=torch.int64, device=index.device)
-        torch.cumsum(lengths, 0, out=local_crow[1:])
-        nnz = int(local_crow[-1])
-        # position of every kept entry in the full matrix: row start + offset within the row
-        offset = torch.arange(nnz, device=index.device) - torch.repeat_interleave(local_crow[:-1], lengths)
-        pos = torch.repeat_interleave(starts, lengths) + offset
-        local_row = torch.repeat_interleave(torch.arange(len(index), device=index.device), lengths)
-        return SparseRows(torch.sparse_csr_tensor(local_crow, col[pos], val[pos], (len(index), self.mat.shape[1]),
-                                                  check_invariants=False), local_row, col[pos], val[pos])
-
-
-class _RowSpMM(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, rows: "SparseRows", x: torch.Tensor) -> torch.Tensor:
-        ctx.rows, ctx.n = rows, x.shape[0]
-        return torch.sparse.mm(rows.mat, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        r = ctx.rows
-        gx = torch.zeros(ctx.n, grad.shape[1], dtype=grad.dtype, device=grad.device)
-        gx.index_add_(0, r.col, grad[r.local_row] * r.val.unsqueeze(1))
-        return None, gx
-
-
-@dataclass
-class SparseRows:
-    """A few rows of a SparseGraph: a (len(index), N) CSR matrix, and its COO triples for
-    the backward (x's gradient is a scatter-add over the kept entries)."""
-
-    mat: torch.Tensor
-    local_row: torch.Tensor
-    col: torch.Tensor
-    val: torch.Tensor
-
-    def mm(self, x: torch.Tensor) -> torch.Tensor:
-        if not x.requires_grad:
-            return torch.sparse.mm(self.mat, x)
-        return _RowSpMM.apply(self, x)
-
 
 def _sym_normalise(rows: np.ndarray, cols: np.ndarray, n: int) -> torch.Tensor:
     """D^-1/2 A D^-1/2 of an unweighted graph given as (rows, cols) pairs, as sparse CSR."""

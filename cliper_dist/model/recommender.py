@@ -117,53 +117,35 @@ class GraphRecommender(nn.Module):
     def image_rows(self, items: torch.Tensor) -> torch.Tensor:
         return self.image_trs(self.image_embedding[items])
 
-    def _item_graph_term(self, item_table: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
-        """FREEDOM's h = S^{n_mm} E_i, at ``items`` (all items when None)."""
+    def _item_graph_term(self, item_table: torch.Tensor) -> torch.Tensor:
+        """FREEDOM's h = S^{n_mm} E_i over the frozen item-item graph S."""
         if self.mm_adj is None:
             raise RuntimeError("freedom: set_item_graph() was not called")
         h = item_table
-        n = self.cfg.n_mm_layers
-        for layer in range(n):
-            last = layer == n - 1
-            h = self.mm_adj.rows(items).mm(h) if (last and items is not None) else self.mm_adj.mm(h)
-        return h if (n > 0 or items is None) else h[items]
+        for _ in range(self.cfg.n_mm_layers):
+            h = self.mm_adj.mm(h)
+        return h
 
-    def propagate(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph):
-        """(users (U, d), items (I, d)) after graph propagation over ``adj``."""
+    def propagate(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph) -> torch.Tensor:
+        """All nodes' final embeddings, (U + I, d), users first, after propagation over ``adj``.
+
+        A batch reads its rows with one index (one gradient scatter in the backward). Taking
+        only the batch's rows in the last layer does not pay: a batch's items include the
+        popular ones, whose rows hold most of the graph's entries.
+        """
         ego = torch.cat([user_table, item_table])
         total = ego
         for _ in range(self.cfg.n_ui_layers):
             ego = adj.mm(ego)
             total = total + ego
         out = total * (1.0 / (self.cfg.n_ui_layers + 1))  # mean over layers 0..L
-        users, items = out[: self.num_users], out[self.num_users:]
         if self.freedom:
-            items = items + self._item_graph_term(item_table, None)
-        return users, items
+            out = torch.cat([out[: self.num_users], out[self.num_users:] + self._item_graph_term(item_table)])
+        return out
 
-    def propagate_rows(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph,
-                       users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``propagate(...)`` at the given users and items only (the same values).
-
-        Layers 1..L-1 are full products; the last layer is taken only at the batch's rows,
-        which halves the sparse work of a training step (and of its backward).
-        """
-        nodes = torch.cat([users, items + self.num_users])
-        ego = torch.cat([user_table, item_table])
-        total = ego[nodes]
-        h = ego
-        n = self.cfg.n_ui_layers
-        for layer in range(n):
-            if layer == n - 1:
-                total = total + adj.rows(nodes).mm(h)
-            else:
-                h = adj.mm(h)
-                total = total + h[nodes]
-        out = total * (1.0 / (n + 1))
-        u, i = out[: len(users)], out[len(users):]
-        if self.freedom:
-            i = i + self._item_graph_term(item_table, items)
-        return u, i
+    def split(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users (U, d), items (I, d)) of ``propagate``'s output."""
+        return nodes[: self.num_users], nodes[self.num_users:]
 
     def loss(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph,
              users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, global_batch: int) -> torch.Tensor:
@@ -173,16 +155,19 @@ class GraphRecommender(nn.Module):
         lightgcn: BPR + reg_weight * ||ego embeddings of the batch||^2 / 2 (per sample);
         freedom: BPR + reg_weight * (BPR with projected text + BPR with projected image).
         """
-        uniq_u, inv_u = torch.unique(users, return_inverse=True)
-        uniq_i, inv_i = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-        all_u, all_i = self.propagate_rows(user_table, item_table, adj, uniq_u, uniq_i)
-        u, p, n = all_u[inv_u], all_i[inv_i[: len(pos)]], all_i[inv_i[len(pos):]]
+        b = len(users)
+        rows = self.propagate(user_table, item_table, adj)[torch.cat([users, pos + self.num_users,
+                                                                      neg + self.num_users])]
+        u, p, n = rows[:b], rows[b:2 * b], rows[2 * b:]
         loss = bpr_loss(u, p, n).sum()
         if self.freedom:
+            # only the batch's distinct items are projected (FREEDOM projects all items: the
+            # loss and its gradients are the same, the (I x D) @ (D x d) product is not)
+            items, where = torch.unique(torch.cat([pos, neg]), return_inverse=True)
             modal = torch.zeros((), dtype=loss.dtype, device=loss.device)
-            for rows in ((self.text_rows,) if self.has_text else ()) + ((self.image_rows,) if self.has_image else ()):
-                f = rows(uniq_i)
-                modal = modal + bpr_loss(u, f[inv_i[: len(pos)]], f[inv_i[len(pos):]]).sum()
+            for project in ((self.text_rows,) if self.has_text else ()) + ((self.image_rows,) if self.has_image else ()):
+                f = project(items)[where]
+                modal = modal + bpr_loss(u, f[:b], f[b:]).sum()
             loss = loss + self.cfg.reg_weight * modal
         else:
             ego = (user_table[users].pow(2).sum() + item_table[pos].pow(2).sum() + item_table[neg].pow(2).sum()) / 2

@@ -1,4 +1,4 @@
-"""Single-process pieces: batch-row propagation, pruning, kNN graph, negatives, epoch batches."""
+"""Single-process pieces: sparse products, pruning, kNN graph, negatives, epoch batches."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_dist.model.graph import degree_sensitive_prune, knn_item_graph, user_item_adjacency
-from cliper_dist.model.recommender import GraphRecommender, ModelConfig
+from cliper_dist.model.graph import SparseGraph, degree_sensitive_prune, knn_item_graph
 from cliper_dist.train.data import epoch_batches, load_rec_data, sample_negatives
-from cliper_dist.train.job import build_item_graph
-from cliper_dist.train.features import load_features
 from tests.train._data import make_mmrec_folder
 
 
@@ -19,29 +16,18 @@ def data(tmp_path):
     return load_rec_data(make_mmrec_folder(tmp_path / "d"))
 
 
-@pytest.mark.parametrize("layers,mm_layers", [(0, 1), (1, 1), (2, 1), (3, 2)])
-def test_propagate_rows_equals_full_propagation_and_its_gradient(tmp_path, layers, mm_layers):
-    folder = make_mmrec_folder(tmp_path / "d")
-    data = load_rec_data(folder)
-    feats = load_features(folder, data.num_items)
-    cfg = ModelConfig(name="freedom", embedding_dim=5, n_ui_layers=layers, n_mm_layers=mm_layers, knn_k=4)
-    model = GraphRecommender(cfg, data.num_users, data.num_items, image=feats.image, text=feats.text)
-    model.set_item_graph(build_item_graph(cfg, feats))
-    adj = user_item_adjacency(data.train_user, data.train_item, data.num_users, data.num_items)
-    users, items = torch.tensor([0, 3, 7, 39]), torch.tensor([1, 2, 5, 29])
-    grads = []
-    for rows_only in (False, True):
-        eu = torch.randn(data.num_users, 5, generator=torch.Generator().manual_seed(0)).requires_grad_()
-        ei = torch.randn(data.num_items, 5, generator=torch.Generator().manual_seed(1)).requires_grad_()
-        if rows_only:
-            u, i = model.propagate_rows(eu, ei, adj, users, items)
-        else:
-            all_u, all_i = model.propagate(eu, ei, adj)
-            u, i = all_u[users], all_i[items]
-        ((u * torch.arange(5.0)).sum() + (i ** 2).sum()).backward()
-        grads.append((u.detach(), i.detach(), eu.grad, ei.grad))
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_sparse_graph_product_and_its_backward(symmetric):
+    g = torch.Generator().manual_seed(0)
+    dense = torch.rand(12, 12, generator=g) * (torch.rand(12, 12, generator=g) < 0.3)
+    if symmetric:
+        dense = dense + dense.T
+    graph = (SparseGraph.symmetric if symmetric else SparseGraph.general)(dense.to_sparse_csr())
+    x = torch.randn(12, 3, generator=g, requires_grad=True)
+    w = torch.randn(12, 3, generator=g)
+    (graph.mm(x) * w).sum().backward()
+    torch.testing.assert_close(graph.mm(x.detach()), dense @ x.detach())
+    torch.testing.assert_close(x.grad, dense.T @ w)
 
 
 def test_pruning_keeps_the_right_count_and_prefers_low_degree_edges():
