@@ -104,11 +104,6 @@ class GraphRecommender(nn.Module):
     def set_item_graph(self, mm_adj: SparseGraph) -> None:
         self.mm_adj = mm_adj
 
-    def text_features(self) -> torch.Tensor:
-        if self.mlp_text:
-            return self.mlp_fusion(self.text_views)
-        return self.text_embedding
-
     def text_rows(self, items: torch.Tensor) -> torch.Tensor:
         """Projected text features of ``items`` (only these rows are computed)."""
         feats = self.mlp_fusion(self.text_views[items]) if self.mlp_text else self.text_embedding[items]
@@ -127,11 +122,11 @@ class GraphRecommender(nn.Module):
         return h
 
     def propagate(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph) -> torch.Tensor:
-        """All nodes' final embeddings, (U + I, d), users first, after propagation over ``adj``.
+        """All nodes' final embeddings, (U + I, d), users first, after propagation over ``adj``
+        (evaluation; a training step takes the batch's rows through ``layer_mean_at``).
 
-        A batch reads its rows with one index (one gradient scatter in the backward). Taking
-        only the batch's rows in the last layer does not pay: a batch's items include the
-        popular ones, whose rows hold most of the graph's entries.
+        Computing only the batch's rows in the last layer does not pay: a batch's items
+        include the popular ones, whose rows hold most of the graph's entries.
         """
         ego = torch.cat([user_table, item_table])
         total = ego
@@ -150,7 +145,8 @@ class GraphRecommender(nn.Module):
     def loss(self, user_table: torch.Tensor, item_table: torch.Tensor, adj: SparseGraph,
              users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, global_batch: int) -> torch.Tensor:
         """Sum of this rank's per-sample losses / the global batch size: summed over ranks
-        (as torchrec does for the table gradients) it is the mean over the global batch.
+        (table gradients are summed: torchrec's gradient division is off) it is the mean
+        over the global batch.
 
         lightgcn: BPR + reg_weight * ||ego embeddings of the batch||^2 / 2 (per sample);
         freedom: BPR + reg_weight * (BPR with projected text + BPR with projected image).

@@ -32,7 +32,7 @@ from cliper_dist.sharding.tables import ITEM_FEATURE, USER_FEATURE, ShardingConf
 from cliper_dist.train import checkpoint
 from cliper_dist.train.data import RecData, epoch_batches, load_rec_data
 from cliper_dist.train.features import Features, has_mmrec_features, load_features
-from cliper_dist.train.metrics import KS, evaluate_users
+from cliper_dist.train.metrics import evaluate_users
 
 log = dist.log
 CONFIG_FILE, METRICS_FILE, FINAL_FILE = "config.yaml", "metrics.jsonl", "final.json"
