@@ -10,6 +10,7 @@ metrics.jsonl (one line per evaluation) and final.json (test metrics at the best
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cliper_dist import config, dist
@@ -23,7 +24,7 @@ def parse(argv: list[str]) -> TrainConfig:
     parser.add_argument("--features", help="feature directory of the encode job")
     parser.add_argument("--out", help="run directory")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after flags
     flags = [f"{k}={v}" for k in ("data", "features", "out") if (v := getattr(args, k))]
     return config.load(TrainConfig, args.config, flags + args.overrides)
 
@@ -34,6 +35,14 @@ def main() -> None:
     final = run(cfg, info)
     if info.is_main and final is not None:
         print(format_final(final))
+    # Every output is written and the process group is torn down here. Skipping interpreter
+    # finalisation avoids an intermittent abort in native static destructors ("terminate
+    # called without an active exception") seen after runs that trained fused fbgemm tables
+    # and saved their optimizer state with DCP; torchrun would report it as a failure.
+    dist.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def format_final(final: dict) -> str:

@@ -15,11 +15,12 @@ import torch
 import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+from torchrec.distributed import comm_ops
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.types import ParameterConstraints
-from torchrec.distributed.types import ShardingPlan
+from torchrec.distributed.types import ShardingPlan, ShardingType
 
 from cliper_dist.errors import UserError
 
@@ -34,6 +35,25 @@ FUSED_OPTIMIZERS = {
     "adam": EmbOptimType.ADAM,
 }
 CPU_FUSED_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
+
+
+# What a sharded EmbeddingCollection runs with on CPU/gloo (data_parallel fails inside torchrec).
+CPU_SHARDING_TYPES = (ShardingType.TABLE_WISE.value, ShardingType.ROW_WISE.value, ShardingType.COLUMN_WISE.value)
+
+
+class CpuEmbeddingCollectionSharder(EmbeddingCollectionSharder):
+    """An EmbeddingCollection sharder that offers exactly the sharding types that work on CPU.
+
+    torchrec's stock sharders decide by device type; for EmbeddingBagCollection they offer
+    row_wise only on CUDA. This one states the CPU set explicitly (table_wise, row_wise,
+    column_wise, all verified on gloo), so the planner can neither pick data_parallel (which
+    fails for EC inside torchrec) nor be refused row_wise.
+    """
+
+    def sharding_types(self, compute_device_type: str) -> list[str]:
+        if compute_device_type == "cpu":
+            return list(CPU_SHARDING_TYPES)
+        return super().sharding_types(compute_device_type)
 
 
 @dataclass
@@ -72,6 +92,15 @@ def fused_params(cfg: ShardingConfig, device: torch.device) -> dict:
 def plan_tables(module: EmbeddingCollection, cfg: ShardingConfig, world_size: int, device: torch.device,
                 sharder: EmbeddingCollectionSharder) -> ShardingPlan:
     types = {USER_TABLE: cfg.sharding_type, ITEM_TABLE: cfg.sharding_type, **cfg.extra_constraints}
+    unknown = sorted(set(types) - {USER_TABLE, ITEM_TABLE})
+    if unknown:
+        raise UserError(f"sharding.extra_constraints names unknown table(s) {unknown}; tables are "
+                        f"{USER_TABLE}, {ITEM_TABLE}")
+    allowed = sharder.sharding_types(device.type)
+    for table, kind in types.items():
+        if kind not in allowed:
+            raise UserError(f"sharding type '{kind}' for table {table} is not available on {device.type}; "
+                            f"choose one of {', '.join(allowed)}")
     constraints = {t: ParameterConstraints(sharding_types=[s]) for t, s in types.items()}
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=world_size, compute_device=device.type),
                                        constraints=constraints, debug=False)
@@ -91,9 +120,16 @@ def plan_tables(module: EmbeddingCollection, cfg: ShardingConfig, world_size: in
 
 def shard_id_tables(num_users: int, num_items: int, dim: int, cfg: ShardingConfig, world_size: int,
                     device: torch.device) -> tuple[DistributedModelParallel, ShardingPlan]:
-    """A DMP-wrapped EmbeddingCollection holding the user and item tables, and its plan."""
+    """A DMP-wrapped EmbeddingCollection holding the user and item tables, and its plan.
+
+    torchrec divides table gradients by the world size in the backward all-to-all (DDP's
+    averaging convention) unless told otherwise. The train job divides each rank's loss by
+    the *global* batch size, so the rank contributions must be summed: gradient division is
+    switched off (a process-wide torchrec setting).
+    """
+    comm_ops.set_gradient_division(False)
     tables = EmbeddingCollection(tables=id_table_configs(num_users, num_items, dim), device=torch.device("meta"))
-    sharder = EmbeddingCollectionSharder(fused_params=fused_params(cfg, device))
+    sharder = CpuEmbeddingCollectionSharder(fused_params=fused_params(cfg, device))
     plan = plan_tables(tables, cfg, world_size, device, sharder)
     dmp = DistributedModelParallel(tables, device=device, plan=plan, sharders=[sharder], init_data_parallel=False)
     return dmp, plan

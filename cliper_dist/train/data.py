@@ -95,17 +95,19 @@ def sample_negatives(users: np.ndarray, num_items: int, train_keys: np.ndarray,
 
 
 def epoch_batches(data: RecData, train_keys: np.ndarray, epoch: int, seed: int, batch_size: int,
-                  rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """This rank's (users, positives, negatives) for every step of one epoch.
+                  rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """This rank's (users, positives, negatives, global batch size) for every step of one epoch.
 
     All ranks draw the same permutation from (seed, epoch); each global batch of
     ``batch_size`` edges is split evenly across ranks, so every rank runs the same number of
     steps (the sharded lookups are collectives) and the global batch matches one process.
-    Negatives come from a per-rank stream.
+    Negatives come from a per-rank stream. The last batch of an epoch may be smaller: its
+    size is returned so the loss is the mean over the batch actually drawn.
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(data.train_user))
     neg_rng = np.random.default_rng([seed, epoch, rank, 1])
     for lo in range(0, len(order), batch_size):
-        part = np.array_split(order[lo:lo + batch_size], world_size)[rank]
+        batch = order[lo:lo + batch_size]
+        part = np.array_split(batch, world_size)[rank]
         users, pos = data.train_user[part], data.train_item[part]
-        yield users, pos, sample_negatives(users, data.num_items, train_keys, neg_rng)
+        yield users, pos, sample_negatives(users, data.num_items, train_keys, neg_rng), len(batch)

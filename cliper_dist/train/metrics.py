@@ -7,6 +7,7 @@ min(|held-out|, K). Averages run over users that have held-out items.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 KS = (10, 20, 50)
@@ -28,6 +29,43 @@ def metric_sums(hits: torch.Tensor, n_truth: torch.Tensor, ks=KS) -> dict[str, f
         h = hits[:, :k]
         out[f"recall@{k}"] = float((h.sum(1) / n_truth).sum())
         dcg = (h * discount[:k]).sum(1)
-        ideal = torch.cumsum(discount[:k], 0)[(n_truth.clamp(max=k) - 1).long()]
+        # IDCG over min(|held-out|, K) (fewer when there are fewer than K items at all)
+        ideal = torch.cumsum(discount[:k], 0)[(n_truth.clamp(max=h.shape[1]) - 1).long()]
         out[f"ndcg@{k}"] = float((dcg / ideal).sum())
     return out
+
+
+def csr_entries(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(local row, column) of every entry of the CSR rows ``rows``, vectorised."""
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    local = np.repeat(np.arange(len(rows)), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return local, indices[np.repeat(starts, lengths) + offsets]
+
+
+def evaluate_users(users_emb: torch.Tensor, items_emb: torch.Tensor, users: np.ndarray, train, truth,
+                   batch_users: int, ks=KS) -> dict[str, float]:
+    """Summed Recall@K / NDCG@K of ``users`` (full ranking, training items masked).
+
+    ``train`` and ``truth`` are per-user item CSRs (``indptr``, ``indices``, sorted rows).
+    Hits are found by looking the top-K item keys up in the sorted held-out keys, so no
+    (users x items) truth matrix is built.
+    """
+    num_items = items_emb.shape[0]
+    sums = dict.fromkeys([f"{m}@{k}" for m in ("recall", "ndcg") for k in ks], 0.0)
+    kmax = min(max(ks), num_items)
+    for lo in range(0, len(users), batch_users):
+        batch = users[lo:lo + batch_users]
+        scores = users_emb[torch.from_numpy(batch)] @ items_emb.T
+        r, c = csr_entries(train.indptr, train.indices, batch)
+        scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
+        top = scores.topk(kmax, dim=1).indices.numpy()
+        tr, tc = csr_entries(truth.indptr, truth.indices, batch)
+        truth_keys = tr * num_items + tc  # sorted: rows ascending, items sorted within a row
+        top_keys = np.arange(len(batch))[:, None] * num_items + top
+        pos = np.minimum(np.searchsorted(truth_keys, top_keys), max(len(truth_keys) - 1, 0))
+        hits = torch.from_numpy(truth_keys[pos] == top_keys) if len(truth_keys) else torch.zeros(top.shape, dtype=torch.bool)
+        n_truth = torch.from_numpy(truth.indptr[batch + 1] - truth.indptr[batch])
+        for key, v in metric_sums(hits, n_truth, ks).items():
+            sums[key] += v
+    return sums

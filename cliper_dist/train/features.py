@@ -1,0 +1,91 @@
+"""Item features for FREEDOM: the encode job's CLIPER views, or an MMRec folder's npy files.
+
+Two layouts are read:
+
+- an encode output directory (``manifest.json``): ``image.npy`` (I, D) and
+  ``text_views.npy`` (C, I, D), the raw view embeddings; the train job fuses the views
+  (``model.fusion``, ``model.tau``);
+- an MMRec data folder: ``image_feat.npy`` (I, Dv) and/or ``text_feat.npy`` (I, Dt), one
+  ready feature per modality (the text is a single view: fusion is bypassed).
+
+Every array is checked before training starts: row count = number of items, all finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cliper_dist.encode.store import MANIFEST, FeatureStore
+from cliper_dist.errors import UserError
+
+MMREC_IMAGE, MMREC_TEXT = "image_feat.npy", "text_feat.npy"
+
+
+@dataclass
+class Features:
+    image: torch.Tensor | None  # (I, Dv)
+    text_views: torch.Tensor | None  # (I, C, D): raw CLIPER views, fused by the model
+    text: torch.Tensor | None  # (I, Dt): one ready text feature (MMRec), fusion bypassed
+    source: str
+
+    def describe(self) -> str:
+        parts = [f"{name} {tuple(t.shape)}" for name, t in
+                 (("image", self.image), ("text_views", self.text_views), ("text", self.text)) if t is not None]
+        return f"{self.source}: " + ", ".join(parts)
+
+
+def has_mmrec_features(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / MMREC_IMAGE).is_file() or (path / MMREC_TEXT).is_file()
+
+
+def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, block: int = 65536) -> None:
+    """Row count and finiteness, checked a block of items at a time (arrays may be memory-mapped)."""
+    if arr.ndim < 2:
+        raise UserError(f"{name}: expected a 2-D (items x dim) array, got shape {arr.shape}")
+    rows = arr.shape[item_axis]
+    if rows != num_items:
+        raise UserError(f"{name} has {rows} item rows, but the dataset has {num_items} items "
+                        f"(features must be aligned by item index)")
+    for lo in range(0, rows, block):
+        part = np.take(arr, np.arange(lo, min(rows, lo + block)), axis=item_axis)
+        bad = ~np.isfinite(part)
+        if bad.any():
+            item = lo + int(np.argwhere(bad)[0][item_axis])
+            raise UserError(f"{name} contains NaN or infinite values ({int(bad.sum())} entries in items "
+                            f"{lo}..{lo + part.shape[item_axis] - 1}, first at item {item})")
+
+
+def _load(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({e})") from None
+
+
+def load_features(path: str | Path, num_items: int) -> Features:
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        store = FeatureStore.open(path)
+        image, views = store.array("image"), store.array("text_views")
+        check_array(image, str(path / "image.npy"), num_items)
+        check_array(views, str(path / "text_views.npy"), num_items, item_axis=1)
+        if image.shape[1] != views.shape[2]:
+            raise UserError(f"{path}: image dim {image.shape[1]} != text-view dim {views.shape[2]}")
+        return Features(torch.from_numpy(np.array(image, dtype=np.float32)),
+                        torch.from_numpy(np.ascontiguousarray(np.asarray(views, dtype=np.float32).transpose(1, 0, 2))),
+                        None, str(path))
+    if has_mmrec_features(path):
+        arrays = {}
+        for name in (MMREC_IMAGE, MMREC_TEXT):
+            if (path / name).is_file():
+                arr = _load(path / name)
+                check_array(arr, str(path / name), num_items)
+                arrays[name] = torch.from_numpy(np.array(arr, dtype=np.float32))
+        return Features(arrays.get(MMREC_IMAGE), None, arrays.get(MMREC_TEXT), str(path))
+    raise UserError(f"{path}: no features found (expected an encode output directory with {MANIFEST}, "
+                    f"or {MMREC_IMAGE} / {MMREC_TEXT})")

@@ -1,0 +1,171 @@
+"""The train job end to end on tiny data: real torchrun ranks, outputs, resume, multi-node,
+the recommend tool, and bad input (one clear error before training starts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cliper_dist.dist import DistInfo
+from cliper_dist.errors import UserError
+from cliper_dist.model.recommender import ModelConfig
+from cliper_dist.train.job import Trainer, TrainConfig
+from tests.conftest import REPO, child_env, free_port, run_python
+from tests.train._data import make_encode_dir, make_mmrec_folder
+
+TRAIN = "launch/train.py"
+SMALL = ["batch_size=64", "model.embedding_dim=8", "model.knn_k=4", "eval_batch_users=16"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in lines:  # timings differ between runs
+        r.pop("epoch_s")
+        r.pop("eval_s")
+    return lines
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result
+
+
+def test_freedom_on_an_mmrec_folder_then_recommend(ranks, tmp_path):
+    data = make_mmrec_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    result = _ok(ranks.launch(TRAIN, ["--data", data, "--out", run, "model.name=freedom", "epochs=3", *SMALL]))
+    assert "sharding plan" in result.stdout and "table_wise" in result.stdout  # logged by rank 0
+    lines = _metrics(run)
+    assert [r["epoch"] for r in lines] == [0, 1, 2]
+    final = json.loads((run / "final.json").read_text())
+    assert final["world_size"] == 2 and final["model"] == "freedom"
+    for split in ("valid", "test"):
+        assert set(final[split]) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 20, 50)}
+    assert final["valid"] == next(r["valid"] for r in lines if r["epoch"] == final["best_epoch"])
+    assert final["s_per_epoch"] > 0 and final["wall_s"] > 0
+
+    rec = _ok(run_python([REPO / "tools/recommend.py", run, "--users", "0,5,39", "--k", "7"]))
+    recs = [json.loads(x) for x in rec.stdout.splitlines() if x.startswith("{")]
+    assert [r["user"] for r in recs] == [0, 5, 39]
+    inter = np.loadtxt(next(data.glob("*.inter")), dtype=np.int64, skiprows=1)
+    for r in recs:
+        train_items = set(inter[(inter[:, 0] == r["user"]) & (inter[:, 2] == 0), 1].tolist())
+        assert len(r["items"]) == 7 and not train_items & set(r["items"])
+        assert r["scores"] == sorted(r["scores"], reverse=True)
+    bad = run_python([REPO / "tools/recommend.py", run, "--users", "40", "--k", "5"])
+    assert bad.returncode != 0 and "out of range" in bad.stdout
+
+
+def test_resumed_run_equals_the_uninterrupted_one(ranks, tmp_path):
+    data = make_mmrec_folder(tmp_path / "data", image=False, text=False)
+    feats = make_encode_dir(tmp_path / "feats")
+    common = ["--data", data, "--features", feats, "model.name=freedom", "model.fusion=mlp", "epochs=4",
+              "patience=10", *SMALL]
+    _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "whole"]))
+    part = ranks.launch(TRAIN, [*common, "--out", tmp_path / "split", "stop_after_epoch=1"])
+    _ok(part)
+    assert len(_metrics(tmp_path / "split")) == 2 and not (tmp_path / "split" / "final.json").exists()
+    resumed = _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "split"]))
+    assert "resumed from" in resumed.stdout
+    assert _metrics(tmp_path / "split") == _metrics(tmp_path / "whole")
+    whole = json.loads((tmp_path / "whole" / "final.json").read_text())
+    split = json.loads((tmp_path / "split" / "final.json").read_text())
+    for key in ("best_epoch", "valid", "test", "epochs"):
+        assert split[key] == whole[key]
+
+
+def test_two_nodes_of_one_process(tmp_path):
+    data = make_mmrec_folder(tmp_path / "data")
+    port = free_port()
+    procs = []
+    for node in (0, 1):
+        env = child_env() | {"NNODES": "2", "NODE_RANK": str(node), "NPROC_PER_NODE": "1",
+                             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RDZV_ID": f"t{port}",
+                             "PYTHON": sys.executable}
+        procs.append(subprocess.Popen(
+            ["bash", str(REPO / "launch/multinode.sh"), "--data", str(data), "--out", str(tmp_path / "run"),
+             "model.name=lightgcn", "epochs=2", *SMALL],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=150)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["world_size"] == 2 and final["epochs"] == 2
+
+
+# ---- bad input: one clear error, raised before any training -------------------------------
+def _trainer(data, features="", model="freedom"):
+    cfg = TrainConfig(data=str(data), features=str(features), out="", model=ModelConfig(name=model, embedding_dim=4))
+    return Trainer(cfg, DistInfo(0, 0, 1, __import__("torch").device("cpu"), "gloo"))
+
+
+def test_features_with_the_wrong_row_count(tmp_path):
+    data = make_mmrec_folder(tmp_path / "d", image=False, text=False)
+    feats = make_encode_dir(tmp_path / "f", num_items=29)
+    with pytest.raises(UserError, match=r"image.npy has 29 item rows, but the dataset has 30 items"):
+        _trainer(data, feats)
+
+
+def test_nan_features(tmp_path):
+    data = make_mmrec_folder(tmp_path / "d")
+    arr = np.load(data / "text_feat.npy")
+    arr[17, 3] = np.nan
+    np.save(data / "text_feat.npy", arr)
+    with pytest.raises(UserError, match=r"text_feat.npy contains NaN or infinite values.*first at item 17"):
+        _trainer(data)
+
+
+def _dataset_dir(path: Path, rows: list[tuple[int, int, int]], users: int, items: int) -> Path:
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps({"counts": {"users": users, "items": items}, "shards": []}))
+    text = "userID\titemID\tx_label\n" + "".join(f"{u}\t{i}\t{s}\n" for u, i, s in rows)
+    (path / "interactions.inter").write_text(text)
+    return path
+
+
+def test_items_out_of_range(tmp_path):
+    rows = [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 9, 0)]
+    with pytest.raises(UserError, match=r"1 item ids outside \[0, 5\), first 9 at row 4"):
+        _trainer(_dataset_dir(tmp_path / "d", rows, users=2, items=5), model="lightgcn")
+
+
+def test_users_out_of_range(tmp_path):
+    rows = [(0, 0, 0), (0, 1, 1), (0, 2, 2), (-1, 3, 0)]
+    with pytest.raises(UserError, match=r"user ids outside"):
+        _trainer(_dataset_dir(tmp_path / "d", rows, users=2, items=5), model="lightgcn")
+
+
+def test_empty_split(tmp_path):
+    rows = [(0, 0, 0), (0, 1, 0), (1, 2, 2)]
+    with pytest.raises(UserError, match=r"the valid split is empty"):
+        _trainer(_dataset_dir(tmp_path / "d", rows, users=2, items=5), model="lightgcn")
+
+
+def test_freedom_without_features(tmp_path):
+    data = make_mmrec_folder(tmp_path / "d", image=False, text=False)
+    with pytest.raises(UserError, match=r"model freedom needs features"):
+        _trainer(data)
+
+
+def test_bad_input_under_torchrun_is_one_line(ranks, tmp_path):
+    data = make_mmrec_folder(tmp_path / "d")
+    arr = np.load(data / "image_feat.npy")
+    np.save(data / "image_feat.npy", arr[:-2])
+    result = ranks.launch(TRAIN, ["--data", data, "--out", tmp_path / "run", "model.name=freedom", *SMALL])
+    assert result.returncode != 0
+    errors = [x for x in result.stdout.splitlines() if x.startswith("cliper-dist: error:")]
+    assert errors == [f"cliper-dist: error: {data / 'image_feat.npy'} has 28 item rows, but the dataset has 30 "
+                      f"items (features must be aligned by item index)"]
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained
