@@ -164,7 +164,12 @@ def run_main(main: Callable[[], int | None]) -> None:
     finally:
         if code == 0:
             shutdown()
-    # A failed rank does not join destroy_process_group (it would wait for its peers); the
-    # process exit closes its sockets, and torchrun stops the others.
+    # Exit without interpreter finalisation. A failed rank must not join
+    # destroy_process_group (it would wait for its peers; process exit closes its sockets
+    # and torchrun stops the others). A successful one has written and closed every output,
+    # and skipping finalisation avoids an intermittent abort in native static destructors
+    # ("terminate called without an active exception") after runs that trained fused fbgemm
+    # tables and saved their optimizer state with DCP, which torchrun would report as a failure.
     sys.stdout.flush()
-    os._exit(code) if code else sys.exit(0)
+    sys.stderr.flush()
+    os._exit(code)

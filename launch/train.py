@@ -10,7 +10,6 @@ metrics.jsonl (one line per evaluation) and final.json (test metrics at the best
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from cliper_dist import config, dist
@@ -35,14 +34,6 @@ def main() -> None:
     final = run(cfg, info)
     if info.is_main and final is not None:
         print(format_final(final))
-    # Every output is written and the process group is torn down here. Skipping interpreter
-    # finalisation avoids an intermittent abort in native static destructors ("terminate
-    # called without an active exception") seen after runs that trained fused fbgemm tables
-    # and saved their optimizer state with DCP; torchrun would report it as a failure.
-    dist.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def format_final(final: dict) -> str:

@@ -60,12 +60,6 @@ class TrainConfig:
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
 
 
-def ensure_process_group(info: dist.DistInfo) -> None:
-    """DMP and DCP need a process group even for a world of one (a plain ``python`` launch)."""
-    if not torch_dist.is_initialized():
-        torch_dist.init_process_group(info.backend, store=torch_dist.HashStore(), rank=0, world_size=1)
-
-
 def build_item_graph(cfg: ModelConfig, feats: Features) -> SparseGraph:
     """mm_adj = w * kNN(image) + (1 - w) * kNN(text), frozen for the whole run (FREEDOM).
 
@@ -103,7 +97,6 @@ class Trainer:
                 log.info("features: %s", self.features.describe())
                 if self.features.text is not None:
                     log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.model.fusion)
-        ensure_process_group(info)
         dist.seed_everything(cfg.seed)
         device = info.device
         self.tables, plan = shard_id_tables(self.data.num_users, self.data.num_items, cfg.model.embedding_dim,
