@@ -45,8 +45,8 @@ from cliper_dist.encode.views import TextConfig, ViewsConfig  # noqa: E402
 def make_dataset(root: Path, items: int, shard_size: int) -> Path:
     raw = make_demo_catalog(root / "raw", DemoSpec(num_items=items, num_users=50, min_per_user=3, max_per_user=6))
     out = root / "data"
-    convert_jsonl(raw["catalog"], DatasetWriter(out, WriterOptions(shard_size=shard_size)), images=raw["images"],
-                  interactions=raw["interactions"])
+    with DatasetWriter(out, WriterOptions(shard_size=shard_size), image_dir=raw["images"]) as writer:
+        convert_jsonl(writer, raw["catalog"], interactions=raw["interactions"])
     return out
 
 
