@@ -8,6 +8,7 @@ a typo must never silently fall back to a default.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -45,6 +46,19 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Sequenc
             raise ConfigError(f"override '{item}' is not of the form key.sub=value")
         _set_path(tree, key.split("."), yaml.safe_load(raw) if raw else "")
     return _build(cls, tree, prefix="")
+
+
+def from_cli(cls: type[T], argv: typing.Sequence[str], description: str, flags: dict[str, str]) -> T:
+    """A launcher's command line: ``--config FILE``, ``--KEY VALUE`` for the keys in ``flags``
+    (key -> help), and ``key.sub=value`` overrides before or after them; flags apply first."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")
+    for key, help_text in flags.items():
+        parser.add_argument(f"--{key}", help=help_text)
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    args = parser.parse_intermixed_args(list(argv))
+    given = [f"{k}={v}" for k in flags if (v := getattr(args, k))]
+    return load(cls, args.config, given + args.overrides)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

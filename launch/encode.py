@@ -12,7 +12,6 @@ finished shards. See docs/encode.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from cliper_dist import config, dist
@@ -20,16 +19,12 @@ from cliper_dist.encode.job import EncodeConfig, run
 
 
 def parse(argv: list[str]) -> EncodeConfig:
-    parser = argparse.ArgumentParser(description="CLIPER multi-view CLIP encoding (see module docstring)")
-    parser.add_argument("--config", help="YAML file of EncodeConfig keys")
-    parser.add_argument("--data", help="dataset directory (tools/convert.py output)")
-    parser.add_argument("--out", help="feature directory to write")
-    parser.add_argument("--model", help="open_clip model name or model config .json")
-    parser.add_argument("--pretrained", help="local checkpoint file or directory")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    args = parser.parse_args(argv)
-    flags = [f"{k}={v}" for k in ("data", "out", "model", "pretrained") if (v := getattr(args, k))]
-    return config.load(EncodeConfig, args.config, flags + args.overrides)
+    return config.from_cli(EncodeConfig, argv, "CLIPER multi-view CLIP encoding (see module docstring)", {
+        "data": "dataset directory (tools/convert.py output)",
+        "out": "feature directory to write",
+        "model": "open_clip model name or model config .json",
+        "pretrained": "local checkpoint file or directory",
+    })
 
 
 def main() -> None:

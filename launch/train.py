@@ -9,7 +9,6 @@ metrics.jsonl (one line per evaluation) and final.json (test metrics at the best
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from cliper_dist import config, dist
@@ -17,15 +16,11 @@ from cliper_dist.train.job import TrainConfig, run
 
 
 def parse(argv: list[str]) -> TrainConfig:
-    parser = argparse.ArgumentParser(description="Train a graph recommender (see module docstring)")
-    parser.add_argument("--config", help="YAML file of TrainConfig keys")
-    parser.add_argument("--data", help="dataset directory or MMRec folder")
-    parser.add_argument("--features", help="feature directory of the encode job")
-    parser.add_argument("--out", help="run directory")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after flags
-    flags = [f"{k}={v}" for k in ("data", "features", "out") if (v := getattr(args, k))]
-    return config.load(TrainConfig, args.config, flags + args.overrides)
+    return config.from_cli(TrainConfig, argv, "Train a graph recommender (see module docstring)", {
+        "data": "dataset directory or MMRec folder",
+        "features": "feature directory of the encode job",
+        "out": "run directory",
+    })
 
 
 def main() -> None:

@@ -13,12 +13,6 @@ import torch
 KS = (10, 20, 50)
 
 
-def topk_hits(scores: torch.Tensor, truth: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, k) 0/1 hits of each user's top-k; ``truth`` is a (B, I) 0/1 mask of held-out items."""
-    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-    return truth.gather(1, top)
-
-
 def metric_sums(hits: torch.Tensor, n_truth: torch.Tensor, ks=KS) -> dict[str, float]:
     """Summed (not averaged) recall@k and ndcg@k over the rows, so ranks can add them up."""
     hits = hits.double()

@@ -71,3 +71,13 @@ def test_shipped_configs_are_valid():
 
     for path in sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml")):
         config.load(TrainConfig, path)
+
+
+def test_command_line_flags_and_overrides_in_any_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: from-file\ninner:\n  k: 3\n")
+    cfg = config.from_cli(Outer, ["inner.k=5", "--config", str(path), "--name", "flag", "inner.tau=2"],
+                          "test", {"name": "run name"})
+    assert cfg.name == "flag" and cfg.inner.k == 5 and cfg.inner.tau == 2.0
+    # An override given after a flag for the same key wins (flags apply first).
+    assert config.from_cli(Outer, ["--name", "flag", "name=override"], "test", {"name": ""}).name == "override"
