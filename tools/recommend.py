@@ -22,7 +22,7 @@ import torch
 from cliper_dist import config, dist
 from cliper_dist.errors import UserError
 from cliper_dist.train import checkpoint
-from cliper_dist.train.job import CONFIG_FILE, Trainer, TrainConfig
+from cliper_dist.train.job import CONFIG_FILE, TrainConfig, build_engine
 from cliper_dist.train.metrics import csr_entries
 
 
@@ -56,20 +56,18 @@ def recommend(run_dir: str | Path, users: np.ndarray, k: int, kind: str = checkp
         raise UserError(f"{run_dir}: no complete '{kind}' checkpoint (save_best=false or the run never evaluated?)")
     cfg = config.load(TrainConfig, run_dir / CONFIG_FILE, [f"out={run_dir}", *overrides])
     info = dist.init(device="cpu")
-    trainer = Trainer(cfg, info)
-    n_users, n_items = trainer.data.num_users, trainer.data.num_items
+    engine = build_engine(cfg, info)
+    n_users, n_items = engine.data.num_users, engine.data.num_items
     bad = users[(users < 0) | (users >= n_users)]
     if len(bad):
         raise UserError(f"user(s) {bad[:5].tolist()} out of range: the run has users 0..{n_users - 1}")
     if k < 1:
         raise UserError(f"--k must be >= 1; got {k}")
-    state = trainer.state_dict(with_optimizer=False)
-    checkpoint.load(path, state, rank=0, restore_rng=False)
-    trainer.load_state_dict(state)
-    users_emb, items_emb = trainer.final_embeddings()
+    checkpoint.load(path, engine.state_dict(with_optimizer=False))
+    users_emb, items_emb = engine.model.embeddings()  # one rank: every column
     with torch.no_grad():
         scores = users_emb[torch.from_numpy(users)] @ items_emb.T
-        r, c = csr_entries(trainer.data.train.indptr, trainer.data.train.indices, users)
+        r, c = csr_entries(engine.data.train.indptr, engine.data.train.indices, users)
         scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
         top = scores.topk(min(k, n_items), dim=1)
     out = []

@@ -1,17 +1,21 @@
 """CLIPER's view similarity (eq. 2) and the fusions of an item's C text-view embeddings.
 
-Shapes: ``text_views`` (N, C, D), ``image`` (N, D). Parameter-free fusions (SUM, Concat,
-SA) are computed once by the encode job and again, from the stored raw view embeddings,
-by the train job, where tau is a config key and MLP is a trained layer.
+Shapes: ``text_views`` (N, C, D), ``image`` (N, D). ``FUSIONS`` is the one registry of
+fusions, by config name. SUM, Concat and SA are parameter-free: the encode job stores SUM
+and SA, and the train job recomputes the chosen one from the raw views (tau is a train
+config key). MLP is trained with the recommender; the model builds it
+(``model.freedom.MLPTextBranch``), and its frozen item graph uses the SUM fusion instead.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-FUSIONS = ("sa", "sum", "concat", "mlp")
+from cliper_dist.errors import UserError
 
 
 def view_similarity(text_views: torch.Tensor, image: torch.Tensor, tau: float) -> torch.Tensor:
@@ -33,12 +37,25 @@ def fuse_sa(text_views: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nc,ncd->nd", similarity, text_views)
 
 
-class MLPFusion(nn.Module):
-    """Concat -> Linear(C*D, D) -> LeakyReLU, trained with the recommender (as in the paper)."""
+@dataclass(frozen=True)
+class Fusion:
+    """How the view embeddings become one text feature. ``fixed(views, image, tau)`` is the
+    parameter-free fusion, or the one the frozen item graph uses when ``trained``."""
 
-    def __init__(self, num_views: int, dim: int):
-        super().__init__()
-        self.proj = nn.Linear(num_views * dim, dim)
+    fixed: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+    needs_image: bool = False
+    trained: bool = False
 
-    def forward(self, text_views: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.proj(fuse_concat(text_views)))
+
+FUSIONS: dict[str, Fusion] = {
+    "sum": Fusion(lambda views, image, tau: fuse_sum(views)),
+    "concat": Fusion(lambda views, image, tau: fuse_concat(views)),
+    "sa": Fusion(lambda views, image, tau: fuse_sa(views, view_similarity(views, image, tau)), needs_image=True),
+    "mlp": Fusion(lambda views, image, tau: fuse_sum(views), trained=True),
+}
+
+
+def get_fusion(name: str) -> Fusion:
+    if name not in FUSIONS:
+        raise UserError(f"model.fusion must be one of {', '.join(FUSIONS)}; got '{name}'")
+    return FUSIONS[name]

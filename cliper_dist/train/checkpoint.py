@@ -3,30 +3,28 @@
 Layout under ``RUN_DIR/checkpoints``::
 
     last            text file: name of the newest complete resume checkpoint
-    last-000012/    DCP files of the sharded tables, their fused optimizer state, the dense
-                    parameters and Adam state; meta.json (epoch, early-stopping state,
-                    metric history, timings); rng.rank<R>.pt (each rank's RNG states)
+    last-000012/    DCP files of every rank's column blocks (ID tables, feature tables,
+                    projections) and Adam's moments and step count; meta.json (epoch,
+                    early-stopping state, metric history, timings)
     best            text file: name of the checkpoint of the best valid epoch
-    best-000009/    the same without optimizer states (what tools/recommend.py reads)
+    best-000009/    the same without optimizer state (what tools/recommend.py reads)
 
-Each rank writes only its own table shards; replicated (dense) tensors are written once.
-A checkpoint directory becomes visible (its pointer file is replaced atomically) only after
-every rank finished writing, so a crash mid-save leaves the previous one in place. Across
-nodes the run directory must be on a shared file system. DCP reshards on load, so a run
-can be resumed (or served) with another world size.
+Each rank writes only its own blocks; replicated tensors are written once. A checkpoint
+directory becomes visible (its pointer file is replaced atomically) only after every rank
+finished writing, so a crash mid-save leaves the previous one in place. Across nodes the
+run directory must be on a shared file system. DCP reshards on load, so a run can be
+resumed (or served) at another world size. No RNG state is saved: every random draw of
+training derives from (seed, epoch), the same on every rank.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import torch.distributed.checkpoint as dcp
 
 from cliper_dist import dist
@@ -49,16 +47,6 @@ def resolve(run_dir: str | Path, kind: str = LAST) -> Path | None:
     return path if (path / "meta.json").is_file() else None
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def save(run_dir: str | Path, kind: str, epoch: int, state: dict[str, Any], meta: dict[str, Any],
          rank: int) -> Path:
     """Write ``state`` (a DCP state dict) and ``meta`` as the ``kind`` checkpoint of ``epoch``."""
@@ -71,7 +59,6 @@ def save(run_dir: str | Path, kind: str, epoch: int, state: dict[str, Any], meta
             shutil.rmtree(path)
     dist.barrier()
     dcp.save(state, checkpoint_id=str(path))
-    torch.save(_rng_state(), path / f"rng.rank{rank}.pt")
     dist.barrier()
     if rank == 0:
         (path / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -85,10 +72,7 @@ def save(run_dir: str | Path, kind: str, epoch: int, state: dict[str, Any], meta
     return path
 
 
-def load(path: Path, state: dict[str, Any], rank: int, restore_rng: bool = True) -> dict[str, Any]:
-    """Load ``path`` into the templates of ``state`` in place; returns the meta dict."""
+def load(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Load ``path`` into the tensors of ``state`` in place; returns the meta dict."""
     dcp.load(state, checkpoint_id=str(path))
-    rng_file = path / f"rng.rank{rank}.pt"
-    if restore_rng and rng_file.is_file():  # absent when the world size changed
-        _set_rng_state(torch.load(rng_file, weights_only=False))
     return json.loads((path / "meta.json").read_text())

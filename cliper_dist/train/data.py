@@ -1,4 +1,4 @@
-"""Training data: interactions by split, per-epoch rank-sharded BPR batches, negatives.
+"""Training data: interactions by split, per-epoch BPR batches, negatives.
 
 Reads a dataset directory (``tools/convert.py``) or an MMRec data folder (``X.inter``).
 """
@@ -94,20 +94,18 @@ def sample_negatives(users: np.ndarray, num_items: int, train_keys: np.ndarray,
     return neg
 
 
-def epoch_batches(data: RecData, train_keys: np.ndarray, epoch: int, seed: int, batch_size: int,
-                  rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """This rank's (users, positives, negatives, global batch size) for every step of one epoch.
+def epoch_batches(data: RecData, train_keys: np.ndarray, epoch: int, seed: int,
+                  batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(users, positives, negatives) for every step of one epoch, the same on every rank.
 
-    All ranks draw the same permutation from (seed, epoch); each global batch of
-    ``batch_size`` edges is split evenly across ranks, so every rank runs the same number of
-    steps (the sharded lookups are collectives) and the global batch matches one process.
-    Negatives come from a per-rank stream. The last batch of an epoch may be smaller: its
-    size is returned so the loss is the mean over the batch actually drawn.
+    Column-parallel ranks all work on the whole global batch (each on its own columns), so
+    the permutation and the negatives derive from (seed, epoch) alone: every rank, and a
+    run resumed at any world size, draws the same batches. The last batch of an epoch may
+    be smaller; the loss is the mean over the batch actually drawn.
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(data.train_user))
-    neg_rng = np.random.default_rng([seed, epoch, rank, 1])
+    neg_rng = np.random.default_rng([seed, epoch, 1])
     for lo in range(0, len(order), batch_size):
         batch = order[lo:lo + batch_size]
-        part = np.array_split(batch, world_size)[rank]
-        users, pos = data.train_user[part], data.train_item[part]
-        yield users, pos, sample_negatives(users, data.num_items, train_keys, neg_rng), len(batch)
+        users, pos = data.train_user[batch], data.train_item[batch]
+        yield users, pos, sample_negatives(users, data.num_items, train_keys, neg_rng)

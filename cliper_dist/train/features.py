@@ -1,9 +1,9 @@
 """Item features for FREEDOM: the encode job's CLIPER views, or an MMRec folder's npy files.
 
-Two layouts are read:
+Two layouts are read, memory-mapped (nothing is copied until the model reads its blocks):
 
 - an encode output directory (``manifest.json``): ``image.npy`` (I, D) and
-  ``text_views.npy`` (C, I, D), the raw view embeddings; the train job fuses the views
+  ``text_views.npy`` (C, I, D), the raw view embeddings; the model fuses the views
   (``model.fusion``, ``model.tau``);
 - an MMRec data folder: ``image_feat.npy`` (I, Dv) and/or ``text_feat.npy`` (I, Dt), one
   ready feature per modality (the text is a single view: fusion is bypassed).
@@ -15,27 +15,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from cliper_dist.encode.store import MANIFEST, FeatureStore
 from cliper_dist.errors import UserError
+from cliper_dist.model.fusion import Fusion
 
 MMREC_IMAGE, MMREC_TEXT = "image_feat.npy", "text_feat.npy"
 
 
 @dataclass
 class Features:
-    image: torch.Tensor | None  # (I, Dv)
-    text_views: torch.Tensor | None  # (I, C, D): raw CLIPER views, fused by the model
-    text: torch.Tensor | None  # (I, Dt): one ready text feature (MMRec), fusion bypassed
+    image: np.ndarray | None  # (I, Dv)
+    text_views: np.ndarray | None  # (C, I, D): raw CLIPER views, fused by the model
+    text: np.ndarray | None  # (I, Dt): one ready text feature (MMRec), fusion bypassed
     source: str
+    num_items: int
 
     def describe(self) -> str:
-        parts = [f"{name} {tuple(t.shape)}" for name, t in
-                 (("image", self.image), ("text_views", self.text_views), ("text", self.text)) if t is not None]
+        parts = [f"{name} {tuple(a.shape)}" for name, a in
+                 (("image", self.image), ("text_views", self.text_views), ("text", self.text)) if a is not None]
         return f"{self.source}: " + ", ".join(parts)
+
+    def views_of(self, items: np.ndarray) -> torch.Tensor:
+        """Raw view embeddings of ``items``, (n, C, D)."""
+        return torch.from_numpy(np.ascontiguousarray(self.text_views[:, items].transpose(1, 0, 2), dtype=np.float32))
+
+    def text_blocks(self, fusion: Fusion, tau: float, block: int = 16384) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first item, fused text of a block of items): the views fused by ``fusion.fixed``,
+        or the ready text feature, one block of items at a time."""
+        for lo in range(0, self.num_items, block):
+            hi = min(self.num_items, lo + block)
+            if self.text is not None:
+                yield lo, torch.from_numpy(np.array(self.text[lo:hi], dtype=np.float32))
+            else:
+                image = None if self.image is None else torch.from_numpy(np.array(self.image[lo:hi], dtype=np.float32))
+                yield lo, fusion.fixed(self.views_of(np.arange(lo, hi)), image, tau)
 
 
 def has_mmrec_features(path: str | Path) -> bool:
@@ -76,16 +94,13 @@ def load_features(path: str | Path, num_items: int) -> Features:
         check_array(views, str(path / "text_views.npy"), num_items, item_axis=1)
         if image.shape[1] != views.shape[2]:
             raise UserError(f"{path}: image dim {image.shape[1]} != text-view dim {views.shape[2]}")
-        return Features(torch.from_numpy(np.array(image, dtype=np.float32)),
-                        torch.from_numpy(np.ascontiguousarray(np.asarray(views, dtype=np.float32).transpose(1, 0, 2))),
-                        None, str(path))
+        return Features(image, views, None, str(path), num_items)
     if has_mmrec_features(path):
         arrays = {}
         for name in (MMREC_IMAGE, MMREC_TEXT):
             if (path / name).is_file():
-                arr = _load(path / name)
-                check_array(arr, str(path / name), num_items)
-                arrays[name] = torch.from_numpy(np.array(arr, dtype=np.float32))
-        return Features(arrays.get(MMREC_IMAGE), None, arrays.get(MMREC_TEXT), str(path))
+                arrays[name] = _load(path / name)
+                check_array(arrays[name], str(path / name), num_items)
+        return Features(arrays.get(MMREC_IMAGE), None, arrays.get(MMREC_TEXT), str(path), num_items)
     raise UserError(f"{path}: no features found (expected an encode output directory with {MANIFEST}, "
                     f"or {MMREC_IMAGE} / {MMREC_TEXT})")

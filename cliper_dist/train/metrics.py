@@ -37,29 +37,38 @@ def csr_entries(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tu
     return local, indices[np.repeat(starts, lengths) + offsets]
 
 
+def top_items(user_vecs: torch.Tensor, item_vecs: torch.Tensor, users: np.ndarray, train, k: int) -> np.ndarray:
+    """(len(users), k) best items of each user by dot product, its training items masked.
+
+    ``user_vecs`` are the rows of ``users``; scores are one (users x items) block, so the
+    caller bounds memory by the number of users it passes.
+    """
+    scores = user_vecs @ item_vecs.T
+    r, c = csr_entries(train.indptr, train.indices, users)
+    scores[torch.from_numpy(r).to(scores.device), torch.from_numpy(c).to(scores.device)] = -torch.inf
+    return scores.topk(min(k, item_vecs.shape[0]), dim=1).indices.cpu().numpy()
+
+
+def hit_sums(top: np.ndarray, users: np.ndarray, truth, num_items: int, ks=KS) -> dict[str, float]:
+    """Summed Recall@K / NDCG@K of ``users`` (all with held-out items in ``truth``) given their
+    ranked ``top`` items. Hits are found by looking the top-K item keys up in the sorted
+    held-out keys, so no (users x items) truth matrix is built."""
+    tr, tc = csr_entries(truth.indptr, truth.indices, users)
+    truth_keys = tr * num_items + tc  # sorted: rows ascending, items sorted within a row
+    top_keys = np.arange(len(users))[:, None] * num_items + top
+    pos = np.minimum(np.searchsorted(truth_keys, top_keys), max(len(truth_keys) - 1, 0))
+    hits = torch.from_numpy(truth_keys[pos] == top_keys) if len(truth_keys) else torch.zeros(top.shape, dtype=torch.bool)
+    return metric_sums(hits, torch.from_numpy(truth.indptr[users + 1] - truth.indptr[users]), ks)
+
+
 def evaluate_users(users_emb: torch.Tensor, items_emb: torch.Tensor, users: np.ndarray, train, truth,
                    batch_users: int, ks=KS) -> dict[str, float]:
-    """Summed Recall@K / NDCG@K of ``users`` (full ranking, training items masked).
-
-    ``train`` and ``truth`` are per-user item CSRs (``indptr``, ``indices``, sorted rows).
-    Hits are found by looking the top-K item keys up in the sorted held-out keys, so no
-    (users x items) truth matrix is built.
-    """
-    num_items = items_emb.shape[0]
+    """Summed Recall@K / NDCG@K of ``users`` (full ranking, training items masked), scored
+    ``batch_users`` at a time; ``train`` and ``truth`` are per-user item CSRs."""
     sums = dict.fromkeys([f"{m}@{k}" for m in ("recall", "ndcg") for k in ks], 0.0)
-    kmax = min(max(ks), num_items)
     for lo in range(0, len(users), batch_users):
         batch = users[lo:lo + batch_users]
-        scores = users_emb[torch.from_numpy(batch)] @ items_emb.T
-        r, c = csr_entries(train.indptr, train.indices, batch)
-        scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
-        top = scores.topk(kmax, dim=1).indices.numpy()
-        tr, tc = csr_entries(truth.indptr, truth.indices, batch)
-        truth_keys = tr * num_items + tc  # sorted: rows ascending, items sorted within a row
-        top_keys = np.arange(len(batch))[:, None] * num_items + top
-        pos = np.minimum(np.searchsorted(truth_keys, top_keys), max(len(truth_keys) - 1, 0))
-        hits = torch.from_numpy(truth_keys[pos] == top_keys) if len(truth_keys) else torch.zeros(top.shape, dtype=torch.bool)
-        n_truth = torch.from_numpy(truth.indptr[batch + 1] - truth.indptr[batch])
-        for key, v in metric_sums(hits, n_truth, ks).items():
+        top = top_items(users_emb[torch.from_numpy(batch)], items_emb, batch, train, max(ks))
+        for key, v in hit_sums(top, batch, truth, items_emb.shape[0], ks).items():
             sums[key] += v
     return sums

@@ -1,12 +1,15 @@
-"""The train job end to end on tiny data: real torchrun ranks, outputs, resume, multi-node,
-the recommend tool, and bad input (one clear error before training starts)."""
+"""The train job end to end on tiny data: real torchrun ranks, outputs, resume after a kill
+and at another world size, 8 oversubscribed ranks, multi-node, the recommend tool, and bad
+input (one clear error before training starts)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +17,10 @@ import pytest
 
 from cliper_dist.dist import DistInfo
 from cliper_dist.errors import UserError
-from cliper_dist.model.recommender import ModelConfig
-from cliper_dist.train.job import Trainer, TrainConfig
-from tests.conftest import REPO, child_env, free_port, run_python
+from cliper_dist.model.base import ModelConfig
+from cliper_dist.train import checkpoint
+from cliper_dist.train.job import TrainConfig, build_engine
+from tests.conftest import REPO, child_env, free_port, run_python, torchrun_cmd
 from tests.train._data import make_encode_dir, make_mmrec_folder
 
 TRAIN = "launch/train.py"
@@ -40,7 +44,7 @@ def test_freedom_on_an_mmrec_folder_then_recommend(ranks, tmp_path):
     data = make_mmrec_folder(tmp_path / "data")
     run = tmp_path / "run"
     result = _ok(ranks.launch(TRAIN, ["--data", data, "--out", run, "model.name=freedom", "epochs=3", *SMALL]))
-    assert "sharding plan" in result.stdout and "table_wise" in result.stdout  # logged by rank 0
+    assert "torchrec column_wise ID tables" in result.stdout  # the layout, logged by rank 0
     lines = _metrics(run)
     assert [r["epoch"] for r in lines] == [0, 1, 2]
     final = json.loads((run / "final.json").read_text())
@@ -62,22 +66,66 @@ def test_freedom_on_an_mmrec_folder_then_recommend(ranks, tmp_path):
     assert bad.returncode != 0 and "out of range" in bad.stdout
 
 
-def test_resumed_run_equals_the_uninterrupted_one(ranks, tmp_path):
+def _losses_and_metrics(run: Path) -> tuple[list[float], list[dict]]:
+    lines = _metrics(run)
+    return [r.pop("loss") for r in lines], lines
+
+
+def test_a_killed_run_resumes_into_the_uninterrupted_one(ranks, tmp_path):
     data = make_mmrec_folder(tmp_path / "data", image=False, text=False)
     feats = make_encode_dir(tmp_path / "feats")
-    common = ["--data", data, "--features", feats, "model.name=freedom", "model.fusion=mlp", "epochs=4",
-              "patience=10", *SMALL]
+    common = ["--data", data, "--features", feats, "model.name=freedom", "model.fusion=mlp", "epochs=30",
+              "patience=30", "optim.rows=touched", *SMALL]
     _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "whole"]))
-    part = ranks.launch(TRAIN, [*common, "--out", tmp_path / "split", "stop_after_epoch=1"])
-    _ok(part)
-    assert len(_metrics(tmp_path / "split")) == 2 and not (tmp_path / "split" / "final.json").exists()
-    resumed = _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "split"]))
+    split = tmp_path / "split"
+    proc = subprocess.Popen(torchrun_cmd(2, REPO / TRAIN, [*common, "--out", split]), cwd=REPO, env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (checkpoint.resolve(split) is not None
+                                          and len((split / "metrics.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole torchrun tree, mid-epoch or mid-save
+    proc.wait()
+    assert not (split / "final.json").exists(), "the run finished before it was killed"
+    resumed = _ok(ranks.launch(TRAIN, [*common, "--out", split]))
     assert "resumed from" in resumed.stdout
-    assert _metrics(tmp_path / "split") == _metrics(tmp_path / "whole")
+    assert _metrics(split) == _metrics(tmp_path / "whole")
     whole = json.loads((tmp_path / "whole" / "final.json").read_text())
-    split = json.loads((tmp_path / "split" / "final.json").read_text())
+    final = json.loads((split / "final.json").read_text())
     for key in ("best_epoch", "valid", "test", "epochs"):
-        assert split[key] == whole[key]
+        assert final[key] == whole[key]
+
+
+def test_a_run_resumes_at_another_world_size(ranks, tmp_path):
+    """DCP reshards the column blocks: 2 ranks for 2 epochs, then 3 ranks for 2 more, equal
+    (up to float summation order) to 1 rank for all 4."""
+    data = make_mmrec_folder(tmp_path / "data")
+    common = ["--data", data, "model.name=freedom", "patience=10", *SMALL]
+    _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "one", "epochs=4"], nproc=1))
+    _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "moved", "epochs=2"], nproc=2))
+    resumed = _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "moved", "epochs=4"], nproc=3))
+    assert "resumed from" in resumed.stdout
+    one_losses, one = _losses_and_metrics(tmp_path / "one")
+    moved_losses, moved = _losses_and_metrics(tmp_path / "moved")
+    assert moved_losses == pytest.approx(one_losses, rel=1e-5)
+    for a, b in zip(moved, one):
+        for split in ("valid", "test"):
+            assert a[split] == pytest.approx(b[split], abs=1e-6)
+
+
+def test_eight_oversubscribed_ranks_train_like_one(ranks, tmp_path):
+    data = make_mmrec_folder(tmp_path / "data")
+    common = ["--data", data, "model.name=freedom", "epochs=2", "checkpoint_every=0", "save_best=false", *SMALL]
+    _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "one"], nproc=1))
+    result = _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "eight"], nproc=8, timeout=300))
+    assert "rank 0 holds columns [0, 1)" in result.stdout  # d = 8: one column per rank
+    one_losses, one = _losses_and_metrics(tmp_path / "one")
+    eight_losses, eight = _losses_and_metrics(tmp_path / "eight")
+    assert eight_losses == pytest.approx(one_losses, rel=1e-5)
+    for a, b in zip(eight, one):
+        for split in ("valid", "test"):
+            assert a[split] == pytest.approx(b[split], abs=1e-6)
+    assert json.loads((tmp_path / "eight" / "final.json").read_text())["world_size"] == 8
 
 
 def test_two_nodes_of_one_process(tmp_path):
@@ -108,7 +156,7 @@ def test_two_nodes_of_one_process(tmp_path):
 # ---- bad input: one clear error, raised before any training -------------------------------
 def _trainer(data, features="", model="freedom"):
     cfg = TrainConfig(data=str(data), features=str(features), out="", model=ModelConfig(name=model, embedding_dim=4))
-    return Trainer(cfg, DistInfo(0, 0, 1, __import__("torch").device("cpu"), "gloo"))
+    return build_engine(cfg, DistInfo(0, 0, 1, __import__("torch").device("cpu"), "gloo"))
 
 
 def test_features_with_the_wrong_row_count(tmp_path):

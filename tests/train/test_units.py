@@ -1,4 +1,5 @@
-"""Single-process pieces: sparse products, pruning, kNN graph, negatives, epoch batches."""
+"""Single-process pieces: graph products and their backward, receptive fields, pruning, the
+kNN item graph, negatives and epoch batches."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_dist.model.graph import SparseGraph, degree_sensitive_prune, knn_item_graph
+from cliper_dist.model.graph import BipartiteGraph, ItemGraph, degree_sensitive_prune
+from cliper_dist.model.item_graph import freedom_item_graph
+from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.train.data import epoch_batches, load_rec_data, sample_negatives
 from tests.train._data import make_mmrec_folder
 
@@ -16,22 +19,57 @@ def data(tmp_path):
     return load_rec_data(make_mmrec_folder(tmp_path / "d"))
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_sparse_graph_product_and_its_backward(symmetric):
+def dense_adjacency(data) -> torch.Tensor:
+    n_users, n = data.num_users, data.num_users + data.num_items
+    a = torch.zeros(n, n, dtype=torch.float64)
+    a[data.train_user, n_users + data.train_item] = 1.0
+    a[n_users + data.train_item, data.train_user] = 1.0
+    d = a.sum(1).pow(-0.5)
+    return d[:, None] * a * d[None, :]
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_layer_mean_rows_and_their_backward_match_dense_powers(data, layers):
+    graph = BipartiteGraph.from_edges(data.train_user, data.train_item, data.num_users, data.num_items)
+    a = dense_adjacency(data)
+    g = torch.Generator().manual_seed(layers)
+    users = torch.randn(data.num_users, 3, generator=g, requires_grad=True)
+    items = torch.randn(data.num_items, 3, generator=g, requires_grad=True)
+    u_rows, i_rows = torch.tensor([3, 3, 17, 0]), torch.tensor([5, 29, 5])
+    out_u, out_i = graph.layer_mean_at(users, items, layers, u_rows, i_rows)
+    w_u, w_i = torch.randn(out_u.shape, generator=g), torch.randn(out_i.shape, generator=g)
+    ((out_u * w_u).sum() + (out_i * w_i).sum()).backward()
+
+    x = torch.cat([users, items]).detach().double().requires_grad_()
+    mean = sum(torch.linalg.matrix_power(a, l) @ x for l in range(layers + 1)) / (layers + 1)
+    index = torch.cat([u_rows, i_rows + data.num_users])
+    ((mean[index] * torch.cat([w_u, w_i]).double()).sum()).backward()
+    torch.testing.assert_close(torch.cat([out_u, out_i]).double(), mean[index].detach(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.cat([users.grad, items.grad]).double(), x.grad, atol=1e-6, rtol=0)
+    # the receptive field is exactly the rows with a nonzero gradient
+    reach_u, reach_i = graph.reach(u_rows, i_rows, layers)
+    nonzero = x.grad.ne(0).any(1)
+    assert torch.equal(torch.cat([reach_u, reach_i + data.num_users]), nonzero.nonzero()[:, 0])
+    full_u, full_i = graph.layer_mean(users.detach(), items.detach(), layers)
+    torch.testing.assert_close(torch.cat([full_u, full_i]).double(), mean.detach(), atol=1e-6, rtol=0)
+
+
+def test_item_graph_bags_are_the_sparse_product_and_reach_its_support():
     g = torch.Generator().manual_seed(0)
-    dense = torch.rand(12, 12, generator=g) * (torch.rand(12, 12, generator=g) < 0.3)
-    if symmetric:
-        dense = dense + dense.T
-    graph = (SparseGraph.symmetric if symmetric else SparseGraph.general)(dense.to_sparse_csr())
-    x = torch.randn(12, 3, generator=g, requires_grad=True)
-    w = torch.randn(12, 3, generator=g)
-    (graph.mm(x) * w).sum().backward()
-    torch.testing.assert_close(graph.mm(x.detach()), dense @ x.detach())
-    torch.testing.assert_close(x.grad, dense.T @ w)
+    nbr = torch.randint(0, 9, (9, 4), generator=g)
+    w = torch.rand(9, 4, generator=g)
+    s = torch.zeros(9, 9).index_put_((torch.arange(9).repeat_interleave(4), nbr.reshape(-1)), w.reshape(-1),
+                                     accumulate=True)
+    graph, x = ItemGraph(nbr, w), torch.randn(9, 3, generator=g, requires_grad=True)
+    items = torch.tensor([2, 7, 2])
+    for hops in (0, 1, 2):
+        torch.testing.assert_close(graph.power_rows(x, hops, items), (torch.linalg.matrix_power(s, hops) @ x)[items])
+        x.grad = None
+        graph.power_rows(x, hops, items).sum().backward()
+        assert torch.equal(graph.reach(items, hops), x.grad.ne(0).any(1).nonzero()[:, 0])
 
 
 def test_pruning_keeps_the_right_count_and_prefers_low_degree_edges():
-    rng = np.random.default_rng(0)
     # user 0 and item 0 are hubs; the other edges join degree-1 nodes
     user = np.array([0] * 50 + list(range(1, 51)))
     item = np.array(list(range(50)) + [0] * 25 + list(range(50, 75)))
@@ -43,12 +81,17 @@ def test_pruning_keeps_the_right_count_and_prefers_low_degree_edges():
     assert kept_hub < 60  # the hub-hub edge has the lowest weight 1/sqrt(50*26)
 
 
-def test_knn_graph_rows_and_self_loops():
-    feats = torch.randn(50, 8)
-    g = knn_item_graph(feats, 5, block=7).to_dense()
-    assert torch.all((g > 0).sum(1) == 5)
-    assert torch.all(g.diagonal() > 0)  # self is its own nearest neighbour
-    torch.testing.assert_close(g.sum(1), torch.ones(50))  # values 1/k
+def test_freedom_item_graph_rows_mix_two_knn_graphs():
+    g = torch.Generator().manual_seed(1)
+    image, text = torch.randn(50, 8, generator=g), torch.randn(50, 6, generator=g)
+    graph = freedom_item_graph(image, text, 5, 0.1, ColumnSplit())
+    assert graph.neighbours.shape == (50, 10)
+    assert torch.all(graph.neighbours[:, 0] == torch.arange(50))  # self is its own nearest neighbour
+    dense = torch.zeros(50, 50).index_put_((torch.arange(50).repeat_interleave(10), graph.neighbours.reshape(-1)),
+                                           graph.weights.reshape(-1), accumulate=True)
+    torch.testing.assert_close(dense.sum(1), torch.ones(50))  # 0.1 * 5 * 1/5 + 0.9 * 5 * 1/5
+    single = freedom_item_graph(image, None, 5, 0.1, ColumnSplit())
+    assert single.neighbours.shape == (50, 5) and torch.allclose(single.weights, torch.full((50, 5), 0.2))
 
 
 def test_negatives_reject_training_positives_and_batches_cover_the_epoch(data):
@@ -57,11 +100,12 @@ def test_negatives_reject_training_positives_and_batches_cover_the_epoch(data):
     neg = sample_negatives(users, data.num_items, keys, np.random.default_rng(0))
     assert not np.isin(users * data.num_items + neg, keys).any()
     seen = []
-    for rank in (0, 1):
-        for u, p, n, size in epoch_batches(data, keys, 3, 7, 32, rank, 2):
-            assert size <= 32 and len(u) in (size // 2, (size + 1) // 2)
-            seen += list(zip(u.tolist(), p.tolist()))
+    for u, p, n in epoch_batches(data, keys, 3, 7, 32):
+        assert len(u) <= 32 and len(u) == len(p) == len(n)
+        seen += list(zip(u.tolist(), p.tolist()))
     assert sorted(seen) == sorted(zip(data.train_user.tolist(), data.train_item.tolist()))
-    a = [b[0] for b in epoch_batches(data, keys, 3, 7, 32, 0, 2)]
-    c = [b[0] for b in epoch_batches(data, keys, 4, 7, 32, 0, 2)]
+    again = [b for b in epoch_batches(data, keys, 3, 7, 32)]  # every rank draws the same batches
+    assert all(np.array_equal(x, y) for a, b in zip(again, epoch_batches(data, keys, 3, 7, 32)) for x, y in zip(a, b))
+    a = [b[0] for b in epoch_batches(data, keys, 3, 7, 32)]
+    c = [b[0] for b in epoch_batches(data, keys, 4, 7, 32)]
     assert any(not np.array_equal(x, y) for x, y in zip(a, c))  # a new permutation every epoch

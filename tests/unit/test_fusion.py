@@ -1,7 +1,10 @@
 import torch
 import torch.nn.functional as F
 
-from cliper_dist.model.fusion import MLPFusion, fuse_concat, fuse_sa, fuse_sum, view_similarity
+import pytest
+
+from cliper_dist.errors import UserError
+from cliper_dist.model.fusion import FUSIONS, fuse_concat, fuse_sa, fuse_sum, get_fusion, view_similarity
 
 
 def test_similarity_and_fusions_follow_the_equations():
@@ -16,4 +19,10 @@ def test_similarity_and_fusions_follow_the_equations():
     assert torch.allclose(fuse_sa(views, sim), expected_sa, atol=1e-5)
     assert torch.allclose(fuse_sum(views), views.sum(1))
     assert fuse_concat(views).shape == (7, 80) and torch.equal(fuse_concat(views)[:, 16:32], views[:, 1])
-    assert MLPFusion(5, 16)(views).shape == (7, 16)
+    assert torch.equal(FUSIONS["sa"].fixed(views, image, 0.1), fuse_sa(views, sim))
+    assert FUSIONS["mlp"].trained and torch.equal(FUSIONS["mlp"].fixed(views, None, 0.1), fuse_sum(views))
+
+
+def test_an_unknown_fusion_names_the_choices():
+    with pytest.raises(UserError, match="model.fusion must be one of sum, concat, sa, mlp; got 'max'"):
+        get_fusion("max")

@@ -1,0 +1,76 @@
+"""What every recommender gives the training engine, and the registry of models by name.
+
+A model is column-parallel (``cliper_dist.parallel``): its parameters are this rank's
+column blocks (``ColumnParameter``). A step is split in two so that the engine alone
+decides how ranks communicate:
+
+- ``partials(graph, batch)``: named per-rank partial sums (each a sum over this rank's
+  columns, such as the batch's dot products);
+- ``loss(sums, batch)``: the loss from the same names summed over ranks, computed
+  identically on every rank.
+
+``cliper_dist.model.registry`` maps ``model.name`` to the class; the engine builds it as
+``cls(model_cfg, data, id_tables, column_split, seed, features)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import torch
+from torch import nn
+
+from cliper_dist.model.graph import BipartiteGraph
+
+
+@dataclass
+class ModelConfig:
+    name: str = "freedom"  # a registered model: lightgcn | freedom
+    embedding_dim: int = 64
+    n_ui_layers: int = 2
+    n_mm_layers: int = 1  # freedom: hops over the item-item graph
+    knn_k: int = 10
+    mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
+    edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
+    reg_weight: float = 1e-4  # lightgcn: weight of MMRec's EmbLoss; freedom: weight of the modality BPR losses
+    fusion: str = "sa"  # CLIPER fusion of the text views: sa | sum | concat | mlp (cliper_dist/model/fusion.py)
+    tau: float = 0.1
+
+
+@dataclass
+class Batch:
+    """One global BPR batch, the same on every rank: (user, positive, negative) triples."""
+
+    users: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+class Recommender(nn.Module):
+    """A column-parallel graph recommender (see the module docstring)."""
+
+    #: whether the model reads item features (the job loads them only then)
+    uses_features: bool = False
+    #: names of the row-indexed parameters (rows = users or items), for row-sparse Adam
+    tables: tuple[str, ...] = ()
+
+    def train_graph(self, epoch: int) -> BipartiteGraph:
+        """The user-item graph a training epoch propagates over."""
+        raise NotImplementedError
+
+    def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, sums: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def touched(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
+        """The rows of each table with a dense gradient that this step's loss depends on."""
+        raise NotImplementedError
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's columns of the final (users, items) embeddings over the full training
+        graph, as evaluation scores them."""
+        raise NotImplementedError

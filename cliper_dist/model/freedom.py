@@ -1,0 +1,171 @@
+"""FREEDOM (Zhou and Shen, ACM MM 2023) over CLIPER features, as MMRec's ``src/models/freedom.py``.
+
+    users, items = LightGCN over the user-item graph, pruned every epoch (degree-sensitive)
+    items += S^{n_mm} E_i                 S: the frozen item-item kNN graph (``item_graph``)
+    loss = BPR + reg_weight * sum_m BPR(u . (f_m(i+) - f_m(i-))),  f_m(i) = W_m X_m[i] + b_m
+
+X_m is the fine-tuned feature table of modality m (image; text fused from the CLIPER views
+by ``model.fusion``, or an MMRec ``text_feat.npy``). With MLP fusion the text feature is
+LeakyReLU(M concat(views) + m), trained with the recommender (CLIPER's paper).
+
+Column-parallel: X_m and W_m are split over the feature columns, so each rank multiplies
+its feature columns and the ranks' partial products are summed into each rank's embedding
+columns (``sum_to_local_columns``); b_m is split over the embedding columns. The MLP
+fusion is split over its output columns (Megatron's MLP: no communication between M and
+W_m). No feature table is replicated; its gradient never crosses the network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cliper_dist import dist
+from cliper_dist.errors import UserError
+from cliper_dist.model.base import Batch, ModelConfig
+from cliper_dist.model.fusion import get_fusion
+from cliper_dist.model.graph import BipartiteGraph, degree_sensitive_prune
+from cliper_dist.model.item_graph import freedom_item_graph
+from cliper_dist.model.lightgcn import LightGCN, bpr
+from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, normal, seeded_columns, uniform
+from cliper_dist.parallel.comm import sum_to_local_columns
+from cliper_dist.sharding.tables import IdTables
+
+if TYPE_CHECKING:
+    from cliper_dist.train.data import RecData
+    from cliper_dist.train.features import Features
+
+
+class ColumnProjection(nn.Module):
+    """y = W x + b from D feature columns to d embedding columns (nn.Linear(D, d) with
+    FREEDOM's Xavier-normal weight): W split over D, b over d. ``forward`` takes this
+    rank's feature columns of x and returns its embedding columns of y."""
+
+    def __init__(self, in_width: int, out_width: int, split: ColumnSplit, seed: int, name: str):
+        super().__init__()
+        split.check(in_width, f"{name} input")
+        self.split = split
+        std = math.sqrt(2.0 / (in_width + out_width))
+        self.weight = ColumnParameter(seeded_columns(out_width, in_width, split, seed, f"{name}.weight", normal(std)),
+                                      in_width)
+        bound = 1.0 / math.sqrt(in_width)  # nn.Linear's bias init
+        self.bias = ColumnParameter(seeded_columns(1, out_width, split, seed, f"{name}.bias", uniform(bound))[0],
+                                    out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum_to_local_columns(x @ self.weight.T, self.split) + self.bias
+
+
+class FeatureBranch(nn.Module):
+    """A fine-tuned feature table (MMRec: nn.Embedding.from_pretrained(freeze=False)) and its
+    projection. The lookup gives a sparse gradient: Adam sees only the batch's rows."""
+
+    def __init__(self, table: torch.Tensor, width: int, dim: int, split: ColumnSplit, seed: int, name: str):
+        super().__init__()
+        self.table = ColumnParameter(table, width)
+        self.project = ColumnProjection(width, dim, split, seed, f"{name}_trs")
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.project(F.embedding(items, self.table, sparse=True))
+
+
+class MLPTextBranch(nn.Module):
+    """CLIPER's MLP fusion, LeakyReLU(M concat(views) + m) with M: C*D -> D, trained with the
+    recommender, then the projection. M is split over its output columns (stored as
+    (C*D, D) blocks); the frozen views are read whole, from the memory-mapped store."""
+
+    def __init__(self, features: "Features", dim: int, split: ColumnSplit, seed: int):
+        super().__init__()
+        views, _, width = features.text_views.shape
+        split.check(width, "text view embedding")
+        self.features = features
+        bound = 1.0 / math.sqrt(views * width)  # nn.Linear's init
+        self.mlp_weight = ColumnParameter(seeded_columns(views * width, width, split, seed, "mlp.weight",
+                                                         uniform(bound)), width)
+        self.mlp_bias = ColumnParameter(seeded_columns(1, width, split, seed, "mlp.bias", uniform(bound))[0], width)
+        self.project = ColumnProjection(width, dim, split, seed, "text_trs")
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        views = self.features.views_of(items.cpu().numpy()).flatten(1).to(self.mlp_weight.device)
+        return self.project(F.leaky_relu(views @ self.mlp_weight + self.mlp_bias))
+
+
+class FREEDOM(LightGCN):
+    uses_features = True
+
+    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
+                 features: "Features | None" = None):
+        super().__init__(cfg, data, tables, split, seed)
+        if features is None:
+            raise UserError("model freedom needs features=FEATURES_DIR (the encode job's output, or an MMRec "
+                            "folder with image_feat.npy/text_feat.npy)")
+        device = self.user_table.device
+        fusion = get_fusion(cfg.fusion)
+        if features.text_views is not None and fusion.needs_image and features.image is None:
+            raise UserError(f"fusion {cfg.fusion} weighs the text views by their similarity to the image: "
+                            "it needs image features")
+        image = None if features.image is None else torch.from_numpy(np.array(features.image, dtype=np.float32))
+        text = None
+        if features.text_views is not None or features.text is not None:
+            text = torch.cat([block for _, block in features.text_blocks(fusion, cfg.tau)])
+            if features.text is not None:
+                dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
+        # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
+        self.item_graph = freedom_item_graph(image, text, cfg.knn_k, cfg.mm_image_weight, split).to(device)
+        self.branches = nn.ModuleDict()
+        if image is not None:
+            split.check(image.shape[1], "image feature")
+            self.branches["image"] = FeatureBranch(split.local(image).to(device), image.shape[1],
+                                                   cfg.embedding_dim, split, seed, "image")
+        if features.text_views is not None and fusion.trained:
+            self.branches["text"] = MLPTextBranch(features, cfg.embedding_dim, split, seed).to(device)
+        elif text is not None:
+            split.check(text.shape[1], "text feature")
+            self.branches["text"] = FeatureBranch(split.local(text).to(device), text.shape[1],
+                                                  cfg.embedding_dim, split, seed, "text")
+        self.tables += tuple(f"branches.{m}.table" for m, b in self.branches.items() if isinstance(b, FeatureBranch))
+
+    def train_graph(self, epoch: int) -> BipartiteGraph:
+        """Degree-sensitive pruning, resampled from (seed, epoch): every rank and a resumed
+        run draw the same graph."""
+        d, keep = self.data, 1.0 - self.cfg.edge_dropout
+        if keep >= 1.0:
+            return self.full_graph
+        rng = np.random.default_rng([self.seed, epoch, 7])
+        user, item = degree_sensitive_prune(d.train_user, d.train_item, d.num_users, d.num_items, keep, rng)
+        return BipartiteGraph.from_edges(user, item, d.num_users, d.num_items).to(self.user_table.device)
+
+    def batch_rows(self, graph: BipartiteGraph, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        u, p, n = super().batch_rows(graph, batch)
+        h = self.item_graph.power_rows(self.item_table, self.cfg.n_mm_layers, torch.cat([batch.pos, batch.neg]))
+        return u, p + h[:len(batch)], n + h[len(batch):]
+
+    def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
+        u, p, n = self.batch_rows(graph, batch)
+        out = {"score": (u * (p - n)).sum(1)}
+        # only the batch's distinct items are projected (MMRec projects all items: the loss
+        # and its gradients are the same, the I x D x d product is not)
+        items, where = torch.unique(torch.cat([batch.pos, batch.neg]), return_inverse=True)
+        for name, branch in self.branches.items():
+            f = branch(items)[where]
+            out[name] = (u * (f[:len(batch)] - f[len(batch):])).sum(1)
+        return out
+
+    def loss(self, sums: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        return bpr(sums["score"]) + self.cfg.reg_weight * sum(bpr(sums[name]) for name in self.branches)
+
+    def touched(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
+        rows = super().touched(graph, batch)
+        via_items = self.item_graph.reach(torch.cat([batch.pos, batch.neg]), self.cfg.n_mm_layers)
+        rows["item_table"] = torch.unique(torch.cat([rows["item_table"], via_items]))
+        return rows
+
+    @torch.no_grad()
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        users, items = super().embeddings()
+        return users, items + self.item_graph.power_rows(self.item_table, self.cfg.n_mm_layers)

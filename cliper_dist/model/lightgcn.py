@@ -1,0 +1,71 @@
+"""LightGCN (He et al., SIGIR 2020), as MMRec's ``src/models/lightgcn.py`` computes it.
+
+    users, items = mean_{l=0..L} A^l (E_u, E_i)        A: the normalised training graph
+    loss = mean_b -log sigmoid(u_b . (i+_b - i-_b)) + reg_weight * EmbLoss
+    EmbLoss = (||E_u[users]||_F + ||E_i[pos]||_F + ||E_i[neg]||_F) / B   (norms, not squared)
+
+Column-parallel: the dot products and the squared norms are sums over columns, so each
+rank contributes its columns' partial sums and every rank computes the loss from their
+totals. MMRec's BPRLoss adds 1e-10 inside the log; -log sigmoid differs from it by less
+than 1e-10 / sigmoid(x).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from cliper_dist.model.base import Batch, ModelConfig, Recommender
+from cliper_dist.model.graph import BipartiteGraph
+from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit
+from cliper_dist.sharding.tables import IdTables
+
+if TYPE_CHECKING:
+    from cliper_dist.train.data import RecData
+    from cliper_dist.train.features import Features
+
+
+def bpr(score_diff: torch.Tensor) -> torch.Tensor:
+    """Mean BPR loss of score differences u.(i+) - u.(i-)."""
+    return -F.logsigmoid(score_diff).mean()
+
+
+class LightGCN(Recommender):
+    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
+                 features: "Features | None" = None):
+        super().__init__()
+        self.cfg, self.data, self.split, self.seed = cfg, data, split, seed
+        self.user_table = ColumnParameter(tables.user, cfg.embedding_dim)
+        self.item_table = ColumnParameter(tables.item, cfg.embedding_dim)
+        self.tables = ("user_table", "item_table")
+        self.full_graph = BipartiteGraph.from_edges(data.train_user, data.train_item, data.num_users,
+                                                    data.num_items).to(self.user_table.device)
+
+    def train_graph(self, epoch: int) -> BipartiteGraph:
+        return self.full_graph
+
+    def batch_rows(self, graph: BipartiteGraph, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's columns of the propagated user, positive and negative rows."""
+        b = len(batch)
+        users, items = graph.layer_mean_at(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users,
+                                           torch.cat([batch.pos, batch.neg]))
+        return users, items[:b], items[b:]
+
+    def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
+        u, p, n = self.batch_rows(graph, batch)
+        ego_sq = torch.stack([self.user_table[batch.users].pow(2).sum(), self.item_table[batch.pos].pow(2).sum(),
+                              self.item_table[batch.neg].pow(2).sum()])
+        return {"score": (u * (p - n)).sum(1), "ego_sq": ego_sq}
+
+    def loss(self, sums: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        return bpr(sums["score"]) + self.cfg.reg_weight * sums["ego_sq"].sqrt().sum() / len(batch)
+
+    def touched(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
+        users, items = graph.reach(batch.users, torch.cat([batch.pos, batch.neg]), self.cfg.n_ui_layers)
+        return {"user_table": users, "item_table": items}
+
+    @torch.no_grad()
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.full_graph.layer_mean(self.user_table, self.item_table, self.cfg.n_ui_layers)

@@ -1,0 +1,16 @@
+"""``model.name`` -> recommender class. A new backbone is a ``Recommender`` subclass and a line here."""
+
+from __future__ import annotations
+
+from cliper_dist.errors import UserError
+from cliper_dist.model.base import Recommender
+from cliper_dist.model.freedom import FREEDOM
+from cliper_dist.model.lightgcn import LightGCN
+
+MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM}
+
+
+def model_class(name: str) -> type[Recommender]:
+    if name not in MODELS:
+        raise UserError(f"model.name must be one of {', '.join(MODELS)}; got '{name}'")
+    return MODELS[name]

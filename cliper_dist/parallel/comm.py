@@ -1,0 +1,100 @@
+"""The collectives of the column-parallel layout, with the backward each one needs.
+
+Two situations arise when per-rank partial results (sums over a rank's own columns) are
+added up across ranks:
+
+- ``sum_partials``: every rank then uses the sum whole and identically (the batch's
+  scores feed the same loss on every rank). The loss gradient is then already complete on
+  every rank, so the backward is the identity.
+- ``sum_to_local_columns``: every rank then uses only its own columns of the sum (a
+  projection whose output columns meet the rank's embedding columns). Each rank's
+  gradient covers only its columns, so the backward gathers the full gradient.
+
+Megatron-LM calls the same pair "reduce from" and "copy to" the tensor-parallel region.
+Collectives run on the tensors' own device (gloo on CPU, nccl on CUDA). With one rank
+every function returns its input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from cliper_dist.parallel.columns import ColumnSplit
+
+
+def _all_reduce(x: torch.Tensor) -> torch.Tensor:
+    x = x.contiguous().clone()
+    dist.all_reduce(x)
+    return x
+
+
+class _SumPartials(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _all_reduce(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def sum_partials(x: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
+    """sum over ranks of ``x``; its consumers run identically on every rank (backward: identity)."""
+    return x if split.world_size == 1 else _SumPartials.apply(x)
+
+
+class _SumToLocalColumns(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
+        ctx.split, ctx.width = split, x.shape[-1]
+        lo, hi = split.bounds(x.shape[-1])
+        return _all_reduce(x)[..., lo:hi].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        lo, hi = ctx.split.bounds(ctx.width)
+        full = grad.new_zeros(*grad.shape[:-1], ctx.width)
+        full[..., lo:hi] = grad
+        dist.all_reduce(full)
+        return full, None
+
+
+def sum_to_local_columns(x: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
+    """This rank's columns of the sum over ranks of ``x`` (backward: the full gradient,
+    gathered from every rank's columns)."""
+    if split.world_size == 1:
+        return x
+    return _SumToLocalColumns.apply(x, split)
+
+
+@torch.no_grad()
+def gather_columns(local: torch.Tensor, width: int, split: ColumnSplit) -> torch.Tensor:
+    """The whole (..., width) tensor on every rank, from each rank's column block."""
+    if split.world_size == 1:
+        return local
+    lo, hi = split.bounds(width)
+    full = local.new_zeros(*local.shape[:-1], width)
+    full[..., lo:hi] = local
+    dist.all_reduce(full)
+    return full
+
+
+@torch.no_grad()
+def rows_to_owners(local: torch.Tensor, width: int, rows_of: list[torch.Tensor], split: ColumnSplit) -> torch.Tensor:
+    """Full-width rows, delivered to the rank that asked for them.
+
+    ``local`` is this rank's (N, columns) block; ``rows_of[q]`` are the rows rank q needs
+    (the same lists on every rank). Returns (len(rows_of[rank]), width): one all-to-all
+    that moves each rank's columns of the others' rows, never a whole table.
+    """
+    mine = rows_of[split.rank]
+    if split.world_size == 1:
+        return local[mine]
+    send = torch.cat([local[rows].reshape(-1) for rows in rows_of])
+    sizes = split.sizes(width)
+    recv = local.new_empty(len(mine) * width)
+    dist.all_to_all_single(recv, send, output_split_sizes=[len(mine) * s for s in sizes],
+                           input_split_sizes=[len(rows) * local.shape[1] for rows in rows_of])
+    blocks = recv.split([len(mine) * s for s in sizes])
+    return torch.cat([b.view(len(mine), s) for b, s in zip(blocks, sizes)], dim=1)

@@ -1,0 +1,101 @@
+"""The column-parallel training engine: sharded state, one model, its optimizer, the step.
+
+Every rank owns a block of columns of every parameter (``cliper_dist.parallel``) and runs
+the whole global batch on it. One step:
+
+    partials = model.partials(graph, batch)     per-rank sums over its own columns
+    sums     = sum_partials(partials)           one all-reduce of (scores + norms), ~K x B floats
+    loss     = model.loss(sums, batch)          the same on every rank
+    loss.backward()                             local: each rank's gradient covers its columns
+    optimizer.step()                            local: Adam is elementwise
+
+So the only communication per step is that all-reduce (plus, for FREEDOM, two of the
+batch's projected feature rows, K x d floats); no gradient and no table row crosses the
+network, and each rank does 1/P of the propagation and holds 1/P of the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cliper_dist import dist
+from cliper_dist.model.base import Batch, ModelConfig, Recommender
+from cliper_dist.model.registry import model_class
+from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, sharded_view
+from cliper_dist.parallel.comm import sum_partials
+from cliper_dist.parallel.optim import ColumnAdam, OptimConfig
+from cliper_dist.sharding.tables import IdTables
+from cliper_dist.train.data import RecData, epoch_batches
+from cliper_dist.train.features import Features
+
+ID_TABLE_PARAMS = ("user_table", "item_table")  # the model's names of the torchrec-held blocks
+
+
+def sum_named(partials: dict[str, torch.Tensor], split: ColumnSplit) -> dict[str, torch.Tensor]:
+    """Each named partial summed over ranks, in one all-reduce."""
+    names = list(partials)
+    flat = sum_partials(torch.cat([partials[n].reshape(-1) for n in names]), split)
+    parts = flat.split([partials[n].numel() for n in names])
+    return {n: part.view_as(partials[n]) for n, part in zip(names, parts)}
+
+
+class Engine:
+    def __init__(self, model_cfg: ModelConfig, optim_cfg: OptimConfig, data: RecData, features: Features | None,
+                 info: dist.DistInfo, seed: int, batch_size: int):
+        self.data, self.info, self.seed, self.batch_size = data, info, seed, batch_size
+        self.split = ColumnSplit(info.rank, info.world_size)
+        self.tables = IdTables(data.num_users, data.num_items, model_cfg.embedding_dim, self.split, seed, info.device)
+        self.model: Recommender = model_class(model_cfg.name)(model_cfg, data, self.tables, self.split, seed,
+                                                             features)
+        self.params = dict(self.model.named_parameters())
+        self.optimizer = ColumnAdam(self.params, set(self.model.tables), optim_cfg)
+        self.row_sparse = optim_cfg.rows == "touched"
+        self.train_keys = data.train_keys()
+        self._sharded = self._sharded_views()
+
+    def describe(self) -> str:
+        sizes = {n: tuple(p.shape) for n, p in self.params.items()}
+        return f"{self.tables.describe()}\nthis rank's parameter blocks: {sizes}"
+
+    def step(self, graph, batch: Batch) -> torch.Tensor:
+        """One optimisation step on the global batch; returns its loss (the same on every rank)."""
+        sums = sum_named(self.model.partials(graph, batch), self.split)
+        loss = self.model.loss(sums, batch)
+        loss.backward()
+        self.optimizer.step(self.model.touched(graph, batch) if self.row_sparse else None)
+        self.optimizer.zero_grad()
+        return loss.detach()
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        graph = self.model.train_graph(epoch)
+        device = self.info.device
+        total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
+        for arrays in epoch_batches(self.data, self.train_keys, epoch, self.seed, self.batch_size):
+            total += self.step(graph, Batch(*(torch.from_numpy(a).to(device) for a in arrays)))
+            steps += 1
+        return total.item() / max(steps, 1)
+
+    # -- checkpoint state ------------------------------------------------------------------
+    def _sharded_views(self) -> dict[str, Any]:
+        """ShardedTensor views of every block and of Adam's moments (built once: a collective)."""
+        def view(name: str, t: torch.Tensor) -> Any:
+            param = self.params[name]
+            assert isinstance(param, ColumnParameter), name
+            return sharded_view(t, param.width, self.split)
+
+        own = [n for n in self.params if n not in ID_TABLE_PARAMS]
+        return {"params": {n: view(n, self.params[n]) for n in own},
+                "optim": {n: {"exp_avg": view(n, self.optimizer.exp_avg[n]),
+                              "exp_avg_sq": view(n, self.optimizer.exp_avg_sq[n])} for n in self.params}}
+
+    def state_dict(self, with_optimizer: bool) -> dict[str, Any]:
+        """The DCP state: torchrec's ID tables, the model's other blocks (+ Adam's moments and
+        step count). Every entry is a view: loading writes into the live tensors."""
+        state: dict[str, Any] = {"tables": self.tables.state_dict(), "params": self._sharded["params"]}
+        if with_optimizer:
+            state["optim"] = self._sharded["optim"]
+            state["optim_steps"] = self.optimizer.steps
+        return state

@@ -1,0 +1,53 @@
+"""Full-ranking evaluation under the column-parallel layout, in memory bounded by config.
+
+Each rank holds its columns of the final user and item embeddings. The item matrix is
+gathered whole on every rank (I x d); the users with held-out items are dealt out across
+ranks, and each rank receives the full rows of its own users only (one all-to-all). A rank
+then scores ``eval_batch_users`` users against all items at a time (never U x I), masks
+their training items, takes the top 50 once and counts hits for valid and test from the
+same ranking. The summed metrics are all-reduced and averaged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from cliper_dist.model.base import Recommender
+from cliper_dist.parallel.columns import ColumnSplit
+from cliper_dist.parallel.comm import gather_columns, rows_to_owners
+from cliper_dist.train.data import RecData
+from cliper_dist.train.metrics import KS, hit_sums, top_items
+
+SPLITS = ("valid", "test")
+
+
+@torch.no_grad()
+def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users: int) -> dict[str, dict[str, float]]:
+    """Valid and test Recall/NDCG@{10,20,50}, averaged over the users with held-out items."""
+    users_local, items_local = model.embeddings()
+    dim, device = model.cfg.embedding_dim, users_local.device
+    items = gather_columns(items_local, dim, split)
+    truths = {"valid": data.valid, "test": data.test}
+    has = {name: truth.lengths() > 0 for name, truth in truths.items()}
+    candidates = np.flatnonzero(has["valid"] | has["test"])
+    dealt = [candidates[q::split.world_size] for q in range(split.world_size)]
+    mine = dealt[split.rank]
+    vectors = rows_to_owners(users_local, dim, [torch.from_numpy(u).to(device) for u in dealt], split)
+    keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
+    sums = np.zeros((len(SPLITS), len(keys)))
+    for lo in range(0, len(mine), batch_users):
+        users = mine[lo:lo + batch_users]
+        top = top_items(vectors[lo:lo + batch_users], items, users, data.train, max(KS))
+        for s, name in enumerate(SPLITS):
+            keep = has[name][users]
+            if keep.any():
+                found = hit_sums(top[keep], users[keep], truths[name], data.num_items)
+                sums[s] += [found[k] for k in keys]
+    total = torch.from_numpy(sums).to(device)
+    if split.world_size > 1:
+        dist.all_reduce(total)
+    total = total.cpu().numpy()
+    return {name: {k: round(float(v) / max(int(has[name].sum()), 1), 6) for k, v in zip(keys, total[s])}
+            for s, name in enumerate(SPLITS)}

@@ -1,0 +1,88 @@
+"""Column splits, P-independent initialisation and ColumnAdam's two row semantics (one process;
+the collectives run at 2-4 real ranks in tests/train/test_parity.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cliper_dist.errors import UserError
+from cliper_dist.parallel.columns import ColumnSplit, normal, seeded_columns
+from cliper_dist.parallel.optim import ColumnAdam, OptimConfig
+
+
+@pytest.mark.parametrize("width,world", [(8, 1), (8, 3), (64, 8), (5, 5)])
+def test_column_blocks_tile_the_width(width, world):
+    bounds = [ColumnSplit(r, world).bounds(width) for r in range(world)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == width
+    assert all(hi == lo2 for (_, hi), (lo2, _) in zip(bounds, bounds[1:]))
+    assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
+    assert ColumnSplit(0, world).sizes(width) == [hi - lo for lo, hi in bounds]
+
+
+def test_a_rank_without_columns_is_refused():
+    with pytest.raises(UserError, match="has 4 columns, fewer than the 8 ranks"):
+        ColumnSplit(0, 8).check(4, "model.embedding_dim")
+
+
+def test_initial_values_do_not_depend_on_the_world_size():
+    whole = seeded_columns(6, 10, ColumnSplit(), 3, "t", normal(1.0))
+    for world in (2, 3, 4):
+        blocks = [seeded_columns(6, 10, ColumnSplit(r, world), 3, "t", normal(1.0)) for r in range(world)]
+        assert torch.equal(torch.cat(blocks, dim=1), whole)
+    assert not torch.equal(seeded_columns(6, 10, ColumnSplit(), 3, "u", normal(1.0)), whole)
+
+
+def _params():
+    g = torch.Generator().manual_seed(0)
+    return {"table": torch.nn.Parameter(torch.randn(6, 3, generator=g)),
+            "dense": torch.nn.Parameter(torch.randn(2, 3, generator=g))}
+
+
+def _grads(step: int):
+    g = torch.Generator().manual_seed(100 + step)
+    table = torch.zeros(6, 3)
+    table[[1, 4] if step % 2 else [0, 1]] = torch.randn(2, 3, generator=g)
+    return {"table": table, "dense": torch.randn(2, 3, generator=g)}
+
+
+def test_rows_all_is_torch_adam():
+    ours, ref = _params(), _params()
+    opt = ColumnAdam(ours, {"table"}, OptimConfig(lr=0.1, rows="all"))
+    torch_opt = torch.optim.Adam(ref.values(), lr=0.1)
+    for step in range(4):
+        for params in (ours, ref):
+            for n, g in _grads(step).items():
+                params[n].grad = g.clone()
+        opt.step()
+        opt.zero_grad()
+        torch_opt.step()
+    for n in ours:
+        torch.testing.assert_close(ours[n], ref[n])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_rows_touched_steps_only_the_touched_rows(sparse):
+    ours, ref = _params(), _params()
+    opt = ColumnAdam(ours, {"table"}, OptimConfig(lr=0.1, rows="touched"))
+    m = {n: torch.zeros_like(p) for n, p in ref.items()}
+    v = {n: torch.zeros_like(p) for n, p in ref.items()}
+    for step in range(1, 5):
+        grads = _grads(step)
+        rows = grads["table"].ne(0).any(1).nonzero()[:, 0]
+        ours["dense"].grad = grads["dense"].clone()
+        ours["table"].grad = (torch.sparse_coo_tensor(rows[None], grads["table"][rows], (6, 3), check_invariants=True)
+                              if sparse
+                              else grads["table"].clone())
+        opt.step(None if sparse else {"table": rows})
+        opt.zero_grad()
+        with torch.no_grad():  # Adam on the touched rows only, bias-corrected by the global step
+            for n, p in ref.items():
+                keep = rows if n == "table" else torch.arange(len(p))
+                g = grads[n][keep]
+                m[n][keep] = 0.9 * m[n][keep] + 0.1 * g
+                v[n][keep] = 0.999 * v[n][keep] + 0.001 * g * g
+                p[keep] -= 0.1 * (m[n][keep] / (1 - 0.9 ** step)) / ((v[n][keep] / (1 - 0.999 ** step)).sqrt() + 1e-8)
+    for n in ours:
+        torch.testing.assert_close(ours[n], ref[n])
+    assert torch.equal(ours["table"][[2, 3, 5]], _params()["table"][[2, 3, 5]])  # never touched: never moved
