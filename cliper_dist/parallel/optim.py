@@ -62,8 +62,12 @@ class ColumnAdam:
         for a step of the whole tensor."""
         row_sparse = self.cfg.rows == "touched" and name in self.tables
         if grad.is_sparse:
-            grad = grad.coalesce()
-            rows, values = grad.indices()[0], grad.values()
+            # autograd drops the coalesced flag when it stores a sparse gradient; distinct,
+            # sorted rows (a lookup of torch.unique'd items) need no sort and no copy
+            rows, values = grad._indices()[0], grad._values()
+            if not bool((rows[1:] > rows[:-1]).all()):
+                grad = grad.coalesce()
+                rows, values = grad.indices()[0], grad.values()
             if row_sparse:
                 return rows, values
             return None, torch.zeros(grad.shape, dtype=values.dtype, device=values.device).index_add_(0, rows, values)

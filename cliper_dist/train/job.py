@@ -110,6 +110,7 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     _validate(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    dist.keep_freed_memory()
     out = Path(cfg.out)
     engine = build_engine(cfg, info)
     d = engine.data

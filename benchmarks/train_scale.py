@@ -1,0 +1,171 @@
+"""How training scales with ranks and data: s/epoch, eval s, per-rank peak RSS and CPU seconds.
+
+    python benchmarks/train_scale.py --size x10 [--layouts 1x2,1x1,2x1,4x1] [--dim 64] [--max-steps N]
+
+Ships its own synthetic power-law data, as an MMRec folder: user degrees >= 5 with a
+Pareto tail, Zipf-like item popularity (item ids shuffled against popularity, as real
+catalogs are), MMRec's per-user 80/10/10 split. Sizes: ``baby`` (19k users, 7k items,
+160k interactions), ``x10`` (200k / 70k / 1.5M), ``x60`` (1M / 300k / 10M).
+
+Each layout RANKSxTHREADS runs in its own torchrun: the real engine (``build_engine``,
+``Engine.train_epoch``, ``evaluate``) with LightGCN (or ``--model freedom`` on random
+features), one epoch, then one full evaluation. ``--max-steps N`` times N steps and
+projects the epoch from them (labelled ``projected``): an x60 epoch of full-graph
+propagation takes hours on 2 cores. One JSON line per layout; the ratios compare layouts
+measured in the same run (``speedup_vs_1x1``: same model, 1 rank x 1 thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SIZES = {"baby": (19_445, 7_050, 160_792), "x10": (200_000, 70_000, 1_500_000),
+         "x60": (1_000_000, 300_000, 10_000_000)}
+
+
+def power_law_interactions(num_users: int, num_items: int, num_interactions: int, seed: int = 0):
+    """Distinct (user, item) pairs: user degrees 5 + a Pareto(2.5) tail with the requested
+    mean, items drawn by Zipf(0.65) popularity (Amazon Baby: median user degree 6, p99 31;
+    the top 10% of items hold 45% of the interactions, here 43%); split per user by
+    MMRec's rule."""
+    from cliper_dist.data.interactions import split_per_user
+
+    rng = np.random.default_rng(seed)
+    tail = rng.pareto(2.5, num_users)
+    degree = 5 + np.floor(tail / tail.mean() * (num_interactions / num_users - 4.5)).astype(np.int64)
+    degree = np.minimum(degree, num_items // 20)
+    popularity = 1.0 / np.arange(1, num_items + 1) ** 0.65
+    popularity = popularity[rng.permutation(num_items)] / popularity.sum()
+    keys = np.zeros(0, dtype=np.int64)
+    want = degree.copy()
+    for _ in range(20):  # draw, drop repeats, redraw what is missing
+        users = np.repeat(np.arange(num_users), want)
+        items = rng.choice(num_items, size=len(users), p=popularity)
+        keys = np.unique(np.concatenate([keys, users * num_items + items]))
+        want = np.maximum(degree - np.bincount(keys // num_items, minlength=num_users), 0)
+        if not want.any():
+            break
+    return split_per_user(keys // num_items, keys % num_items, seed)
+
+
+def make_folder(size: str, work: Path, model: str) -> Path:
+    from cliper_dist.data.interactions import write_inter
+
+    folder = work / f"{size}_{model}"
+    inter = folder / f"{size}.inter"
+    if not inter.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_inter(inter, power_law_interactions(*SIZES[size]))
+    if model == "freedom" and not (folder / "image_feat.npy").exists():
+        n_items = SIZES[size][1]
+        rng = np.random.default_rng(0)  # MMRec's Baby shapes: image 4096, text 384
+        np.save(folder / "image_feat.npy", rng.standard_normal((n_items, 4096), dtype=np.float32))
+        np.save(folder / "text_feat.npy", rng.standard_normal((n_items, 384), dtype=np.float32))
+    return folder
+
+
+def worker(folder: str, model: str, dim: int, max_steps: int, rows: str) -> None:
+    """One layout, on every rank of a torchrun: build, one epoch (or max_steps), one evaluation."""
+    import torch
+
+    from cliper_dist import dist
+    from cliper_dist.model.base import Batch, ModelConfig
+    from cliper_dist.parallel.optim import OptimConfig
+    from cliper_dist.train.data import epoch_batches
+    from cliper_dist.train.evaluate import evaluate
+    from cliper_dist.train.job import TrainConfig, build_engine
+
+    info = dist.init(device="cpu")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    dist.keep_freed_memory()  # as the train job does
+    cfg = TrainConfig(data=folder, out="", model=ModelConfig(name=model, embedding_dim=dim),
+                      optim=OptimConfig(rows=rows))
+    t0 = time.perf_counter()
+    engine = build_engine(cfg, info)
+    build_s = time.perf_counter() - t0
+    total_steps = -(-len(engine.data.train_user) // cfg.batch_size)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    if max_steps:
+        graph = engine.model.train_graph(0)
+        for step, arrays in enumerate(epoch_batches(engine.data, engine.train_keys, 0, cfg.seed, cfg.batch_size)):
+            if step == max_steps:
+                break
+            engine.step(graph, Batch(*(torch.from_numpy(a) for a in arrays)))
+        epoch_s = (time.perf_counter() - t0) * total_steps / min(max_steps, total_steps)
+    else:
+        engine.train_epoch(0)
+        epoch_s = time.perf_counter() - t0
+    train_cpu = time.process_time() - cpu0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    metrics = evaluate(engine.model, engine.data, engine.split, cfg.eval_batch_users)
+    eval_s, eval_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    per_rank = dist.all_gather_object({"rss": round(rss, 1), "train_cpu": round(train_cpu, 1),
+                                       "eval_cpu": round(eval_cpu, 1)})
+    if info.is_main:
+        print(json.dumps({"s_per_epoch": round(epoch_s, 2), "projected": bool(max_steps) and max_steps < total_steps,
+                          "steps": total_steps, "eval_s": round(eval_s, 2), "build_s": round(build_s, 2),
+                          "peak_rss_mb": [r["rss"] for r in per_rank],
+                          "train_cpu_s": [r["train_cpu"] for r in per_rank],
+                          "eval_cpu_s": [r["eval_cpu"] for r in per_rank],
+                          "valid_recall@20": metrics["valid"]["recall@20"]}), flush=True)
+
+
+def run_layout(folder: Path, ranks: int, threads: int, args) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", __file__,
+           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="baby")
+    parser.add_argument("--layouts", default="1x2,1x1,2x1,4x1", help="RANKSxTHREADS per rank, comma-separated")
+    parser.add_argument("--model", choices=("lightgcn", "freedom"), default="lightgcn")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--rows", choices=("all", "touched"), default="all", help="Adam row semantics")
+    parser.add_argument("--max-steps", type=int, default=0, help="time this many steps and project the epoch")
+    parser.add_argument("--workdir", default=None, help="keeps the generated data between runs")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="train_scale_"))
+    t0 = time.perf_counter()
+    folder = make_folder(args.size, work, args.model)
+    print(f"data: {folder} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    rows = []
+    for layout in args.layouts.split(","):
+        ranks, threads = (int(x) for x in layout.split("x"))
+        row = {"bench": "train_scale", "size": args.size, "model": args.model, "dim": args.dim, "rows": args.rows,
+               "ranks": ranks, "threads": threads, **run_layout(folder, ranks, threads, args)}
+        rows.append(row)
+        base = next((r for r in rows if r["ranks"] == 1 and r["threads"] == 1), None)
+        if base is not None:
+            row["speedup_vs_1x1"] = round(base["s_per_epoch"] / row["s_per_epoch"], 2)
+            row["rss_vs_1x1"] = round(max(row["peak_rss_mb"]) / base["peak_rss_mb"][0], 2)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--_worker":
+        folder, model, dim, max_steps, rows = sys.argv[2:7]
+        from cliper_dist import dist
+
+        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows))
+    else:
+        main()
