@@ -90,12 +90,12 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str) -> None
 
     info = dist.init(device="cpu")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    dist.keep_freed_memory()  # as the train job does
     cfg = TrainConfig(data=folder, out="", model=ModelConfig(name=model, embedding_dim=dim),
                       optim=OptimConfig(rows=rows))
     t0 = time.perf_counter()
     engine = build_engine(cfg, info)
     build_s = time.perf_counter() - t0
+    dist.keep_freed_memory()  # as the train job does, after the build
     total_steps = -(-len(engine.data.train_user) // cfg.batch_size)
     cpu0, t0 = time.process_time(), time.perf_counter()
     if max_steps:

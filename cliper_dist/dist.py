@@ -82,10 +82,10 @@ def keep_freed_memory() -> None:
     """Make glibc's malloc keep freed memory for reuse: a process-wide switch for CPU training.
 
     By default glibc serves each allocation above its mmap threshold (at most 32 MB) with a
-    fresh mmap and unmaps it on free, so every full-size temporary of a training step (a
-    200k x 64 table block is 51 MB) is page-faulted in anew; on the 2-core machine that was
-    24-37% of a LightGCN step. With mmap off and trimming raised, freed blocks are reused.
-    Peak RSS is unchanged. Does nothing where the C library has no mallopt (not glibc).
+    fresh mmap and unmaps it on free, so a full-size tensor allocated per step (a gradient:
+    a 200k x 64 table block is 51 MB) is page-faulted in anew each time. With mmap off and
+    trimming raised, freed blocks are reused. Call it after loading, so that loading's
+    transient arrays still go back to the OS. Does nothing without glibc's mallopt.
     """
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     if hasattr(libc, "mallopt"):

@@ -48,7 +48,7 @@ class EncodeConfig:
     workers: int = 2  # DataLoader worker processes per rank (decode, resize, tokenize)
     prefetch: int = 4  # batches each worker prepares ahead
     threads: int = 0  # torch intra-op threads per rank (0 = leave torch's default / OMP_NUM_THREADS)
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     tau: float = 0.1  # eq. 2 temperature; changing it on a rerun re-merges without re-encoding
     default_image: str = ""  # image used for items without a usable one ("" = mid-grey)

@@ -127,10 +127,12 @@ class FREEDOM(LightGCN):
         if features.text_views is not None and fusion.needs_image and features.image is None:
             raise UserError(f"fusion {cfg.fusion} weighs the text views by their similarity to the image: "
                             "it needs image features")
-        image = None if features.image is None else torch.from_numpy(np.array(features.image, dtype=np.float32))
+        # whole features, on the device (nccl gathers the kNN graph from device tensors)
+        image = None if features.image is None else \
+            torch.from_numpy(np.array(features.image, dtype=np.float32)).to(device)
         text = None
         if features.text_views is not None or features.text is not None:
-            text = torch.cat([block for _, block in features.text_blocks(fusion, cfg.tau)])
+            text = torch.cat([block for _, block in features.text_blocks(fusion, cfg.tau)]).to(device)
             if features.text is not None:
                 dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
@@ -138,14 +140,14 @@ class FREEDOM(LightGCN):
         self.branches = nn.ModuleDict()
         if image is not None:
             split.check(image.shape[1], "image feature")
-            self.branches["image"] = FeatureBranch(split.local(image).to(device), image.shape[1],
-                                                   cfg.embedding_dim, split, seed, "image")
+            self.branches["image"] = FeatureBranch(split.local(image), image.shape[1], cfg.embedding_dim, split,
+                                                   seed, "image").to(device)
         if features.text_views is not None and fusion.trained:
             self.branches["text"] = MLPTextBranch(features, cfg.embedding_dim, split, seed).to(device)
         elif text is not None:
             split.check(text.shape[1], "text feature")
-            self.branches["text"] = FeatureBranch(split.local(text).to(device), text.shape[1],
-                                                  cfg.embedding_dim, split, seed, "text")
+            self.branches["text"] = FeatureBranch(split.local(text), text.shape[1], cfg.embedding_dim, split,
+                                                  seed, "text").to(device)
         self.tables += tuple(f"branches.{m}.table" for m, b in self.branches.items() if isinstance(b, FeatureBranch))
 
     def train_graph(self, epoch: int) -> BipartiteGraph:
@@ -158,20 +160,21 @@ class FREEDOM(LightGCN):
         user, item = degree_sensitive_prune(d.train_user, d.train_item, d.num_users, d.num_items, keep, rng)
         return BipartiteGraph.from_edges(user, item, d.num_users, d.num_items).to(self.user_table.device)
 
-    def batch_rows(self, graph: BipartiteGraph, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        u, p, n = super().batch_rows(graph, batch)
-        h = self.item_graph.power_rows(self.item_table, self.cfg.n_mm_layers, torch.cat([batch.pos, batch.neg]))
-        return u, p + h[:len(batch)], n + h[len(batch):]
-
     def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
-        u, p, n = self.batch_rows(graph, batch)
-        out = {"score": (u * (p - n)).sum(1)}
+        b, hops = len(batch), self.cfg.n_mm_layers
+        items = torch.cat([batch.pos, batch.neg])
+        # one hop over the item graph is taken with the propagation (one gradient block)
+        rows = graph.batch_rows(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users, items,
+                                self.workspace, self.item_graph if hops == 1 else None)
+        h = rows.item_graph if hops == 1 else self.item_graph.power_rows(self.item_table, hops, items)
+        u, i = rows.users, rows.items + h
+        out = {"score": (u * (i[:b] - i[b:])).sum(1)}
         # only the batch's distinct items are projected (MMRec projects all items: the loss
         # and its gradients are the same, the I x D x d product is not)
-        items, where = torch.unique(torch.cat([batch.pos, batch.neg]), return_inverse=True)
+        distinct, where = torch.unique(items, return_inverse=True)
         for name, branch in self.branches.items():
-            f = branch(items)[where]
-            out[name] = (u * (f[:len(batch)] - f[len(batch):])).sum(1)
+            f = branch(distinct)[where]
+            out[name] = (u * (f[:b] - f[b:])).sum(1)
         return out
 
     def loss(self, sums: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -186,4 +189,4 @@ class FREEDOM(LightGCN):
     @torch.no_grad()
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = super().embeddings()
-        return users, items + self.item_graph.power_rows(self.item_table, self.cfg.n_mm_layers)
+        return users, items.add_(self.item_graph.power_rows(self.item_table, self.cfg.n_mm_layers))

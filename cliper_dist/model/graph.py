@@ -23,42 +23,104 @@ import torch.nn.functional as F
 
 
 def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int) -> torch.Tensor:
-    """A CSR tensor from (row, col, value) triples without duplicates, built in numpy."""
+    """A CSR tensor from (row, col, value) triples without duplicates, built in numpy.
+
+    Indices are int32 while they fit: MKL's CPU kernel takes int32, and torch converts int64
+    indices on every product (a copy of the whole matrix's indices each time)."""
+    index = np.int32 if max(len(rows), n_rows, n_cols) < 2**31 else np.int64
     order = np.lexsort((cols, rows))
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    indptr = np.zeros(n_rows + 1, dtype=index)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(np.int64)),
+    return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(index)),
                                    torch.from_numpy(values[order].astype(np.float32)), (n_rows, n_cols),
                                    check_invariants=False)
 
 
-class _LayerMeanAt(torch.autograd.Function):
-    """Rows of LightGCN's layer mean, (sum_{l=0..L} A^l x)[rows] / (L + 1), over a bipartite A.
+class Workspace:
+    """Full-size blocks that every training step reuses, by name. On CPU a fresh block above
+    glibc's mmap threshold is page-faulted in anew on every step; a block is reallocated only
+    when its shape changes. One forward and its backward use it at a time: the backward
+    takes the forward's blocks, which are free again by then."""
 
-    Backward: grad_x = sum_l (A^T)^l G with G the row gradients scattered to full size and
-    divided by L + 1, evaluated by Horner's rule h <- G + A h (A is symmetric), one fused
-    ``addmm`` per layer and side, with no other full-size temporaries.
+    def __init__(self):
+        self._blocks: dict[str, torch.Tensor] = {}
+
+    def block(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        buf = self._blocks.get(name)
+        if buf is None or buf.shape != shape or buf.device != like.device:
+            buf = self._blocks[name] = like.new_empty(shape)
+        return buf
+
+    def release(self, tensor: torch.Tensor) -> None:
+        """Hand ``tensor``'s block over to its new holder (a gradient): the next step
+        allocates another."""
+        self._blocks = {name: buf for name, buf in self._blocks.items() if buf is not tensor}
+
+
+def _new_block(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(shape)
+
+
+@dataclass
+class BatchRows:
+    """What a training step reads of the ID tables at its rows (see ``BipartiteGraph.batch_rows``)."""
+
+    users: torch.Tensor  # LightGCN's layer mean at the user rows
+    items: torch.Tensor  # ... at the item rows
+    ego_users: torch.Tensor  # the tables' own rows (layer 0)
+    ego_items: torch.Tensor
+    item_graph: torch.Tensor  # (S E_i) at the item rows, for an item graph S (else empty)
+
+
+class _BatchRows(torch.autograd.Function):
+    """The rows of a step in one function, so that the tables' whole gradient is assembled in
+    one full-size block per side (autograd would add each term's gradient to it as another
+    full-size pass): LightGCN's layer mean (sum_{l=0..L} A^l x)[rows] / (L + 1) over a
+    bipartite A, the ego rows x[rows], and one hop over an item graph, (S x_i)[rows].
+
+    Backward: sum_l (A^T)^l G = sum_l A^l G (A is symmetric), G the mean rows' gradient
+    scattered to full size and divided by L + 1: the forward's computation on G, in the
+    forward's workspace blocks, its last layer accumulated into G's block, which is handed
+    over as the gradient; then the ego rows' and the item-graph rows' gradients are added
+    at their rows only.
     """
 
     @staticmethod
     def forward(ctx, users: torch.Tensor, items: torch.Tensor, graph: "BipartiteGraph", layers: int,
-                user_rows: torch.Tensor, item_rows: torch.Tensor):
-        acc_u, acc_i = graph.layer_sum(users, items, layers)
-        ctx.graph, ctx.layers = graph, layers
+                user_rows: torch.Tensor, item_rows: torch.Tensor, workspace: Workspace,
+                item_graph: "ItemGraph | None"):
+        ctx.set_materialize_grads(False)
+        acc_u, acc_i = graph.layer_sum(users, items, layers, workspace.block)
+        ctx.graph, ctx.layers, ctx.workspace, ctx.item_graph = graph, layers, workspace, item_graph
+        ctx.shapes, ctx.like = (users.shape, items.shape), users.new_empty(0)
         ctx.save_for_backward(user_rows, item_rows)
         scale = 1.0 / (layers + 1)
-        return acc_u[user_rows] * scale, acc_i[item_rows] * scale
+        graph_rows = item_graph.rows(items, item_rows) if item_graph is not None else items.new_empty(0)
+        return acc_u[user_rows] * scale, acc_i[item_rows] * scale, users[user_rows], items[item_rows], graph_rows
 
     @staticmethod
-    def backward(ctx, grad_u: torch.Tensor, grad_i: torch.Tensor):
-        user_rows, item_rows = ctx.saved_tensors
-        graph, scale = ctx.graph, 1.0 / (ctx.layers + 1)
-        g_u = grad_u.new_zeros(graph.num_users, grad_u.shape[1]).index_add_(0, user_rows, grad_u * scale)
-        g_i = grad_i.new_zeros(graph.num_items, grad_i.shape[1]).index_add_(0, item_rows, grad_i * scale)
-        h_u, h_i = g_u, g_i
-        for _ in range(ctx.layers):
-            h_u, h_i = torch.addmm(g_u, graph.r, h_i), torch.addmm(g_i, graph.r_t, h_u)
-        return h_u, h_i, None, None, None, None
+    def backward(ctx, grad_u, grad_i, grad_ego_u, grad_ego_i, grad_graph):
+        (user_rows, item_rows) = ctx.saved_tensors
+        graph, ws, scale = ctx.graph, ctx.workspace, 1.0 / (ctx.layers + 1)
+        # G takes a block the Horner layers below do not write ("a" at layer 0, "b" at 1)
+        g_name = "b" if ctx.layers <= 2 else "c"
+        g_u = ws.block(f"{g_name}_u", ctx.shapes[0], ctx.like).zero_()
+        g_i = ws.block(f"{g_name}_i", ctx.shapes[1], ctx.like).zero_()
+        if grad_u is not None:
+            g_u.index_add_(0, user_rows, grad_u * scale)
+        if grad_i is not None:
+            g_i.index_add_(0, item_rows, grad_i * scale)
+        h_u, h_i = graph.layer_sum(g_u, g_i, ctx.layers, ws.block, into_x=True)
+        ws.release(h_u)
+        ws.release(h_i)
+        if grad_ego_u is not None:
+            h_u.index_add_(0, user_rows, grad_ego_u)
+        if grad_ego_i is not None:
+            h_i.index_add_(0, item_rows, grad_ego_i)
+        if grad_graph is not None and ctx.item_graph is not None:
+            nbr, w = ctx.item_graph.neighbours[item_rows], ctx.item_graph.weights[item_rows]
+            h_i.index_add_(0, nbr.reshape(-1), (w.unsqueeze(-1) * grad_graph.unsqueeze(1)).flatten(0, 1))
+        return h_u, h_i, None, None, None, None, None, None
 
 
 @dataclass
@@ -88,16 +150,24 @@ class BipartiteGraph:
     def to(self, device: torch.device) -> "BipartiteGraph":
         return BipartiteGraph(self.r.to(device), self.r_t.to(device))
 
-    def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum_{l=0..L} A^l x) for x = (users, items), without autograd."""
-        acc_u, acc_i, y_u, y_i = users, items, users, items
+    def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int, block=_new_block,
+                  into_x: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """sum_{l=0..L} A^l x for x = (users, items), without autograd, by Horner's rule
+        t <- x + A t: per layer and side one copy of x and one in-place sparse product
+        (``addmm_``; torch.sparse.mm allocates its result, and a temporary, anew each call,
+        which cost three times the product on CPU). Blocks come from
+        ``block(name, shape, like)`` (new tensors by default). ``into_x``: x is scratch, and
+        the last layer accumulates into it."""
+        t_u, t_i = users, items  # L = 0: x itself
         for layer in range(layers):
-            if layer == layers - 1:  # the last layer only accumulates: one pass
-                acc_u, acc_i = torch.addmm(acc_u, self.r, y_i), torch.addmm(acc_i, self.r_t, y_u)
+            if into_x and layer == layers - 1 and layer > 0:  # x + A t into x (t is another block)
+                out_u, out_i = users, items
             else:
-                y_u, y_i = torch.sparse.mm(self.r, y_i), torch.sparse.mm(self.r_t, y_u)
-                acc_u, acc_i = acc_u + y_u, acc_i + y_i
-        return acc_u, acc_i
+                name = "a" if layer % 2 == 0 else "b"
+                out_u = block(f"{name}_u", users.shape, users).copy_(users)
+                out_i = block(f"{name}_i", items.shape, items).copy_(items)
+            t_u, t_i = out_u.addmm_(self.r, t_i), out_i.addmm_(self.r_t, t_u)  # reads the previous t_u
+        return t_u, t_i
 
     @torch.no_grad()
     def layer_mean(self, users: torch.Tensor, items: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,14 +175,16 @@ class BipartiteGraph:
         acc_u, acc_i = self.layer_sum(users, items, layers)
         return acc_u / (layers + 1), acc_i / (layers + 1)
 
-    def layer_mean_at(self, users: torch.Tensor, items: torch.Tensor, layers: int, user_rows: torch.Tensor,
-                      item_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer mean at ``user_rows`` and ``item_rows`` only, differentiable in the tables."""
-        return _LayerMeanAt.apply(users, items, self, layers, user_rows, item_rows)
+    def batch_rows(self, users: torch.Tensor, items: torch.Tensor, layers: int, user_rows: torch.Tensor,
+                   item_rows: torch.Tensor, workspace: Workspace, item_graph: "ItemGraph | None" = None) -> BatchRows:
+        """A step's rows of the tables (users, items), differentiable in the tables: the layer
+        mean and the ego rows at ``user_rows`` and ``item_rows``, and (S items)[item_rows]
+        for an ``item_graph`` S."""
+        return BatchRows(*_BatchRows.apply(users, items, self, layers, user_rows, item_rows, workspace, item_graph))
 
     @torch.no_grad()
     def reach(self, user_rows: torch.Tensor, item_rows: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The table rows that ``layer_mean_at(..., user_rows, item_rows)`` depends on: those
+        """The table rows that the layer mean at ``user_rows`` and ``item_rows`` depends on: those
         within ``layers`` hops. Found by propagating an indicator (positive weights: no
         cancellation), the same on every rank."""
         s_u = torch.zeros(self.num_users, 1, device=self.r.device).index_fill_(0, user_rows, 1.0)

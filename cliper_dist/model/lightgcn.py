@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.graph import BipartiteGraph
+from cliper_dist.model.graph import BipartiteGraph, Workspace
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit
 from cliper_dist.sharding.tables import IdTables
 
@@ -42,22 +42,18 @@ class LightGCN(Recommender):
         self.tables = ("user_table", "item_table")
         self.full_graph = BipartiteGraph.from_edges(data.train_user, data.train_item, data.num_users,
                                                     data.num_items).to(self.user_table.device)
+        self.workspace = Workspace()  # the full-size blocks of a training step's propagation
 
     def train_graph(self, epoch: int) -> BipartiteGraph:
         return self.full_graph
 
-    def batch_rows(self, graph: BipartiteGraph, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This rank's columns of the propagated user, positive and negative rows."""
-        b = len(batch)
-        users, items = graph.layer_mean_at(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users,
-                                           torch.cat([batch.pos, batch.neg]))
-        return users, items[:b], items[b:]
-
     def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
-        u, p, n = self.batch_rows(graph, batch)
-        ego_sq = torch.stack([self.user_table[batch.users].pow(2).sum(), self.item_table[batch.pos].pow(2).sum(),
-                              self.item_table[batch.neg].pow(2).sum()])
-        return {"score": (u * (p - n)).sum(1), "ego_sq": ego_sq}
+        b = len(batch)
+        rows = graph.batch_rows(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users,
+                                torch.cat([batch.pos, batch.neg]), self.workspace)
+        ego_sq = torch.stack([rows.ego_users.pow(2).sum(), rows.ego_items[:b].pow(2).sum(),
+                              rows.ego_items[b:].pow(2).sum()])
+        return {"score": (rows.users * (rows.items[:b] - rows.items[b:])).sum(1), "ego_sq": ego_sq}
 
     def loss(self, sums: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         return bpr(sums["score"]) + self.cfg.reg_weight * sums["ego_sq"].sqrt().sum() / len(batch)

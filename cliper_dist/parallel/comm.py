@@ -91,7 +91,7 @@ def rows_to_owners(local: torch.Tensor, width: int, rows_of: list[torch.Tensor],
     mine = rows_of[split.rank]
     if split.world_size == 1:
         return local[mine]
-    send = torch.cat([local[rows].reshape(-1) for rows in rows_of])
+    send = local.index_select(0, torch.cat(rows_of)).reshape(-1)
     sizes = split.sizes(width)
     recv = local.new_empty(len(mine) * width)
     dist.all_to_all_single(recv, send, output_split_sizes=[len(mine) * s for s in sizes],

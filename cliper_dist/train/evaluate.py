@@ -2,10 +2,11 @@
 
 Each rank holds its columns of the final user and item embeddings. The item matrix is
 gathered whole on every rank (I x d); the users with held-out items are dealt out across
-ranks, and each rank receives the full rows of its own users only (one all-to-all). A rank
-then scores ``eval_batch_users`` users against all items at a time (never U x I), masks
-their training items, takes the top 50 once and counts hits for valid and test from the
-same ranking. The summed metrics are all-reduced and averaged.
+ranks. Chunk by chunk of ``eval_batch_users`` users, every rank receives the full rows of
+its own users (one all-to-all), scores them against all items (``eval_batch_users`` x I
+floats, never U x I), masks their training items, takes the top 50 once and counts hits
+for valid and test from the same ranking. The summed metrics are all-reduced and averaged.
+Memory beyond the embeddings: I x d + eval_batch_users x (I + d) floats per rank.
 """
 
 from __future__ import annotations
@@ -29,17 +30,20 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
     users_local, items_local = model.embeddings()
     dim, device = model.cfg.embedding_dim, users_local.device
     items = gather_columns(items_local, dim, split)
+    del items_local
     truths = {"valid": data.valid, "test": data.test}
     has = {name: truth.lengths() > 0 for name, truth in truths.items()}
     candidates = np.flatnonzero(has["valid"] | has["test"])
     dealt = [candidates[q::split.world_size] for q in range(split.world_size)]
-    mine = dealt[split.rank]
-    vectors = rows_to_owners(users_local, dim, [torch.from_numpy(u).to(device) for u in dealt], split)
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
     sums = np.zeros((len(SPLITS), len(keys)))
-    for lo in range(0, len(mine), batch_users):
-        users = mine[lo:lo + batch_users]
-        top = top_items(vectors[lo:lo + batch_users], items, users, data.train, max(KS))
+    for lo in range(0, max(len(users) for users in dealt), batch_users):  # the same count on every rank
+        chunks = [users[lo:lo + batch_users] for users in dealt]
+        vectors = rows_to_owners(users_local, dim, [torch.from_numpy(u).to(device) for u in chunks], split)
+        users = chunks[split.rank]
+        if not len(users):
+            continue
+        top = top_items(vectors, items, users, data.train, max(KS))
         for s, name in enumerate(SPLITS):
             keep = has[name][users]
             if keep.any():

@@ -49,7 +49,7 @@ class TrainConfig:
     batch_size: int = 2048  # global: every rank steps on the whole batch, its own columns
     patience: int = 20  # evaluations without a better valid Recall@20 before stopping
     eval_every: int = 1
-    eval_batch_users: int = 4096  # users scored at once against all items (memory: this x items floats)
+    eval_batch_users: int = 256  # users scored at once against all items (memory: this x items floats)
     checkpoint_every: int = 1  # evaluations between resume checkpoints (0: none)
     save_best: bool = True  # keep the tables of the best valid epoch (tools/recommend.py)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from RUN_DIR's last checkpoint if any
@@ -110,9 +110,9 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     _validate(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    dist.keep_freed_memory()
     out = Path(cfg.out)
     engine = build_engine(cfg, info)
+    dist.keep_freed_memory()  # after the build: loading's transient arrays go back to the OS
     d = engine.data
     log.info("train: %s, %d users, %d items, %d train interactions, model %s, %d rank(s), Adam rows=%s",
              d.source, d.num_users, d.num_items, len(d.train_user), cfg.model.name, info.world_size, cfg.optim.rows)

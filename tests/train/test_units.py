@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_dist.model.graph import BipartiteGraph, ItemGraph, degree_sensitive_prune
+from cliper_dist.model.graph import BipartiteGraph, ItemGraph, Workspace, degree_sensitive_prune
 from cliper_dist.model.item_graph import freedom_item_graph
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.train.data import epoch_batches, load_rec_data, sample_negatives
@@ -28,28 +28,43 @@ def dense_adjacency(data) -> torch.Tensor:
     return d[:, None] * a * d[None, :]
 
 
-@pytest.mark.parametrize("layers", [1, 2, 3])
-def test_layer_mean_rows_and_their_backward_match_dense_powers(data, layers):
+@pytest.mark.parametrize("layers", [0, 1, 2, 3])
+def test_batch_rows_and_their_backward_match_dense_powers(data, layers):
     graph = BipartiteGraph.from_edges(data.train_user, data.train_item, data.num_users, data.num_items)
     a = dense_adjacency(data)
     g = torch.Generator().manual_seed(layers)
+    item_graph = ItemGraph(torch.randint(0, data.num_items, (data.num_items, 3), generator=g),
+                           torch.rand(data.num_items, 3, generator=g))
+    s = torch.zeros(data.num_items, data.num_items, dtype=torch.float64).index_put_(
+        (torch.arange(data.num_items).repeat_interleave(3), item_graph.neighbours.reshape(-1)),
+        item_graph.weights.reshape(-1).double(), accumulate=True)
     users = torch.randn(data.num_users, 3, generator=g, requires_grad=True)
     items = torch.randn(data.num_items, 3, generator=g, requires_grad=True)
     u_rows, i_rows = torch.tensor([3, 3, 17, 0]), torch.tensor([5, 29, 5])
-    out_u, out_i = graph.layer_mean_at(users, items, layers, u_rows, i_rows)
-    w_u, w_i = torch.randn(out_u.shape, generator=g), torch.randn(out_i.shape, generator=g)
-    ((out_u * w_u).sum() + (out_i * w_i).sum()).backward()
+    workspace = Workspace()
+    for _ in range(2):  # the second step reuses the first one's blocks
+        users.grad = items.grad = None
+        rows = graph.batch_rows(users, items, layers, u_rows, i_rows, workspace, item_graph)
+        weights = [torch.randn(t.shape, generator=g) for t in
+                   (rows.users, rows.items, rows.ego_users, rows.ego_items, rows.item_graph)]
+        sum((t * w).sum() for t, w in zip((rows.users, rows.items, rows.ego_users, rows.ego_items,
+                                           rows.item_graph), weights)).backward()
 
     x = torch.cat([users, items]).detach().double().requires_grad_()
     mean = sum(torch.linalg.matrix_power(a, l) @ x for l in range(layers + 1)) / (layers + 1)
     index = torch.cat([u_rows, i_rows + data.num_users])
-    ((mean[index] * torch.cat([w_u, w_i]).double()).sum()).backward()
-    torch.testing.assert_close(torch.cat([out_u, out_i]).double(), mean[index].detach(), atol=1e-6, rtol=0)
+    dense = [mean[index], x[index], (s @ x[data.num_users:])[i_rows]]
+    got = [torch.cat([rows.users, rows.items]), torch.cat([rows.ego_users, rows.ego_items]), rows.item_graph]
+    for d, t in zip(dense, got):
+        torch.testing.assert_close(t.double(), d.detach(), atol=1e-6, rtol=0)
+    w = [torch.cat(weights[:2]), torch.cat(weights[2:4]), weights[4]]
+    sum((d * wt.double()).sum() for d, wt in zip(dense, w)).backward(retain_graph=True)
     torch.testing.assert_close(torch.cat([users.grad, items.grad]).double(), x.grad, atol=1e-6, rtol=0)
-    # the receptive field is exactly the rows with a nonzero gradient
+    # the receptive field of the layer mean alone is exactly the rows with a nonzero gradient
     reach_u, reach_i = graph.reach(u_rows, i_rows, layers)
-    nonzero = x.grad.ne(0).any(1)
-    assert torch.equal(torch.cat([reach_u, reach_i + data.num_users]), nonzero.nonzero()[:, 0])
+    x.grad = None
+    (mean[index] * w[0].double()).sum().backward()
+    assert torch.equal(torch.cat([reach_u, reach_i + data.num_users]), x.grad.ne(0).any(1).nonzero()[:, 0])
     full_u, full_i = graph.layer_mean(users.detach(), items.detach(), layers)
     torch.testing.assert_close(torch.cat([full_u, full_i]).double(), mean.detach(), atol=1e-6, rtol=0)
 

@@ -1,0 +1,37 @@
+"""Each benchmark runs end to end at a tiny size (slow: ``bash scripts/test.sh -m slow``), so
+an API change cannot break one unnoticed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import REPO, run_python
+from tests.train._data import make_mmrec_folder
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_train_scale_two_layouts(tmp_path):
+    result = run_python([REPO / "benchmarks/train_scale.py", "--size", "baby", "--layouts", "1x1,2x1",
+                         "--max-steps", "3", "--workdir", tmp_path], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [(r["ranks"], r["threads"]) for r in rows] == [(1, 1), (2, 1)]
+    assert rows[1]["projected"] and rows[1]["speedup_vs_1x1"] > 0 and len(rows[1]["peak_rss_mb"]) == 2
+
+
+def test_train_epoch_against_its_references(tmp_path):
+    data = make_mmrec_folder(tmp_path / "data", num_users=300, num_items=200, image=False, text=False)
+    result = run_python([REPO / "benchmarks/train_epoch.py", "--data", data, "--epochs", "2", "--ref-epochs", "2",
+                         "--layouts", "1x1", "--ref-threads", "1", "--workdir", tmp_path], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert {(r["impl"], r["model"]) for r in rows} == {(i, m) for i in ("reference-mmrec-style", "cliper-dist")
+                                                       for m in ("lightgcn", "freedom")}
+    assert all(r["epoch_speedup_vs_ref"] > 0 for r in rows if r["impl"] == "cliper-dist")
