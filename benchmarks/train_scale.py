@@ -10,8 +10,9 @@ catalogs are), MMRec's per-user 80/10/10 split. Sizes: ``baby`` (19k users, 7k i
 Each layout RANKSxTHREADS runs in its own torchrun: the real engine (``build_engine``,
 ``Engine.train_epoch``, ``evaluate``) with LightGCN (or ``--model freedom`` on random
 features), one epoch, then one full evaluation. ``--max-steps N`` times N steps and
-projects the epoch from them (labelled ``projected``): an x60 epoch of full-graph
-propagation takes hours on 2 cores. One JSON line per layout; the ratios compare layouts
+projects the epoch from them (labelled ``projected``), and ``--skip-eval`` leaves out the
+evaluation: on 2 cores an x60 epoch of full-graph propagation takes hours, and so does
+scoring 1M users against 300k items. One JSON line per layout; the ratios compare layouts
 measured in the same run (``speedup_vs_1x1``: same model, 1 rank x 1 thread).
 """
 
@@ -77,7 +78,7 @@ def make_folder(size: str, work: Path, model: str) -> Path:
     return folder
 
 
-def worker(folder: str, model: str, dim: int, max_steps: int, rows: str) -> None:
+def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_eval: bool) -> None:
     """One layout, on every rank of a torchrun: build, one epoch (or max_steps), one evaluation."""
     import torch
 
@@ -110,7 +111,7 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str) -> None
         epoch_s = time.perf_counter() - t0
     train_cpu = time.process_time() - cpu0
     cpu0, t0 = time.process_time(), time.perf_counter()
-    metrics = evaluate(engine.model, engine.data, engine.split, cfg.eval_batch_users)
+    metrics = evaluate(engine.model, engine.data, engine.split, cfg.eval_batch_users) if with_eval else None
     eval_s, eval_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per_rank = dist.all_gather_object({"rss": round(rss, 1), "train_cpu": round(train_cpu, 1),
@@ -121,12 +122,12 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str) -> None
                           "peak_rss_mb": [r["rss"] for r in per_rank],
                           "train_cpu_s": [r["train_cpu"] for r in per_rank],
                           "eval_cpu_s": [r["eval_cpu"] for r in per_rank],
-                          "valid_recall@20": metrics["valid"]["recall@20"]}), flush=True)
+                          "valid_recall@20": metrics["valid"]["recall@20"] if metrics else None}), flush=True)
 
 
 def run_layout(folder: Path, ranks: int, threads: int, args) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", __file__,
-           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows]
+           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows, str(int(not args.skip_eval))]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--rows", choices=("all", "touched"), default="all", help="Adam row semantics")
     parser.add_argument("--max-steps", type=int, default=0, help="time this many steps and project the epoch")
+    parser.add_argument("--skip-eval", action="store_true", help="no evaluation (x60: hours of scoring on 2 cores)")
     parser.add_argument("--workdir", default=None, help="keeps the generated data between runs")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="train_scale_"))
@@ -163,9 +165,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_worker":
-        folder, model, dim, max_steps, rows = sys.argv[2:7]
+        folder, model, dim, max_steps, rows, with_eval = sys.argv[2:8]
         from cliper_dist import dist
 
-        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows))
+        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows, with_eval == "1"))
     else:
         main()

@@ -120,8 +120,7 @@ class FREEDOM(LightGCN):
                  features: "Features | None" = None):
         super().__init__(cfg, data, tables, split, seed)
         if features is None:
-            raise UserError("model freedom needs features=FEATURES_DIR (the encode job's output, or an MMRec "
-                            "folder with image_feat.npy/text_feat.npy)")
+            raise ValueError("FREEDOM needs item features (the job checks this before building)")
         device = self.user_table.device
         fusion = get_fusion(cfg.fusion)
         if features.text_views is not None and fusion.needs_image and features.image is None:
