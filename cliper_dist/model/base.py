@@ -70,6 +70,10 @@ class Recommender(nn.Module):
         """The rows of each table with a dense gradient that this step's loss depends on."""
         raise NotImplementedError
 
+    def reclaim_gradients(self) -> None:
+        """After the optimizer step, before the gradients are dropped: take back memory the
+        model lent to them (default: none)."""
+
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's columns of the final (users, items) embeddings over the full training
         graph, as evaluation scores them."""

@@ -44,6 +44,7 @@ class Workspace:
 
     def __init__(self):
         self._blocks: dict[str, torch.Tensor] = {}
+        self._lent: dict[int, str] = {}  # data_ptr -> name of a block handed over as a gradient
 
     def block(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         buf = self._blocks.get(name)
@@ -52,9 +53,26 @@ class Workspace:
         return buf
 
     def release(self, tensor: torch.Tensor) -> None:
-        """Hand ``tensor``'s block over to its new holder (a gradient): the next step
-        allocates another."""
-        self._blocks = {name: buf for name, buf in self._blocks.items() if buf is not tensor}
+        """Hand ``tensor``'s block over to its new holder (a gradient; autograd takes a tensor
+        nobody else holds without copying it) until ``take_back``."""
+        for name, buf in list(self._blocks.items()):
+            if buf is tensor:
+                del self._blocks[name]
+                self._lent[tensor.data_ptr()] = name
+
+    def take_back(self, tensors) -> None:
+        """Reclaim the lent blocks among ``tensors`` (the gradients, once the optimizer has
+        used them), so the next step reuses their memory instead of allocating: on CPU a
+        freed block's memory is split up by small allocations and the heap grows."""
+        for t in tensors:
+            name = self._lent.pop(t.data_ptr(), None)
+            if name is not None:
+                self._blocks[name] = t
+        self._lent = {}
+
+    def clear(self) -> None:
+        """Free every block (evaluation needs the memory; the next step allocates them again)."""
+        self._blocks, self._lent = {}, {}
 
 
 def _new_block(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -170,10 +188,18 @@ class BipartiteGraph:
         return t_u, t_i
 
     @torch.no_grad()
-    def layer_mean(self, users: torch.Tensor, items: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """LightGCN's output for every node: the mean of layers 0..L (evaluation)."""
-        acc_u, acc_i = self.layer_sum(users, items, layers)
-        return acc_u / (layers + 1), acc_i / (layers + 1)
+    def layer_mean(self, users: torch.Tensor, items: torch.Tensor, layers: int,
+                   workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """LightGCN's output for every node: the mean of layers 0..L (evaluation). The layers
+        run in ``workspace``'s blocks (a training step's, idle between steps) and the last one
+        is handed over as the result, the others freed: one full-size block per side remains,
+        where a step holds two."""
+        if layers == 0:
+            return users.clone(), items.clone()
+        workspace = workspace or Workspace()
+        acc_u, acc_i = self.layer_sum(users, items, layers, workspace.block)
+        workspace.clear()
+        return acc_u.div_(layers + 1), acc_i.div_(layers + 1)
 
     def batch_rows(self, users: torch.Tensor, items: torch.Tensor, layers: int, user_rows: torch.Tensor,
                    item_rows: torch.Tensor, workspace: Workspace, item_graph: "ItemGraph | None" = None) -> BatchRows:

@@ -62,6 +62,9 @@ class LightGCN(Recommender):
         users, items = graph.reach(batch.users, torch.cat([batch.pos, batch.neg]), self.cfg.n_ui_layers)
         return {"user_table": users, "item_table": items}
 
+    def reclaim_gradients(self) -> None:
+        self.workspace.take_back(p.grad for p in (self.user_table, self.item_table) if p.grad is not None)
+
     @torch.no_grad()
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.full_graph.layer_mean(self.user_table, self.item_table, self.cfg.n_ui_layers)
+        return self.full_graph.layer_mean(self.user_table, self.item_table, self.cfg.n_ui_layers, self.workspace)

@@ -65,6 +65,7 @@ class Engine:
         loss = self.model.loss(sums, batch)
         loss.backward()
         self.optimizer.step(self.model.touched(graph, batch) if self.row_sparse else None)
+        self.model.reclaim_gradients()
         self.optimizer.zero_grad()
         return loss.detach()
 
