@@ -115,3 +115,15 @@ def tiny_clip(tmp_path_factory) -> tuple[str, str]:
     model = str(REPO / "configs" / "models" / "clip-tiny.json")
     ckpt = save_random_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "clip-tiny.pt", seed=0)
     return model, str(ckpt)
+
+
+@pytest.fixture(scope="session")
+def demo_features(demo_dataset, tiny_clip, tmp_path_factory) -> Path:
+    """The demo dataset encoded by the real launcher at 2 ranks."""
+    model, ckpt = tiny_clip
+    out = tmp_path_factory.mktemp("features")
+    result = run_with_timeout(torchrun_cmd(2, REPO / "launch" / "encode.py", [
+        "--data", demo_dataset, "--out", out, "--model", model, "--pretrained", ckpt, "workers=2", "batch_size=16"]),
+        timeout=180)
+    assert result.returncode == 0, result.stdout[-4000:]
+    return out

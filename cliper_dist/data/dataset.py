@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from cliper_dist import dirs
 from cliper_dist.data import schema
 from cliper_dist.data.interactions import Interactions, read_inter
 from cliper_dist.errors import UserError
@@ -17,11 +18,11 @@ class DatasetDir:
     path: Path
 
     @classmethod
-    def open(cls, path: str | Path) -> "DatasetDir":
-        path = Path(path)
-        if not (path / schema.MANIFEST).is_file():
-            raise UserError(f"not a dataset directory (no {schema.MANIFEST}): {path}")
-        return cls(path)
+    def open(cls, path: str | Path, flag: str = "--data") -> "DatasetDir":
+        dirs.expect(path, (dirs.DATASET,), flag)
+        if not (Path(path) / schema.MANIFEST).is_file():
+            raise UserError(f"{path}: the dataset has no {schema.MANIFEST} (did the conversion finish?)")
+        return cls(Path(path))
 
     @cached_property
     def manifest(self) -> dict:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cliper_dist import config as config_lib
-from cliper_dist import dist
+from cliper_dist import dirs, dist
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.data.schema import ITEMS, TEXT_FIELDS, read_jsonl, write_json
 from cliper_dist.data.shards import assign_shards
@@ -48,7 +48,7 @@ class EncodeConfig:
     workers: int = 2  # DataLoader worker processes per rank (decode, resize, tokenize)
     prefetch: int = 4  # batches each worker prepares ahead
     threads: int = 0  # torch intra-op threads per rank (0 = leave torch's default / OMP_NUM_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda (nccl) where visible, else cpu (gloo)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     tau: float = 0.1  # eq. 2 temperature; changing it on a rerun re-merges without re-encoding
     default_image: str = ""  # image used for items without a usable one ("" = mid-grey)
@@ -92,6 +92,11 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> dict | None:
     dataset = DatasetDir.open(cfg.data)
     if dataset.num_items == 0:
         raise UserError(f"{cfg.data}: the dataset has no items")
+    with_image = dataset.manifest["counts"].get("with_image", dataset.num_items)
+    if info.is_main and with_image < dataset.num_items / 2:
+        log.warning("encode: only %d of %d items have an image; the others are encoded with the default image "
+                    "(see %s/rejects.jsonl)", with_image, dataset.num_items, cfg.data)
+    dirs.check_output(cfg.out, dirs.FEATURES, {"--data": cfg.data, "--pretrained": cfg.pretrained})
     out = Path(cfg.out)
     (out / store.PARTS).mkdir(parents=True, exist_ok=True)
     if cfg.threads:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cliper_dist import dirs
 from cliper_dist.data.schema import TEXT_FIELDS, atomic_write_bytes, read_json, write_json
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import fuse_sa, fuse_sum, view_similarity
@@ -142,8 +143,9 @@ class FeatureStore:
     path: Path
 
     @classmethod
-    def open(cls, path: str | Path) -> "FeatureStore":
+    def open(cls, path: str | Path, flag: str = "--features") -> "FeatureStore":
         path = Path(path)
+        dirs.expect(path, (dirs.FEATURES,), flag)
         if not (path / MANIFEST).is_file():
             raise UserError(f"not a feature directory (no {MANIFEST}; did the encode job finish?): {path}")
         return cls(path)

@@ -72,7 +72,12 @@ def save(run_dir: str | Path, kind: str, epoch: int, state: dict[str, Any], meta
     return path
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """The meta dict of checkpoint ``path`` (run state, config)."""
+    return json.loads((path / "meta.json").read_text())
+
+
 def load(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Load ``path`` into the tensors of ``state`` in place; returns the meta dict."""
     dcp.load(state, checkpoint_id=str(path))
-    return json.loads((path / "meta.json").read_text())
+    return read_meta(path)

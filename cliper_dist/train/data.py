@@ -11,6 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
+from cliper_dist import dirs
 from cliper_dist.data import schema
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.data.interactions import Interactions, read_inter
@@ -65,7 +66,7 @@ class RecData:
 def load_rec_data(path: str | Path, num_items_hint: int | None = None) -> RecData:
     """A dataset directory, or an MMRec folder holding exactly one ``*.inter`` file."""
     path = Path(path)
-    if (path / schema.MANIFEST).is_file():
+    if dirs.expect(path, (dirs.DATASET, dirs.MMREC), "--data") == dirs.DATASET:
         ds = DatasetDir.open(path)
         return RecData.from_interactions(read_inter(path / schema.INTERACTIONS), ds.num_users, ds.num_items,
                                          str(path / schema.INTERACTIONS))

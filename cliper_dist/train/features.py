@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cliper_dist import dirs
 from cliper_dist.encode.store import MANIFEST, FeatureStore
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import Fusion
@@ -37,7 +38,8 @@ class Features:
 
     def describe(self) -> str:
         parts = [f"{name} {tuple(a.shape)}" for name, a in
-                 (("image", self.image), ("text_views", self.text_views), ("text", self.text)) if a is not None]
+                 (("image N x D", self.image), ("text_views C x N x D", self.text_views), ("text N x D", self.text))
+                 if a is not None]
         return f"{self.source}: " + ", ".join(parts)
 
     def views_of(self, items: np.ndarray) -> torch.Tensor:
@@ -87,7 +89,7 @@ def _load(path: Path) -> np.ndarray:
 
 def load_features(path: str | Path, num_items: int) -> Features:
     path = Path(path)
-    if (path / MANIFEST).is_file():
+    if dirs.expect(path, (dirs.FEATURES, dirs.MMREC), "--features") == dirs.FEATURES:
         store = FeatureStore.open(path)
         image, views = store.array("image"), store.array("text_views")
         check_array(image, str(path / "image.npy"), num_items)

@@ -11,7 +11,6 @@ early-stopping state, write the metric line and checkpoints; at the end write fi
 from __future__ import annotations
 
 import json
-import logging
 import resource
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from cliper_dist import config as config_lib
-from cliper_dist import dist
+from cliper_dist import dirs, dist
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import ModelConfig
 from cliper_dist.model.registry import model_class
@@ -35,6 +34,8 @@ from cliper_dist.train.features import Features, has_mmrec_features, load_featur
 
 log = dist.log
 CONFIG_FILE, METRICS_FILE, FINAL_FILE = "config.yaml", "metrics.jsonl", "final.json"
+# Keys a resumed run may change: the epoch budget, and how (not what) it computes and saves.
+RESUMABLE_CHANGES = ("out", "epochs", "resume", "threads", "device", "eval_batch_users", "checkpoint_every")
 
 
 @dataclass
@@ -42,13 +43,13 @@ class TrainConfig:
     data: str = ""  # dataset directory or MMRec folder
     features: str = ""  # freedom: encode output dir or MMRec folder with image_feat/text_feat.npy ("" = data)
     out: str = ""  # run directory
-    seed: int = 999
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 999  # initial values, batches, negatives and pruning derive from (seed, epoch)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda (nccl) where visible, else cpu (gloo)
     threads: int = 0  # torch intra-op threads per rank (0: leave torch's default)
-    epochs: int = 1000
+    epochs: int = 1000  # epoch budget (early stopping usually ends the run first)
     batch_size: int = 2048  # global: every rank steps on the whole batch, its own columns
     patience: int = 20  # evaluations without a better valid Recall@20 before stopping
-    eval_every: int = 1
+    eval_every: int = 1  # epochs between evaluations (valid and test, full ranking)
     eval_batch_users: int = 256  # users scored at once against all items (memory: this x items floats)
     checkpoint_every: int = 1  # evaluations between resume checkpoints (0: none)
     save_best: bool = True  # keep the tables of the best valid epoch (tools/recommend.py)
@@ -70,8 +71,6 @@ def load_model_inputs(cfg: TrainConfig) -> tuple[RecData, Features | None]:
 
 
 def build_engine(cfg: TrainConfig, info: dist.DistInfo) -> Engine:
-    # torchrec warns per table that its dense kernel ignores caching parameters; we set none
-    logging.getLogger("torchrec.distributed.utils").setLevel(logging.ERROR)
     data, features = load_model_inputs(cfg)
     if features is not None and info.is_main:
         log.info("features: %s", features.describe())
@@ -104,6 +103,25 @@ def _validate(cfg: TrainConfig) -> None:
         if getattr(cfg, key) < 1:
             raise UserError(f"train: '{key}' must be >= 1; got {getattr(cfg, key)}")
     model_class(cfg.model.name)
+    dirs.check_output(cfg.out, dirs.RUN, {"--data": cfg.data, "--features": cfg.features})
+
+
+def check_resumable(cfg: TrainConfig, meta: dict) -> None:
+    """A run continues only under the config it was trained with (up to ``RESUMABLE_CHANGES``)."""
+    if "config" not in meta:
+        raise UserError(f"{cfg.out} holds a checkpoint without its config (written by an older version); "
+                        "pass a new --out, or resume=never to start over in this one")
+    saved, now = config_lib.flatten(meta["config"]), config_lib.flatten(config_lib.to_dict(cfg))
+    for paths in (saved, now):  # the same directory, however it is spelt
+        for key in ("data", "features"):
+            paths[key] = str(Path(paths[key]).resolve()) if paths.get(key) else ""
+    changed = [k for k in sorted(saved.keys() | now.keys())
+               if k.split(".")[0] not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise UserError(f"{cfg.out} holds a run trained with another config ({diff}{more}); "
+                        "pass a new --out, or resume=never to start over in this one")
 
 
 def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
@@ -111,6 +129,9 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    last = checkpoint.resolve(out, checkpoint.LAST) if cfg.resume == "auto" else None
+    if last is not None:
+        check_resumable(cfg, checkpoint.read_meta(last))
     engine = build_engine(cfg, info)
     dist.keep_freed_memory()  # after the build: loading's transient arrays go back to the OS
     d = engine.data
@@ -119,7 +140,6 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     log.info("%s", engine.describe())
 
     state = RunState()
-    last = checkpoint.resolve(out, checkpoint.LAST) if cfg.resume == "auto" else None
     if last is not None:
         meta = checkpoint.load(last, engine.state_dict(with_optimizer=True))
         state = RunState(**meta["run"])
@@ -164,11 +184,11 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         state.wall_seconds = time.perf_counter() - start
         if improved and cfg.save_best:
             checkpoint.save(out, checkpoint.BEST, epoch, engine.state_dict(with_optimizer=False),
-                            {"run": vars(state), "kind": "best"}, info.rank)
+                            {"run": vars(state), "kind": "best", "config": config_lib.to_dict(cfg)}, info.rank)
         evals_since_ckpt += 1
         if cfg.checkpoint_every and (evals_since_ckpt >= cfg.checkpoint_every or stopped or epoch + 1 == cfg.epochs):
             checkpoint.save(out, checkpoint.LAST, epoch, engine.state_dict(with_optimizer=True),
-                            {"run": vars(state), "kind": "last"}, info.rank)
+                            {"run": vars(state), "kind": "last", "config": config_lib.to_dict(cfg)}, info.rank)
             evals_since_ckpt = 0
         if stopped:
             log.info("early stop: no better valid Recall@20 in %d evaluations", state.waited)

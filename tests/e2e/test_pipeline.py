@@ -12,17 +12,6 @@ from cliper_dist.train.data import load_rec_data
 from tests.conftest import REPO, run_python, run_with_timeout, torchrun_cmd
 
 
-@pytest.fixture(scope="module")
-def demo_features(demo_dataset, tiny_clip, tmp_path_factory):
-    model, ckpt = tiny_clip
-    out = tmp_path_factory.mktemp("features")
-    result = run_with_timeout(torchrun_cmd(2, REPO / "launch" / "encode.py", [
-        "--data", demo_dataset, "--out", out, "--model", model, "--pretrained", ckpt, "workers=2", "batch_size=16"]),
-        timeout=180)
-    assert result.returncode == 0, result.stdout[-4000:]
-    return out
-
-
 def test_encode_launcher_two_ranks(demo_features, demo_dataset):
     ds = DatasetDir.open(demo_dataset)
     manifest = json.loads((demo_features / "manifest.json").read_text())
@@ -67,10 +56,10 @@ def test_bad_config_and_inputs_are_one_clear_line(demo_dataset, tmp_path):
          "config key 'epochs' must be int"),
         (["launch/train.py", "--config", tmp_path / "nope.yaml"], "config file not found"),
         (["launch/train.py", "--data", tmp_path / "missing", "--out", tmp_path / "r", "model.name=lightgcn"],
-         "expected a dataset directory"),
+         "missing does not exist; --data wants a dataset directory or an MMRec folder"),
         (["launch/train.py", "--data", demo_dataset, "--out", tmp_path / "r"], "model freedom needs features"),
         (["launch/encode.py", "--data", tmp_path / "missing", "--out", tmp_path / "f", "--model", "ViT-B-32"],
-         "not a dataset directory"),
+         "missing does not exist; --data wants a dataset directory"),
         (["launch/encode.py", "--data", demo_dataset, "--out", tmp_path / "f", "--model", "ViT-B-32",
           "--pretrained", tmp_path / "w.pt"], "checkpoint not found"),
     ]
