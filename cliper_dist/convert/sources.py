@@ -11,6 +11,7 @@ import csv
 import gzip
 import json
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -60,20 +61,28 @@ def report(rejects: Rejects | None, kind: str, reason: str, where: str) -> None:
 
 def iter_table(path: str | Path, rejects: Rejects | None) -> Iterator[tuple[int, str, dict[str, str]]]:
     """(line number, "path:line", row) of a CSV/TSV file with a header line (tab-separated when
-    the header holds a tab); rows with the wrong number of fields are rejects."""
+    the header holds a tab); rows with the wrong number of fields are rejects, and a file in
+    which every row has the wrong number is an error that says so."""
     lines = iter_lines(path, rejects)
     first = next(lines, None)
     if first is None:
         return
     delimiter = "\t" if "\t" in first[1] else ","
     header = [h.strip() for h in next(csv.reader([first[1]], delimiter=delimiter))]
+    kept, wrong_widths = 0, Counter()
     for line_no, text in lines:
         where = f"{path}:{line_no}"
         row = next(csv.reader([text], delimiter=delimiter), [])
         if len(row) != len(header):
+            wrong_widths[len(row)] += 1
             report(rejects, "malformed_line", f"{len(row)} fields, the header has {len(header)}", where)
             continue
+        kept += 1
         yield line_no, where, dict(zip(header, row))
+    if not kept and wrong_widths:
+        width, _ = wrong_widths.most_common(1)[0]
+        raise UserError(f"{path}: all {sum(wrong_widths.values()):,} rows were rejected: they have {width} fields "
+                        f"against the {len(header)}-field header {header} (delimiter {delimiter!r})")
 
 
 def parse_record(text: str) -> dict:

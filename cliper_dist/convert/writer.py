@@ -27,8 +27,8 @@ from cliper_dist.convert.download import Downloader, is_url
 from cliper_dist.convert.images import local_path
 from cliper_dist.convert.interactions import SourceInteractions
 from cliper_dist.convert.rejects import Rejects
-from cliper_dist.convert.shardwork import (IMAGE_STATES, WITH_IMAGE, PendingItem, ShardResult, ShardTask, build_shard,
-                                           fingerprint, load_finished)
+from cliper_dist.convert.shardwork import (CORRUPT, IMAGE_STATES, UNAVAILABLE, WITH_IMAGE, PendingItem, ShardResult,
+                                           ShardTask, build_shard, fingerprint, load_finished)
 from cliper_dist.convert.text import text_fields
 from cliper_dist.data import schema
 from cliper_dist.data.interactions import Interactions, split_per_user, write_inter
@@ -50,18 +50,21 @@ class WriterOptions:
     split_seed: int = 999
     strict: bool = False
     workers: int = 1          # processes re-encoding images; 1 = in this process
+    max_unavailable_images: float = 0.5  # share of named images that may be unreadable before convert stops
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.workers < 1 or self.max_image_side < 1:
             raise UserError("shard size, workers and max image side must be at least 1")
         if not 1 <= self.jpeg_quality <= 95:
             raise UserError(f"JPEG quality must be in [1, 95], got {self.jpeg_quality}")
+        if not 0.0 <= self.max_unavailable_images <= 1.0:
+            raise UserError(f"max unavailable images must be a share in [0, 1], got {self.max_unavailable_images}")
         if self.split not in SPLITS:
             raise UserError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
     def recorded(self) -> dict[str, Any]:
-        """The options that shape the output (the worker count does not)."""
-        return {k: v for k, v in asdict(self).items() if k != "workers"}
+        """The options that shape the output (the worker count and the stop rule do not)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("workers", "max_unavailable_images")}
 
 
 class DatasetWriter:
@@ -210,6 +213,7 @@ class DatasetWriter:
         if not self.item_index:
             raise UserError(f"no items were converted ({sum(self.rejects.counts.values())} rejects: "
                             f"{dict(self.rejects.counts)})")
+        self._check_images()
         self._items_file.close()
         os.replace(self._items_tmp, self.out / schema.ITEMS)
         inter, user_ids, how = self._index_interactions()
@@ -229,6 +233,15 @@ class DatasetWriter:
         schema.write_json(self.out / schema.MANIFEST, manifest)
         self.close()
         return manifest
+
+    def _check_images(self) -> None:
+        """Stop when most named images cannot be read: a wrong --images is a typo, not missing data."""
+        unavailable = self.counts[UNAVAILABLE]
+        named = unavailable + self.counts[WITH_IMAGE] + self.counts[CORRUPT]
+        if named and unavailable > self.options.max_unavailable_images * named:
+            where = f"--images {self.image_dir}" if self.image_dir else "the catalog's image paths (no --images given)"
+            raise UserError(f"{unavailable} of {named} item images are unavailable under {where}; check the "
+                            "directory, or pass --allow-missing-images to convert without them")
 
     def _index_interactions(self) -> tuple[Interactions, list[str], str]:
         """Source interactions -> index space; rows naming unknown items become rejects."""

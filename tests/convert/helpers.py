@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from cliper_dist.convert.cli import main as convert_main
+from cliper_dist import errors
 
 
 def image_bytes(size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG") -> bytes:
@@ -40,7 +41,7 @@ def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
 
 
 def run_convert(*argv: str) -> int:
-    return convert_main([str(a) for a in argv])
+    return errors.run_tool(convert_main, [str(a) for a in argv])
 
 
 def read_manifest(out: Path) -> dict:

@@ -94,7 +94,7 @@ def test_strict_stops_at_the_first_bad_input_with_file_and_line(tmp_path, capsys
     paths = make_catalog(tmp_path)
     assert run_convert(*convert_args(paths, tmp_path / "ds", "--strict")) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"convert: error: {paths['catalog']}:3: malformed_line:")
+    assert err.startswith(f"cliper-dist: error: {paths['catalog']}:3: malformed_line:")
     assert not (tmp_path / "ds" / "manifest.json").exists()
 
 

@@ -41,6 +41,9 @@ def test_inspect_verify_finds_tampering(tmp_path):
 
 def test_errors_are_one_line_with_exit_2(tmp_path):
     res = run_tool("convert.py", "jsonl", "--catalog", tmp_path / "missing.jsonl", "--out", tmp_path / "o")
-    assert res.returncode == 2 and res.stderr.strip() == f"convert: error: file not found: {tmp_path / 'missing.jsonl'}"
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"cliper-dist: error: file not found: {tmp_path / 'missing.jsonl'}"
     res = run_tool("inspect.py", tmp_path)
-    assert res.returncode == 2 and res.stderr.startswith("inspect: error: not a dataset directory")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"cliper-dist: error: {tmp_path} is a directory of unknown kind; "
+                                  "inspect wants a dataset directory")
