@@ -9,7 +9,12 @@ a typo must never silently fall back to a default.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from cliper_dist import quiet
 from cliper_dist.errors import UserError
 
 T = TypeVar("T")
@@ -48,21 +54,73 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Sequenc
     return _build(cls, tree, prefix="")
 
 
+class ToolHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` of the tools: descriptions as written, every argument with its default."""
+
+
 def from_cli(cls: type[T], argv: typing.Sequence[str], description: str, flags: dict[str, str]) -> T:
     """A launcher's command line: ``--config FILE``, ``--KEY VALUE`` for the keys in ``flags``
-    (key -> help), and ``key.sub=value`` overrides before or after them; flags apply first."""
-    parser = argparse.ArgumentParser(description=description)
+    (key -> help), and ``key.sub=value`` overrides before or after them; flags apply first.
+    Known-harmless library warnings are hidden unless ``--verbose``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="config keys (YAML or key.sub=value; default, then meaning):\n"
+                                            + "\n".join(describe(cls)))
     parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")
     for key, help_text in flags.items():
         parser.add_argument(f"--{key}", help=help_text)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the library warnings that are hidden as known-harmless (cliper_dist/quiet.py)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_intermixed_args(list(argv))
+    if not args.verbose:
+        quiet.hide_known_library_noise()
     given = [f"{k}={v}" for k in flags if (v := getattr(args, k))]
     return load(cls, args.config, given + args.overrides)
 
 
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """One line per key of the dataclass tree ``cls``: name, type, default and the comment that
+    follows the field in its source, so ``--help`` cannot drift from the code."""
+    hints, comments, lines = typing.get_type_hints(cls), _field_comments(cls), []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += describe(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        line = f"  {prefix}{f.name} ({_type_name(tp)}) = {default!r}"
+        lines.append(line + (f"  # {comments[f.name]}" if f.name in comments else ""))
+    return lines
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return " | ".join(str(c) for c in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """field name -> the ``# comment`` on its line in the class source."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    return {node.target.id: comments[node.lineno] for node in ast.parse(source).body[0].body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.lineno in comments}
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: the override keys of a config tree."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def save(cfg: Any, path: str | Path) -> None:

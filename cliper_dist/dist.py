@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime
+import json
 import logging
 import os
 import random
@@ -159,6 +160,16 @@ class Progress:
             self._bar.close()
 
 
+def _tell_torchrun(line: str) -> None:
+    """Put ``line`` where torchrun's failure summary reads a worker's root cause (its error
+    file), so the summary repeats the error instead of a pointer to torch's traceback docs."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        info = {"py_callstack": line, "timestamp": str(int(datetime.datetime.now().timestamp()))}
+        with open(path, "w") as f:
+            json.dump({"message": {"message": line, "extraInfo": info}}, f)
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run a launcher's ``main``: user errors become one line on rank 0, everything exits cleanly.
 
@@ -172,6 +183,7 @@ def run_main(main: Callable[[], int | None]) -> None:
     except UserError as e:
         if rank == 0:
             print(f"cliper-dist: error: {e}", file=sys.stderr, flush=True)
+            _tell_torchrun(f"cliper-dist: error: {e}")
         code = 2
     except KeyboardInterrupt:
         code = 130

@@ -1,5 +1,20 @@
 """The one exception type a user should see: bad input, reported as one clear line."""
 
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
 
 class UserError(Exception):
     """Bad input, config or environment. Launchers print it as one line, without a traceback."""
+
+
+def run_tool(main: Callable[..., int | None], *args) -> int:
+    """A single-process tool's exit code: ``main``'s, or 2 after one line for a ``UserError``.
+    Scripts end with ``sys.exit(run_tool(main))``."""
+    try:
+        return main(*args) or 0
+    except UserError as e:
+        print(f"cliper-dist: error: {e}", file=sys.stderr, flush=True)
+        return 2

@@ -19,7 +19,8 @@ from cliper_dist.encode.job import EncodeConfig, run
 
 
 def parse(argv: list[str]) -> EncodeConfig:
-    return config.from_cli(EncodeConfig, argv, "CLIPER multi-view CLIP encoding (see module docstring)", {
+    return config.from_cli(EncodeConfig, argv, "CLIPER multi-view CLIP encoding of a dataset's items, shard by "
+                           "shard across torchrun ranks, resumable; writes a feature store to --out", {
         "data": "dataset directory (tools/convert.py output)",
         "out": "feature directory to write",
         "model": "open_clip model name or model config .json",

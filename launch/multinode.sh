@@ -7,7 +7,8 @@
 #
 # Env: NNODES (default 1), NODE_RANK (default 0; SLURM_NODEID under SLURM), NPROC_PER_NODE
 # (default 1), MASTER_ADDR (default 127.0.0.1), MASTER_PORT (default 29500), RDZV_ID (default
-# $SLURM_JOB_ID or "cliper-train"), PYTHON (default python), RDZV_TIMEOUT (default 300 s).
+# $SLURM_JOB_ID or "cliper-train"), PYTHON (default: the project's .venv/bin/python), RDZV_TIMEOUT
+# (default 300 s).
 # Every argument is passed to launch/train.py. RUN_DIR must be on a file system all nodes
 # share (checkpoints are written by every rank; metrics and final.json by rank 0).
 set -euo pipefail
@@ -19,7 +20,7 @@ MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 RDZV_ID="${RDZV_ID:-${SLURM_JOB_ID:-cliper-train}}"
 RDZV_TIMEOUT="${RDZV_TIMEOUT:-300}"
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-$(dirname "$here")/.venv/bin/python}"
 export PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$NPROC_PER_NODE" \

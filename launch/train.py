@@ -16,7 +16,9 @@ from cliper_dist.train.job import TrainConfig, run
 
 
 def parse(argv: list[str]) -> TrainConfig:
-    return config.from_cli(TrainConfig, argv, "Train a graph recommender (see module docstring)", {
+    return config.from_cli(TrainConfig, argv,
+                           "Train a graph recommender (LightGCN, FREEDOM-CLIPER) column-parallel across torchrun "
+                           "ranks; writes RUN_DIR/config.yaml, metrics.jsonl, final.json and checkpoints/", {
         "data": "dataset directory or MMRec folder",
         "features": "feature directory of the encode job",
         "out": "run directory",

@@ -6,6 +6,7 @@
 import sys
 
 from cliper_dist.convert.cli import main
+from cliper_dist.errors import run_tool
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -21,35 +21,32 @@ if __name__ != "__main__":
 else:
     import argparse  # noqa: E402
 
+    from cliper_dist.config import ToolHelp  # noqa: E402
     from cliper_dist.data.dataset import DatasetDir  # noqa: E402
     from cliper_dist.data.verify import dump, summary, verify  # noqa: E402
-    from cliper_dist.errors import UserError  # noqa: E402
+    from cliper_dist.errors import run_tool  # noqa: E402
 
     def main(argv: list[str]) -> int:
-        parser = argparse.ArgumentParser(prog="inspect", description=__doc__.split("\n")[0])
-        parser.add_argument("dataset")
+        parser = argparse.ArgumentParser(prog="inspect", description=__doc__.split("\n")[0], formatter_class=ToolHelp)
+        parser.add_argument("dataset", help="a dataset directory (tools/convert.py output)")
         parser.add_argument("--verify", action="store_true", help="check every shard against the manifest")
         parser.add_argument("--dump", type=int, default=0, metavar="N", help="write the first N samples")
-        parser.add_argument("--dump-dir", default=None, help="where --dump writes images and text (required with it)")
+        parser.add_argument("--dump-dir", default=None, help="where --dump writes images and text (needed with --dump)")
         args = parser.parse_args(argv)
         if args.dump and not args.dump_dir:
             parser.error("--dump needs --dump-dir")
-        try:
-            ds = DatasetDir.open(args.dataset)
-            print(summary(ds))
-            status = 0
-            if args.verify:
-                problems = verify(ds)
-                for line in problems:
-                    print(f"  PROBLEM {line}")
-                print(f"verify: {'OK' if not problems else f'{len(problems)} problems'}")
-                status = 1 if problems else 0
-            if args.dump:
-                for line in dump(ds, args.dump, args.dump_dir):
-                    print(f"  {line}")
-            return status
-        except UserError as e:
-            print(f"inspect: error: {e}", file=sys.stderr)
-            return 2
+        ds = DatasetDir.open(args.dataset, flag="inspect")
+        print(summary(ds))
+        status = 0
+        if args.verify:
+            problems = verify(ds)
+            for line in problems:
+                print(f"  PROBLEM {line}")
+            print(f"verify: {'OK' if not problems else f'{len(problems)} problems'}")
+            status = 1 if problems else 0
+        if args.dump:
+            for line in dump(ds, args.dump, args.dump_dir):
+                print(f"  {line}")
+        return status
 
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_tool(main, sys.argv[1:]))

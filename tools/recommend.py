@@ -1,12 +1,17 @@
 """Top-K items per user from a trained run (the tables of its best valid epoch).
 
-    python tools/recommend.py RUN_DIR --users 0,17,42 --k 20
+    python tools/recommend.py RUN_DIR --users U123,U456 --k 20
     python tools/recommend.py RUN_DIR --users-file users.txt --k 20 --checkpoint last
+    python tools/recommend.py RUN_DIR --users 0,17,42 --by-index
 
-Prints one JSON line per user: {"user": U, "items": [...], "scores": [...]}, best first.
-The user's training items are never recommended. Runs as one process: the run's sharded
-checkpoint is resharded onto it by torch.distributed.checkpoint. The run's config.yaml
-says where its data (and features) are; --data/--features override moved folders.
+Users are named by the catalog's own ids (users.jsonl of the dataset; an MMRec folder's ids
+are its userID numbers), or by index with --by-index. Prints one JSON line per user:
+{"user": ID, "user_index": U, "items": [item ids], "titles": [...], "scores": [...]}, best
+first ("titles" where the dataset has them). The user's training items are never
+recommended. Unknown users are refused before the model is loaded. Runs as one process:
+the run's sharded checkpoint is resharded onto it by torch.distributed.checkpoint. The
+run's config.yaml says where its data (and features) are; --data/--features override
+moved folders.
 """
 
 from __future__ import annotations
@@ -14,77 +19,120 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cliper_dist import config, dist
+from cliper_dist import config, dirs, dist, quiet
+from cliper_dist.data import schema
 from cliper_dist.errors import UserError
 from cliper_dist.train import checkpoint
+from cliper_dist.train.data import load_rec_data
 from cliper_dist.train.job import CONFIG_FILE, TrainConfig, build_engine
 from cliper_dist.train.metrics import csr_entries
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=config.ToolHelp)
     parser.add_argument("run_dir", help="a train run directory (config.yaml, checkpoints/)")
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--users", help="comma-separated user indices")
-    who.add_argument("--users-file", help="file of user indices, one per line")
-    parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--checkpoint", choices=(checkpoint.BEST, checkpoint.LAST), default=checkpoint.BEST)
-    parser.add_argument("--data", help="override the run's data path")
-    parser.add_argument("--features", help="override the run's features path")
+    who.add_argument("--users", help="comma-separated user ids")
+    who.add_argument("--users-file", help="file of user ids, one per line")
+    parser.add_argument("--by-index", action="store_true", help="the users are indices 0..U-1, not catalog ids")
+    parser.add_argument("--k", type=int, default=20, help="items per user")
+    parser.add_argument("--checkpoint", choices=(checkpoint.BEST, checkpoint.LAST), default=checkpoint.BEST,
+                        help="the best valid epoch's tables, or the last checkpoint's")
+    parser.add_argument("--data", help="the run's dataset, where it has moved (None: the run's config)")
+    parser.add_argument("--features", help="the run's features, where they have moved (None: the run's config)")
+    parser.add_argument("--verbose", action="store_true", help="show known-harmless library warnings")
     return parser.parse_args(argv)
 
 
-def parse_users(text: str) -> np.ndarray:
-    try:
-        return np.array([int(x) for x in text.replace("\n", ",").split(",") if x.strip()], dtype=np.int64)
-    except ValueError:
-        raise UserError(f"user indices must be integers; got {text[:80]!r}") from None
+@dataclass
+class Catalog:
+    """The ids users and items have in the catalog (an MMRec folder's are its index numbers)."""
+
+    num_users: int
+    user_ids: list[str] | None = None
+    item_ids: list[str] | None = None
+    titles: list[str] | None = None
+
+    @classmethod
+    def open(cls, data: str) -> "Catalog":
+        if dirs.kind(data) != dirs.DATASET:
+            return cls(load_rec_data(data).num_users)
+        users = [row["user_id"] for row in schema.read_jsonl(Path(data) / schema.USERS)]
+        items = list(schema.read_jsonl(Path(data) / schema.ITEMS))
+        return cls(len(users), users, [it["item_id"] for it in items], [it.get("title") or "" for it in items])
+
+    def indices(self, names: list[str], by_index: bool) -> np.ndarray:
+        if by_index or self.user_ids is None:
+            try:
+                index = np.array([int(x) for x in names], dtype=np.int64)
+            except ValueError:
+                raise UserError(f"user indices must be integers; got {names[:5]}") from None
+            bad = index[(index < 0) | (index >= self.num_users)]
+            if len(bad):
+                raise UserError(f"user(s) {bad[:5].tolist()} out of range: the run has users 0..{self.num_users - 1}")
+            return index
+        lookup = {u: i for i, u in enumerate(self.user_ids)}
+        unknown = [x for x in names if x not in lookup]
+        if unknown:
+            raise UserError(f"unknown user id(s) {unknown[:5]} (ids are those of the dataset's users.jsonl; "
+                            "--by-index takes indices)")
+        return np.array([lookup[x] for x in names], dtype=np.int64)
+
+    def user(self, index: int) -> str | int:
+        return self.user_ids[index] if self.user_ids is not None else index
+
+    def describe_items(self, items: list[int]) -> dict:
+        if self.item_ids is None:
+            return {"items": items}
+        return {"items": [self.item_ids[i] for i in items], "titles": [self.titles[i] for i in items]}
 
 
-def recommend(run_dir: str | Path, users: np.ndarray, k: int, kind: str = checkpoint.BEST,
-              overrides: list[str] = ()) -> list[dict]:
+def recommend(run_dir: str | Path, names: list[str], k: int, kind: str = checkpoint.BEST,
+              overrides: list[str] = (), by_index: bool = False) -> list[dict]:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir}: not a train run directory (no {CONFIG_FILE})")
     path = checkpoint.resolve(run_dir, kind)
     if path is None:
         raise UserError(f"{run_dir}: no complete '{kind}' checkpoint (save_best=false or the run never evaluated?)")
-    cfg = config.load(TrainConfig, run_dir / CONFIG_FILE, [f"out={run_dir}", *overrides])
-    info = dist.init(device="cpu")
-    engine = build_engine(cfg, info)
-    n_users, n_items = engine.data.num_users, engine.data.num_items
-    bad = users[(users < 0) | (users >= n_users)]
-    if len(bad):
-        raise UserError(f"user(s) {bad[:5].tolist()} out of range: the run has users 0..{n_users - 1}")
     if k < 1:
         raise UserError(f"--k must be >= 1; got {k}")
+    cfg = config.load(TrainConfig, run_dir / CONFIG_FILE, [f"out={run_dir}", *overrides])
+    catalog = Catalog.open(cfg.data)
+    users = catalog.indices(names, by_index)
+    info = dist.init(device="cpu")
+    engine = build_engine(cfg, info)
     checkpoint.load(path, engine.state_dict(with_optimizer=False))
     users_emb, items_emb = engine.model.embeddings()  # one rank: every column
     with torch.no_grad():
         scores = users_emb[torch.from_numpy(users)] @ items_emb.T
         r, c = csr_entries(engine.data.train.indptr, engine.data.train.indices, users)
         scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
-        top = scores.topk(min(k, n_items), dim=1)
+        top = scores.topk(min(k, engine.data.num_items), dim=1)
     out = []
     for row, u in enumerate(users.tolist()):
         keep = torch.isfinite(top.values[row])  # a user who trained on almost every item gets fewer
-        out.append({"user": u, "items": top.indices[row][keep].tolist(),
+        out.append({"user": catalog.user(u), "user_index": u, **catalog.describe_items(top.indices[row][keep].tolist()),
                     "scores": [round(float(s), 6) for s in top.values[row][keep]]})
     return out
 
 
 def main() -> None:
     args = parse_args(sys.argv[1:])
+    if not args.verbose:
+        quiet.hide_known_library_noise()
     if args.users_file is not None and not Path(args.users_file).is_file():
         raise UserError(f"--users-file not found: {args.users_file}")
-    users = parse_users(args.users if args.users is not None else Path(args.users_file).read_text())
+    text = args.users if args.users is not None else Path(args.users_file).read_text()
+    names = [x.strip() for x in text.replace("\n", ",").split(",") if x.strip()]
     overrides = [f"{key}={v}" for key in ("data", "features") if (v := getattr(args, key))]
-    for line in recommend(args.run_dir, users, args.k, args.checkpoint, overrides):
+    for line in recommend(args.run_dir, names, args.k, args.checkpoint, overrides, args.by_index):
         print(json.dumps(line))
 
 

@@ -13,14 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from cliper_dist.config import ToolHelp
 from cliper_dist.data.schema import write_json
 from cliper_dist.encode.report import rank_heatmap, rank_shares, similarity, view_stats
 from cliper_dist.encode.store import FeatureStore
-from cliper_dist.errors import UserError
+from cliper_dist.errors import UserError, run_tool
 
 
 def report(features_dir: str, tau: float | None = None, out: str | None = None) -> dict:
-    features = FeatureStore.open(features_dir)
+    features = FeatureStore.open(features_dir, flag="view_report")
     names = features.manifest["views"]
     sim = similarity(features, tau)
     shares = rank_shares(sim)
@@ -36,16 +37,16 @@ def report(features_dir: str, tau: float | None = None, out: str | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=ToolHelp)
     parser.add_argument("features", help="feature directory written by launch/encode.py")
-    parser.add_argument("--tau", type=float, default=None, help="recompute the similarity with this temperature")
-    parser.add_argument("--out", default=None, help="directory for view_report.json and view_ranks.png")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="recompute the similarity with this temperature (None: the encode run's)")
+    parser.add_argument("--out", default=None,
+                        help="directory for view_report.json and view_ranks.png (None: FEATURES)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        result = report(args.features, args.tau, args.out)
-    except UserError as e:
-        print(f"view_report: error: {e}", file=sys.stderr)
-        return 2
+    if args.tau is not None and not args.tau > 0:
+        raise UserError(f"--tau must be > 0; got {args.tau:g}")
+    result = report(args.features, args.tau, args.out)
     print(f"{'view':<14}{'mean':>8}{'std':>8}{'min':>8}{'median':>8}{'max':>8}{'top-1':>8}{'rank':>7}")
     for name, s in result["views"].items():
         print(f"{name:<14}{s['mean']:>8.3f}{s['std']:>8.3f}{s['min']:>8.3f}{s['median']:>8.3f}{s['max']:>8.3f}"
@@ -55,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

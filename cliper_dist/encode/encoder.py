@@ -123,8 +123,7 @@ def load_encoder(model: str, pretrained: str | None, device: torch.device, conte
         clip, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=ckpt, device=device, weights_only=False, force_context_length=positions)
     except (RuntimeError, AssertionError, KeyError) as e:  # keys or shapes that do not fit the architecture
-        reason = (str(e).splitlines() or [e.__class__.__name__])[0]
-        raise UserError(f"checkpoint {pretrained} does not fit model {model}: {reason}") from None
+        raise UserError(f"checkpoint {pretrained} does not fit model {model}: {_load_error(e)}") from None
     clip.eval()
     if trained is not None and positions != trained.shape[0]:
         with torch.no_grad():  # replaces open_clip's linear resize done while loading
@@ -161,8 +160,27 @@ def _text_position_param(clip: torch.nn.Module) -> torch.nn.Parameter:
     return pos if pos is not None else clip.text.positional_embedding
 
 
+def _load_error(e: BaseException, details: int = 2) -> str:
+    """torch's load_state_dict error as one line: its first mismatching tensors, not its header."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    text = "; ".join(ln[:300] for ln in lines[:details]) or e.__class__.__name__
+    return text + (f" (and {len(lines) - details} more)" if len(lines) > details else "")
+
+
 def _text_positions(ckpt: str) -> torch.Tensor | None:
-    """The text positional embedding stored in a checkpoint (memory-mapped where possible)."""
+    """The text positional embedding stored in a checkpoint; a file that is no checkpoint is a
+    one-line error (torch raises any of half a dozen types for a truncated or foreign file)."""
+    try:
+        return _read_text_positions(ckpt)
+    except Exception as e:  # noqa: BLE001 - reported with its type, never swallowed
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"--pretrained {ckpt} is not a readable checkpoint ({e.__class__.__name__}: {first})") \
+            from None
+
+
+def _read_text_positions(ckpt: str) -> torch.Tensor | None:
     if ckpt.endswith(".safetensors"):
         from safetensors import safe_open
 

@@ -41,10 +41,10 @@ def _default_templates() -> dict[str, str]:
 
 @dataclass
 class ViewsConfig:
-    fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
-    templates: dict[str, str] = field(default_factory=_default_templates)
+    fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))  # one view per field, in this order
+    templates: dict[str, str] = field(default_factory=_default_templates)  # field -> prompt with one {}
     missing: str = "Missing"  # fills the template of an absent or empty field
-    include_global: bool = True
+    include_global: bool = True  # add CLIPER's global view (all fields in one prompt)
     clean: bool = True  # decode HTML entities, drop tags, fold whitespace before templating
 
     @property

@@ -25,15 +25,15 @@ from cliper_dist.model.graph import BipartiteGraph
 @dataclass
 class ModelConfig:
     name: str = "freedom"  # a registered model: lightgcn | freedom
-    embedding_dim: int = 64
-    n_ui_layers: int = 2
+    embedding_dim: int = 64  # width of the ID embeddings and modality projections (split across ranks)
+    n_ui_layers: int = 2  # hops over the user-item graph
     n_mm_layers: int = 1  # freedom: hops over the item-item graph
-    knn_k: int = 10
+    knn_k: int = 10  # freedom: neighbours per item in each modality's kNN graph
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
     reg_weight: float = 1e-4  # lightgcn: weight of MMRec's EmbLoss; freedom: weight of the modality BPR losses
     fusion: str = "sa"  # CLIPER fusion of the text views: sa | sum | concat | mlp (cliper_dist/model/fusion.py)
-    tau: float = 0.1
+    tau: float = 0.1  # CLIPER eq. 2 temperature of the view weights softmax(cos / tau)
 
 
 @dataclass

@@ -75,7 +75,7 @@ class _UniqueRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (rows,) = ctx.saved_tensors
-        return torch.sparse_coo_tensor(rows[None], grad, ctx.shape, is_coalesced=True), None
+        return torch.sparse_coo_tensor(rows[None], grad, ctx.shape, is_coalesced=True, check_invariants=False), None
 
 
 class FeatureBranch(nn.Module):

@@ -27,10 +27,10 @@ from torch.optim.adam import adam
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    lr: float = 1e-3  # Adam learning rate, every parameter
+    beta1: float = 0.9  # Adam first-moment decay
+    beta2: float = 0.999  # Adam second-moment decay
+    eps: float = 1e-8  # Adam denominator epsilon
     weight_decay: float = 0.0  # L2 added to the gradient, as torch.optim.Adam(weight_decay=...)
     rows: Literal["all", "touched"] = "all"  # see cliper_dist/parallel/optim.py
 

@@ -38,3 +38,27 @@ def test_clear_errors(tiny_clip, tmp_path):
         load_encoder(str(tmp_path / "missing.json"), ckpt, torch.device("cpu"))
     with pytest.raises(UserError, match="does not fit model"):
         load_encoder("ViT-S-32-alt", ckpt, torch.device("cpu"))
+
+
+def test_a_file_that_is_no_checkpoint_is_one_line(tiny_clip, tmp_path):
+    model, ckpt = tiny_clip
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(open(ckpt, "rb").read()[:5000])
+    text = tmp_path / "notes.pt"
+    text.write_text("these are not weights\n")
+    for bad in (truncated, text):
+        with pytest.raises(UserError, match=f"--pretrained {bad} is not a readable checkpoint"):
+            load_encoder(model, str(bad), torch.device("cpu"))
+
+
+def test_a_checkpoint_of_another_shape_names_its_tensors(tiny_clip, tmp_path):
+    model, ckpt = tiny_clip
+    state = torch.load(ckpt, weights_only=False)
+    state["state_dict"]["text_projection"] = torch.zeros(3, 5)
+    wrong = tmp_path / "wrong.pt"
+    torch.save(state, wrong)
+    with pytest.raises(UserError) as err:
+        load_encoder(model, str(wrong), torch.device("cpu"))
+    message = str(err.value)
+    assert "size mismatch for text_projection" in message and "[3, 5]" in message
+    assert "\n" not in message and "Error(s) in loading" not in message
