@@ -30,11 +30,19 @@ def test_yaml_then_overrides(tmp_path):
     assert isinstance(cfg.inner.tau, float)
 
 
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("2E+2", 200.0), ("-.5e1", -5.0), ("3", 3.0)])
+def test_floats_in_exponent_form(text, value):
+    # YAML 1.1 reads an exponent without a dot as a string; a float key still takes it
+    assert config.load(Outer, None, [f"inner.tau={text}"]).inner.tau == value
+
+
 @pytest.mark.parametrize("override, message", [
     ("inner.kk=3", "unknown config key 'inner.kk'"),
     ("nme=3", "unknown config key 'nme'"),
     ("inner.k=ten", "config key 'inner.k' must be int"),
     ("inner.k=1.5", "config key 'inner.k' must be int"),
+    ("inner.k=1e3", "config key 'inner.k' must be int"),
+    ("inner.tau=1e-3x", "config key 'inner.tau' must be float"),
     ("flag=1", "config key 'flag' must be bool"),
     ("mode=mlp", "config key 'mode' must be one of ['sa', 'sum']"),
     ("inner=3", "config key 'inner' is a section"),
