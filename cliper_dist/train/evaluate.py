@@ -37,13 +37,14 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
     dealt = [candidates[q::split.world_size] for q in range(split.world_size)]
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
     sums = np.zeros((len(SPLITS), len(keys)))
+    scores = items.new_empty(batch_users, data.num_items)  # one block for every chunk
     for lo in range(0, max(len(users) for users in dealt), batch_users):  # the same count on every rank
         chunks = [users[lo:lo + batch_users] for users in dealt]
         vectors = rows_to_owners(users_local, dim, [torch.from_numpy(u).to(device) for u in chunks], split)
         users = chunks[split.rank]
         if not len(users):
             continue
-        top = top_items(vectors, items, users, data.train, max(KS))
+        top = top_items(vectors, items, users, data.train, max(KS), scores)
         for s, name in enumerate(SPLITS):
             keep = has[name][users]
             if keep.any():

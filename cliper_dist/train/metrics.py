@@ -37,13 +37,18 @@ def csr_entries(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tu
     return local, indices[np.repeat(starts, lengths) + offsets]
 
 
-def top_items(user_vecs: torch.Tensor, item_vecs: torch.Tensor, users: np.ndarray, train, k: int) -> np.ndarray:
+def top_items(user_vecs: torch.Tensor, item_vecs: torch.Tensor, users: np.ndarray, train, k: int,
+              scores: torch.Tensor | None = None) -> np.ndarray:
     """(len(users), k) best items of each user by dot product, its training items masked.
 
     ``user_vecs`` are the rows of ``users``; scores are one (users x items) block, so the
-    caller bounds memory by the number of users it passes.
+    caller bounds memory by the number of users it passes, and may pass the block
+    (``scores``, at least that many rows) to reuse it from chunk to chunk.
     """
-    scores = user_vecs @ item_vecs.T
+    if scores is None:
+        scores = user_vecs @ item_vecs.T
+    else:
+        scores = torch.mm(user_vecs, item_vecs.T, out=scores[:len(users)])
     r, c = csr_entries(train.indptr, train.indices, users)
     scores[torch.from_numpy(r).to(scores.device), torch.from_numpy(c).to(scores.device)] = -torch.inf
     return scores.topk(min(k, item_vecs.shape[0]), dim=1).indices.cpu().numpy()
