@@ -46,14 +46,22 @@ def _grads(step: int):
     return {"table": table, "dense": torch.randn(2, 3, generator=g)}
 
 
-def test_rows_all_is_torch_adam():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_rows_all_is_torch_adam(sparse):
+    """Dense semantics; a sparse gradient (other rows each step) is the dense one with zeros."""
     ours, ref = _params(), _params()
     opt = ColumnAdam(ours, {"table"}, OptimConfig(lr=0.1, rows="all"))
     torch_opt = torch.optim.Adam(ref.values(), lr=0.1)
     for step in range(4):
+        rows = torch.tensor([[0, 2, 5], [1, 2], [3, 4, 5], [0]][step])
         for params in (ours, ref):
             for n, g in _grads(step).items():
+                if n == "table":  # only ``rows`` have a gradient
+                    g = torch.zeros_like(g).index_copy_(0, rows, g[rows])
                 params[n].grad = g.clone()
+        if sparse:
+            g = ours["table"].grad
+            ours["table"].grad = torch.sparse_coo_tensor(rows[None], g[rows], g.shape, check_invariants=True)
         opt.step()
         opt.zero_grad()
         torch_opt.step()
