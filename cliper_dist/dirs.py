@@ -19,6 +19,7 @@ FEATURES = "feature store"
 RUN = "training run"
 MMREC = "MMRec folder"
 EMPTY = "empty directory"
+FILE = "file"
 MISSING = "missing"
 OTHER = "directory of unknown kind"
 
@@ -29,7 +30,7 @@ def kind(path: str | Path) -> str:
     if not path.exists():
         return MISSING
     if not path.is_dir():
-        return "file"
+        return FILE
     names = {p.name for p in path.iterdir()}
     if not names:
         return EMPTY

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cliper_dist.errors import UserError
+from cliper_dist.errors import UserError, error_line
 
 T = TypeVar("T")
 log = logging.getLogger("cliper_dist")
@@ -182,8 +182,8 @@ def run_main(main: Callable[[], int | None]) -> None:
         code = main() or 0
     except UserError as e:
         if rank == 0:
-            print(f"cliper-dist: error: {e}", file=sys.stderr, flush=True)
-            _tell_torchrun(f"cliper-dist: error: {e}")
+            print(error_line(e), file=sys.stderr, flush=True)
+            _tell_torchrun(error_line(e))
         code = 2
     except KeyboardInterrupt:
         code = 130

@@ -10,11 +10,16 @@ class UserError(Exception):
     """Bad input, config or environment. Launchers print it as one line, without a traceback."""
 
 
+def error_line(e: UserError) -> str:
+    """How every launcher and tool reports a ``UserError``."""
+    return f"cliper-dist: error: {e}"
+
+
 def run_tool(main: Callable[..., int | None], *args) -> int:
     """A single-process tool's exit code: ``main``'s, or 2 after one line for a ``UserError``.
     Scripts end with ``sys.exit(run_tool(main))``."""
     try:
         return main(*args) or 0
     except UserError as e:
-        print(f"cliper-dist: error: {e}", file=sys.stderr, flush=True)
+        print(error_line(e), file=sys.stderr, flush=True)
         return 2

@@ -9,16 +9,15 @@ from __future__ import annotations
 import logging
 import warnings
 
-# (category, message prefix, why it is harmless here)
+# (category, message prefix, issuing module pattern, why it is harmless here)
 KNOWN_WARNINGS = [
-    (UserWarning, "Sparse CSR tensor support is in beta",
+    (UserWarning, "Sparse CSR tensor support is in beta", "",
      "the graphs are CSR tensors on purpose; the kernels they use are stable"),
-    (FutureWarning, "Please use DTensor instead",
+    (FutureWarning, "Please use DTensor instead", "",
      "torchrec's state dicts are ShardedTensors; DCP reads and writes them"),
-    (DeprecationWarning, "",
+    (DeprecationWarning, "", r"fbgemm_gpu.*",
      "fbgemm-gpu-cpu's CUDA-only modules announce themselves at import"),
 ]
-WARNING_MODULES = {DeprecationWarning: r"fbgemm_gpu.*"}
 
 # logger -> level: torchrec's planner reports on topologies and storage it is never asked to
 # plan here (the column_wise plan is given), and its sharding utilities log per table that
@@ -30,8 +29,7 @@ KNOWN_LOGGERS = {
 
 
 def hide_known_library_noise() -> None:
-    for category, prefix, _why in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=prefix, category=category,
-                                module=WARNING_MODULES.get(category, ""))
+    for category, prefix, module, _why in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=prefix, category=category, module=module)
     for name, level in KNOWN_LOGGERS.items():
         logging.getLogger(name).setLevel(level)

@@ -65,7 +65,7 @@ class Workspace:
         used them), so the next step reuses their memory instead of allocating: on CPU a
         freed block's memory is split up by small allocations and the heap grows."""
         for t in tensors:
-            name = self._lent.pop(t.data_ptr(), None)
+            name = self._lent.get(t.data_ptr())
             if name is not None:
                 self._blocks[name] = t
         self._lent = {}
@@ -73,10 +73,6 @@ class Workspace:
     def clear(self) -> None:
         """Free every block (evaluation needs the memory; the next step allocates them again)."""
         self._blocks, self._lent = {}, {}
-
-
-def _new_block(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return like.new_empty(shape)
 
 
 @dataclass
@@ -168,13 +164,12 @@ class BipartiteGraph:
     def to(self, device: torch.device) -> "BipartiteGraph":
         return BipartiteGraph(self.r.to(device), self.r_t.to(device))
 
-    def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int, block=_new_block,
-                  into_x: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int, block, into_x: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """sum_{l=0..L} A^l x for x = (users, items), without autograd, by Horner's rule
         t <- x + A t: per layer and side one copy of x and one in-place sparse product
         (``addmm_``; torch.sparse.mm allocates its result, and a temporary, anew each call,
         which cost three times the product on CPU). Blocks come from
-        ``block(name, shape, like)`` (new tensors by default). ``into_x``: x is scratch, and
+        ``block(name, shape, like)`` (``Workspace.block``). ``into_x``: x is scratch, and
         the last layer accumulates into it."""
         t_u, t_i = users, items  # L = 0: x itself
         for layer in range(layers):
