@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from cliper_dist import quiet
+from cliper_dist import files, quiet
 from cliper_dist.errors import UserError
 
 T = TypeVar("T")
@@ -131,9 +131,7 @@ def save(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically, so a crash leaves no half file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    files.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cliper_dist.data import schema
 from cliper_dist.errors import UserError
 
 DATASET = "dataset directory"
@@ -34,13 +35,14 @@ def kind(path: str | Path) -> str:
     names = {p.name for p in path.iterdir()}
     if not names:
         return EMPTY
-    if ".progress" in names or ("manifest.json" in names and names & {"items.jsonl", "shards", "interactions.inter"}):
+    if schema.PROGRESS_DIR in names or (schema.MANIFEST in names and names & {schema.ITEMS, schema.SHARD_DIR,
+                                                                              schema.INTERACTIONS}):
         return DATASET  # .progress: a conversion under way or interrupted (it resumes)
-    if "parts" in names or ("manifest.json" in names and "text_views.npy" in names):
+    if schema.PARTS_DIR in names or (schema.MANIFEST in names and f"{schema.TEXT_VIEWS}.npy" in names):
         return FEATURES
     if "checkpoints" in names or "metrics.jsonl" in names:
         return RUN
-    if any(n.endswith(".inter") for n in names) or names & {"image_feat.npy", "text_feat.npy"}:
+    if any(n.endswith(".inter") for n in names) or names & {schema.MMREC_IMAGE, schema.MMREC_TEXT}:
         return MMREC
     return OTHER
 

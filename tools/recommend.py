@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cliper_dist import config, dirs, dist, quiet
+from cliper_dist import config, dirs, dist, files, quiet
 from cliper_dist.data import schema
 from cliper_dist.errors import UserError
 from cliper_dist.train import checkpoint
@@ -63,8 +63,8 @@ class Catalog:
     def open(cls, data: str) -> "Catalog":
         if dirs.kind(data) != dirs.DATASET:
             return cls(load_rec_data(data).num_users)
-        users = [row["user_id"] for row in schema.read_jsonl(Path(data) / schema.USERS)]
-        items = list(schema.read_jsonl(Path(data) / schema.ITEMS))
+        users = [row["user_id"] for row in files.read_jsonl(Path(data) / schema.USERS)]
+        items = list(files.read_jsonl(Path(data) / schema.ITEMS))
         return cls(len(users), users, [it["item_id"] for it in items], [it.get("title") or "" for it in items])
 
     def indices(self, names: list[str], by_index: bool) -> np.ndarray:

@@ -14,18 +14,18 @@ import sys
 from pathlib import Path
 
 from cliper_dist.config import ToolHelp
-from cliper_dist.data.schema import write_json
+from cliper_dist.files import write_json
 from cliper_dist.encode.report import rank_heatmap, rank_shares, similarity, view_stats
-from cliper_dist.encode.store import FeatureStore
+from cliper_dist.data.features import FeatureStore
 from cliper_dist.errors import UserError, run_tool
 
 
 def report(features_dir: str, tau: float | None = None, out: str | None = None) -> dict:
     features = FeatureStore.open(features_dir, flag="view_report")
-    names = features.manifest["views"]
+    names = features.manifest.views
     sim = similarity(features, tau)
     shares = rank_shares(sim)
-    used_tau = tau if tau is not None else features.manifest["tau"]
+    used_tau = tau if tau is not None else features.manifest.tau
     result = {"features": str(features.path), "items": len(sim), "tau": used_tau,
               "views": view_stats(sim, names), "rank_shares": {n: shares[j].tolist() for j, n in enumerate(names)}}
     target = Path(out) if out else features.path

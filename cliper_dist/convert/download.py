@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import threading
 import time
 import urllib.error
@@ -18,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from cliper_dist import files
 
 USER_AGENT = "cliper-dist-convert/0.1"
 
@@ -99,7 +100,8 @@ class Downloader:
             except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
                 error = _describe(e, o.timeout)
                 continue
-            _atomic_write(path, data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files.write_bytes(path, data)
             return Fetched(url, path)
         return Fetched(url, None, f"{error} (after {o.retries + 1} attempts)")
 
@@ -132,13 +134,6 @@ def _describe(e: BaseException, timeout: float) -> str:
     if isinstance(reason, http.client.IncompleteRead):
         return f"truncated body ({len(reason.partial)} bytes, {reason.expected} missing)"
     return f"{reason.__class__.__name__}: {reason}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def is_url(ref: str) -> bool:

@@ -27,13 +27,15 @@ from cliper_dist.convert.writer import DatasetWriter
 from cliper_dist.data.schema import TEXT_FIELDS
 from cliper_dist.errors import UserError
 
+ITEM_NAMES, USER_NAMES = ("asin", "item_id"), ("user_id", "reviewerID")  # name columns of i_/u_id_mapping.csv
+
 
 def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path, user_map: str | Path | None = None,
                   meta: str | Path | None = None, urls: str | Path | None = None,
                   images: str | Path | None = None) -> dict:
-    asins, map_lines = _read_id_map(item_map, ("asin", "item_id"), "itemID")
+    asins, map_lines = read_id_map(item_map, ITEM_NAMES, "itemID")
     index_of = {a: i for i, a in enumerate(asins)}
-    user_names = _read_id_map(user_map, ("user_id", "reviewerID"), "userID")[0] if user_map is not None else None
+    user_names = read_id_map(user_map, USER_NAMES, "userID")[0] if user_map is not None else None
     writer.set_interactions(_mmrec_interactions(read_table(inter, writer.rejects), asins, user_names, writer.rejects))
 
     extra = {"meta_records_outside_item_map": 0, "url_rows_outside_item_map": 0}
@@ -68,8 +70,9 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
     return writer.finish(extra)
 
 
-def _read_id_map(path: str | Path, name_cols: tuple[str, ...], id_col: str) -> tuple[list[str], list[int]]:
-    """Names by id, and their line numbers, from an MMRec map (e.g. ``asin<TAB>itemID``).
+def read_id_map(path: str | Path, name_cols: tuple[str, ...], id_col: str) -> tuple[list[str], list[int]]:
+    """Names by id, and their line numbers, from an MMRec map (e.g. ``asin<TAB>itemID``); the
+    one reader of id maps (convert and ``tools/check_mmrec.py``).
 
     The map defines the id space that everything else is checked against, so a defect is an
     error rather than a reject. Ids must number the rows 0..N-1.
@@ -79,7 +82,9 @@ def _read_id_map(path: str | Path, name_cols: tuple[str, ...], id_col: str) -> t
         raise UserError(f"{path}: no rows")
     name_col = next((c for c in name_cols if c in rows[0][2]), None)
     if name_col is None or id_col not in rows[0][2]:
-        raise UserError(f"{path}: header must name {id_col} and one of {', '.join(name_cols)}")
+        swapped = " (the user and item maps swapped?)" if {"userID", "itemID"} & set(rows[0][2]) else ""
+        raise UserError(f"{path}: header must name {id_col} and one of {', '.join(name_cols)}; found "
+                        f"{list(rows[0][2])[:4]}{swapped}")
     names: list[str] = [""] * len(rows)
     lines = [0] * len(rows)
     for line_no, where, row in rows:

@@ -8,12 +8,12 @@ first reject is a ``UserError`` naming the file and line instead.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
 from typing import IO
 
+from cliper_dist import files
 from cliper_dist.errors import UserError
 
 
@@ -55,13 +55,10 @@ class Rejects:
     def write(self, path: str | Path) -> None:
         """Join both streams into ``path`` (atomically) and remove them."""
         self.close()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as out:
+        with files.atomic_open(path, "wb") as out:
             for part in self._paths:
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out)
-        os.replace(tmp, path)
         for part in self._paths:
             part.unlink()
 

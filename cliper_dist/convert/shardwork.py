@@ -16,8 +16,8 @@ from pathlib import Path
 
 from cliper_dist.convert.images import ImageRejected, reencode_jpeg
 from cliper_dist.convert.rejects import reject_row, strict_error
-from cliper_dist.data.schema import atomic_write_bytes
 from cliper_dist.data.shards import ShardInfo, write_shard
+from cliper_dist.files import write_json
 
 # Per-item image outcome, in the done record and the manifest counts.
 WITH_IMAGE, WITHOUT_IMAGE, CORRUPT, UNAVAILABLE = "with_image", "without_image", "corrupt_image", "unavailable_image"
@@ -91,7 +91,7 @@ def build_shard(task: ShardTask) -> ShardResult:
     info = write_shard(task.path, samples)
     result = ShardResult(info, states, rejects)
     record = {"fingerprint": task.fingerprint, **asdict(result)}
-    atomic_write_bytes(task.record, json.dumps(record, ensure_ascii=False).encode())
+    write_json(task.record, record)
     return result
 
 

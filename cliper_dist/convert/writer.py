@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from cliper_dist import files
 from cliper_dist.convert.download import Downloader, is_url
 from cliper_dist.convert.images import local_path
 from cliper_dist.convert.interactions import SourceInteractions
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.shardwork import (CORRUPT, IMAGE_STATES, UNAVAILABLE, WITH_IMAGE, PendingItem, ShardResult,
                                            ShardTask, build_shard, fingerprint, load_finished)
-from cliper_dist.convert.text import text_fields
+from cliper_dist.data.text import text_fields
 from cliper_dist.data import schema
 from cliper_dist.data.interactions import Interactions, split_per_user, write_inter
 from cliper_dist.data.shards import ShardInfo
@@ -218,7 +219,7 @@ class DatasetWriter:
         os.replace(self._items_tmp, self.out / schema.ITEMS)
         inter, user_ids, how = self._index_interactions()
         write_inter(self.out / schema.INTERACTIONS, inter)
-        schema.write_jsonl(self.out / schema.USERS, ({"index": i, "user_id": u} for i, u in enumerate(user_ids)))
+        files.write_jsonl(self.out / schema.USERS, ({"index": i, "user_id": u} for i, u in enumerate(user_ids)))
         self.rejects.write(self.out / REJECTS)
         self._remove_stale()
         counts = {"items": len(self.item_index), **{s: self.counts[s] for s in IMAGE_STATES},
@@ -230,7 +231,7 @@ class DatasetWriter:
                   "rejects": dict(sorted(self.rejects.counts.items()))}
         manifest = {"format_version": FORMAT_VERSION, "source": self.source, "options": self.options.recorded(),
                     "split": how, "counts": counts, "shards": [asdict(s) for s in self.shards]}
-        schema.write_json(self.out / schema.MANIFEST, manifest)
+        files.write_json(self.out / schema.MANIFEST, manifest)
         self.close()
         return manifest
 

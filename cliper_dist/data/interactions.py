@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cliper_dist import files
 from cliper_dist.data.schema import SPLIT_NAMES, SPLIT_TEST, SPLIT_VALID
 from cliper_dist.errors import UserError
 
@@ -41,33 +42,42 @@ class Interactions:
                 raise UserError(f"{source}: the {split} split is empty")
 
 
-def read_inter(path: str | Path) -> Interactions:
-    """Read an MMRec `.inter` file (tab-separated with a header naming userID, itemID, x_label)."""
+def read_inter_columns(path: str | Path, with_split: bool = True, name: str | None = None) -> np.ndarray:
+    """The userID, itemID and x_label columns of an MMRec `.inter` file, (n, 3) int64: tab-separated,
+    a header naming them, other columns skipped. ``with_split=False``: x_label is optional,
+    (n, 2) without it. ``name`` labels the file in errors (e.g. "--inter baby.inter")."""
     path = Path(path)
+    name = name or str(path)
     if not path.is_file():
-        raise UserError(f"interactions file not found: {path}")
+        raise UserError(f"{name}: interactions file not found")
     with path.open() as f:
         header = f.readline().rstrip("\n").split("\t")
+    wanted = ("userID", "itemID", "x_label") if with_split or "x_label" in header else ("userID", "itemID")
+    if not set(wanted) <= set(header):
+        raise UserError(f"{name}: header must name {', '.join(wanted)} (tab-separated, MMRec .inter); got {header[:6]}")
     try:
-        cols = [header.index(c) for c in ("userID", "itemID", "x_label")]
-    except ValueError:
-        raise UserError(f"{path}: header must name userID, itemID and x_label; got {header}") from None
-    try:
-        data = np.loadtxt(path, dtype=np.int64, delimiter="\t", skiprows=1, usecols=cols, ndmin=2)
+        data = np.loadtxt(path, dtype=np.int64, delimiter="\t", skiprows=1, usecols=[header.index(c) for c in wanted],
+                          ndmin=2)
     except ValueError as e:
-        raise UserError(f"{path}: malformed row ({e})") from None
-    bad = ~np.isin(data[:, 2], list(SPLIT_NAMES))
-    if bad.any():
-        raise UserError(f"{path}: x_label must be 0, 1 or 2; row {int(np.flatnonzero(bad)[0]) + 2} has {data[bad][0, 2]}")
+        raise UserError(f"{name}: malformed row, ids must be integers ({e})") from None
+    if len(wanted) == 3:
+        bad = ~np.isin(data[:, 2], list(SPLIT_NAMES))
+        if bad.any():
+            raise UserError(f"{name}: x_label must be 0, 1 or 2; row {int(np.flatnonzero(bad)[0]) + 2} has "
+                            f"{data[bad][0, 2]}")
+    return data
+
+
+def read_inter(path: str | Path) -> Interactions:
+    """An MMRec `.inter` file with its split (x_label)."""
+    data = read_inter_columns(path)
     return Interactions(user=data[:, 0].copy(), item=data[:, 1].copy(), split=data[:, 2].copy())
 
 
 def write_inter(path: str | Path, inter: Interactions) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     rows = np.stack([inter.user, inter.item, inter.split], axis=1)
-    np.savetxt(tmp, rows, fmt="%d", delimiter="\t", header="userID\titemID\tx_label", comments="")
-    tmp.replace(path)
+    with files.atomic_open(path, "w") as f:
+        np.savetxt(f, rows, fmt="%d", delimiter="\t", header="userID\titemID\tx_label", comments="")
 
 
 def split_sizes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -31,22 +31,18 @@ Feature store (written by ``launch/encode.py``, read by train)::
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any, Iterable
-
 # Text fields of an item, in prompt order. Every reader produces exactly these keys.
 TEXT_FIELDS = ("title", "brand", "categories", "description")
 
 SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VALID: "valid", SPLIT_TEST: "test"}
 
-MANIFEST = "manifest.json"
+MANIFEST = "manifest.json"  # both kinds: written last, it marks a finished directory
 ITEMS = "items.jsonl"
 USERS = "users.jsonl"
 INTERACTIONS = "interactions.inter"
 SHARD_DIR = "shards"
+PROGRESS_DIR = ".progress"  # the converter's per-shard done records
 SHARD_PATTERN = "shard-{:06d}.tar"
 KEY_DIGITS = 9
 
@@ -63,38 +59,7 @@ def key_index(key: str) -> int:
 def shard_name(i: int) -> str:
     return SHARD_PATTERN.format(i)
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str | Path) -> Iterable[dict]:
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+# Feature store names (``FEATURES/``). ``*.npy`` arrays are named without the suffix.
+PARTS_DIR = "parts"
+IMAGE, TEXT_VIEWS = "image", "text_views"
+MMREC_IMAGE, MMREC_TEXT = "image_feat.npy", "text_feat.npy"  # the names MMRec reads, row = itemID

@@ -1,4 +1,4 @@
-"""WebDataset shards of items: writing them atomically, listing and splitting them for readers."""
+"""WebDataset shards of items: writing them atomically, reading them, splitting them over ranks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cliper_dist.data.schema import atomic_write_bytes, item_key
+from cliper_dist.data.schema import item_key
+from cliper_dist.files import write_bytes
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def write_shard(path: str | Path, samples: list[dict]) -> ShardInfo:
                 info.size, info.mtime, info.mode = len(members[ext]), 0, 0o444
                 tar.addfile(info, io.BytesIO(members[ext]))
     data = buf.getvalue()
-    atomic_write_bytes(path, data)
+    write_bytes(path, data)
     indices = [s["index"] for s in samples]
     return ShardInfo(path.name, len(samples), min(indices, default=-1), max(indices, default=-1),
                      hashlib.sha256(data).hexdigest())
@@ -53,12 +54,26 @@ def assign_shards(names: list[str], rank: int, world_size: int) -> list[str]:
     return names[rank::world_size]
 
 
-def read_shard(path: str | Path) -> Iterator[dict]:
-    """Samples of one tar, whole, as dicts of bytes keyed by extension plus ``__key__``.
+def read_shard(shard: str | Path | bytes) -> Iterator[dict]:
+    """The samples of one tar (a path, or its bytes) in order, as WebDataset groups them:
+    ``{"__key__": key, extension: bytes, ...}``, members sharing the name before the first dot.
 
-    No node or worker splitting: callers assign whole shards. (``webdataset.WebDataset`` of a
-    single url splits it by worker and hands every DataLoader worker but one an empty shard.)
+    The one reader of shards (encode, verify, tools). Whole shards, no node or worker
+    splitting: callers assign shards. Plain tarfile, streamed: ``webdataset.WebDataset`` reads
+    the same samples (a test checks it), but importing it pulls in torch, and over a single
+    url it splits by worker and hands every DataLoader worker but one an empty shard.
     """
-    from webdataset.tariterators import tarfile_samples  # here: webdataset imports torch
-
-    yield from tarfile_samples([{"url": str(path)}])
+    source = {"fileobj": io.BytesIO(shard)} if isinstance(shard, bytes) else {"name": str(shard)}
+    sample: dict | None = None
+    with tarfile.open(mode="r|", **source) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            if sample is not None and key != sample["__key__"]:
+                yield sample
+                sample = None
+            sample = sample or {"__key__": key}
+            sample[ext] = tar.extractfile(member).read()
+    if sample is not None:
+        yield sample

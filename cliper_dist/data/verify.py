@@ -12,12 +12,13 @@ import io
 import json
 import tarfile
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image
 
+from cliper_dist import files
 from cliper_dist.data import schema
 from cliper_dist.data.dataset import DatasetDir
+from cliper_dist.data.shards import read_shard
 from cliper_dist.errors import UserError
 
 
@@ -42,28 +43,11 @@ def summary(ds: DatasetDir) -> str:
     return "\n".join(lines)
 
 
-def iter_samples(shard: str | Path | bytes) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample of a tar (a path or its bytes), grouping members by key."""
-    key, sample = None, {}
-    with (tarfile.open(fileobj=io.BytesIO(shard)) if isinstance(shard, bytes) else tarfile.open(shard)) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            k, _, ext = member.name.partition(".")
-            if k != key and key is not None:
-                yield key, sample
-                sample = {}
-            key = k
-            sample[ext] = tar.extractfile(member).read()
-    if key is not None:
-        yield key, sample
-
-
 def verify(ds: DatasetDir, check_images: bool = True) -> list[str]:
     """Every disagreement between the directory and its manifest, as readable lines (none: valid)."""
     problems: list[str] = []
     items_path = ds.path / schema.ITEMS
-    items = schema.read_jsonl(items_path) if items_path.is_file() else iter(())
+    items = files.read_jsonl(items_path) if items_path.is_file() else iter(())
     if not items_path.is_file():
         problems.append(f"{items_path}: missing")
     expected = 0
@@ -80,9 +64,9 @@ def verify(ds: DatasetDir, check_images: bool = True) -> list[str]:
         expected = shard["first_index"]
         n = 0
         try:
-            for key, sample in iter_samples(data):
+            for sample in read_shard(data):
                 n += 1
-                problems += _check_sample(shard["name"], key, sample, expected, next(items, None), check_images)
+                problems += _check_sample(shard["name"], sample, expected, next(items, None), check_images)
                 expected += 1
         except tarfile.TarError as e:
             problems.append(f"{shard['name']}: unreadable tar ({e})")
@@ -98,8 +82,8 @@ def verify(ds: DatasetDir, check_images: bool = True) -> list[str]:
     return problems
 
 
-def _check_sample(shard: str, key: str, sample: dict[str, bytes], expected: int, item: dict | None,
-                  check_images: bool) -> list[str]:
+def _check_sample(shard: str, sample: dict, expected: int, item: dict | None, check_images: bool) -> list[str]:
+    key = sample["__key__"]
     where = f"{shard}/{key}"
     problems = []
     if key != schema.item_key(expected):
@@ -141,9 +125,10 @@ def dump(ds: DatasetDir, n: int, out_dir: str | Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     for name in ds.shard_names:
-        for key, sample in iter_samples(ds.shard_path(name)):
+        for sample in read_shard(ds.shard_path(name)):
             if len(lines) >= n:
                 return lines
+            key = sample["__key__"]
             fields = json.loads(sample["json"])
             (out / f"{key}.json").write_text(json.dumps(fields, indent=2, ensure_ascii=False) + "\n")
             if "jpg" in sample:

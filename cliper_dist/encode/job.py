@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cliper_dist import config as config_lib
-from cliper_dist import dirs, dist
+from cliper_dist import dirs, dist, files
+from cliper_dist.data import schema
 from cliper_dist.data.dataset import DatasetDir
-from cliper_dist.data.schema import ITEMS, TEXT_FIELDS, read_jsonl, write_json
+from cliper_dist.data.features import FeatureCounts, FeatureManifest
 from cliper_dist.data.shards import assign_shards
 from cliper_dist.encode import store
 from cliper_dist.encode.encoder import ClipEncoder, load_encoder
@@ -85,7 +86,7 @@ def fingerprint(cfg: EncodeConfig, encoder: ClipEncoder, shard_sha: str, dtype: 
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def run(cfg: EncodeConfig, info: dist.DistInfo) -> dict | None:
+def run(cfg: EncodeConfig, info: dist.DistInfo) -> FeatureManifest | None:
     """Encode every pending shard, then (rank 0) merge; returns the manifest on rank 0."""
     started = time.perf_counter()
     cfg.validate()
@@ -98,7 +99,7 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> dict | None:
                     "(see %s/rejects.jsonl)", with_image, dataset.num_items, cfg.data)
     dirs.check_output(cfg.out, dirs.FEATURES, {"--data": cfg.data, "--pretrained": cfg.pretrained})
     out = Path(cfg.out)
-    (out / store.PARTS).mkdir(parents=True, exist_ok=True)
+    (out / schema.PARTS_DIR).mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     encoder = load_encoder(cfg.model, cfg.pretrained or None, info.device, cfg.text.context_length,
@@ -109,7 +110,7 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> dict | None:
     plan = None
     if info.is_main:
         config_lib.save(cfg, out / "config.yaml")
-        store.remove_stale_temporaries(out)
+        files.remove_temporaries(out / schema.PARTS_DIR)
         pending = [n for n in dataset.shard_names if not store.part_is_done(out, n, prints[n])]
         log.info("encode: %d items in %d shards (%d to encode, %d already done), model %s (D=%d, %d text "
                  "positions), %d views, world size %d", dataset.num_items, len(dataset.shard_names), len(pending),
@@ -137,23 +138,22 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> dict | None:
               "merge_s": round(done - encoded, 3), "total_s": round(done - started, 3),
               "items_encoded": items_encoded, "shards_encoded": len(pending),
               "items_per_s": round(items_encoded / (encoded - loaded), 2) if items_encoded else 0.0}
-    manifest = {
-        "model": encoder.model_name, "model_arg": cfg.model, "checkpoint": encoder.checkpoint,
-        "checkpoint_sha256": encoder.checkpoint_sha256, "embed_dim": encoder.embed_dim,
-        "context_length": encoder.context_length, "views": cfg.views.names,
-        "templates": dict(cfg.views.templates), "missing_text": cfg.views.missing, "text": asdict(cfg.text),
-        "tau": cfg.tau, "dtype": "float32", "compute_dtype": str(dtype).removeprefix("torch."),
-        "precision": cfg.precision, "dataset": str(Path(cfg.data).resolve()),
-        "counts": {"items": dataset.num_items, "missing_image": len(missing_ids), "corrupt_image": len(corrupt_ids),
-                   "empty_text_fields": dict(zip(TEXT_FIELDS, merged["empty_fields"])),
-                   "chunked_views": dict(zip(cfg.views.names, merged["chunked_views"]))},
-        "arrays": merged["arrays"],
-        "derived": {"fused_concat": "text_views.transpose(1, 0, 2).reshape(N, C * D): not stored, "
-                                    "FeatureStore.fused_concat() builds it"},
-        "timing": timing,
-    }
-    store.write_manifest(out, manifest)
-    write_json(out / "stats.json", {"world_size": info.world_size, **timing, "progress_items": progress.shown,
+    manifest = FeatureManifest(
+        model=encoder.model_name, model_arg=cfg.model, checkpoint=encoder.checkpoint,
+        checkpoint_sha256=encoder.checkpoint_sha256, embed_dim=encoder.embed_dim,
+        context_length=encoder.context_length, views=list(cfg.views.names), templates=dict(cfg.views.templates),
+        missing_text=cfg.views.missing, text=asdict(cfg.text), tau=cfg.tau, dtype="float32",
+        compute_dtype=str(dtype).removeprefix("torch."), precision=cfg.precision,
+        dataset=str(Path(cfg.data).resolve()),
+        counts=FeatureCounts(items=dataset.num_items, missing_image=len(missing_ids), corrupt_image=len(corrupt_ids),
+                             empty_text_fields=dict(zip(schema.TEXT_FIELDS, merged["empty_fields"])),
+                             chunked_views=dict(zip(cfg.views.names, merged["chunked_views"]))),
+        arrays=merged["arrays"],
+        derived={"fused_concat": "text_views.transpose(1, 0, 2).reshape(N, C * D): not stored, "
+                                 "FeatureStore.fused_concat() builds it"},
+        timing=timing)
+    manifest.write(out)
+    files.write_json(out / "stats.json", {"world_size": info.world_size, **timing, "progress_items": progress.shown,
                                     "ranks": all_stats})
     log.info("encode: wrote %s (%d items; %d encoded at %.1f items/s; %d without image, %d corrupt image)",
              out, dataset.num_items, items_encoded, timing["items_per_s"], len(missing_ids), len(corrupt_ids))
@@ -164,12 +164,12 @@ def write_missing_images(out: Path, dataset: DatasetDir, status: np.ndarray) -> 
     """``missing_images.txt``: index, item id and reason of every item encoded with the default image."""
     flagged = {int(i): s for i, s in zip(np.flatnonzero(status != 0), status[status != 0])}
     ids: dict[int, str] = {}
-    if flagged and (dataset.path / ITEMS).is_file():
-        ids = {row["index"]: row.get("item_id", "") for row in read_jsonl(dataset.path / ITEMS)
+    if flagged and (dataset.path / schema.ITEMS).is_file():
+        ids = {row["index"]: row.get("item_id", "") for row in files.read_jsonl(dataset.path / schema.ITEMS)
                if row["index"] in flagged}
     reason = {IMAGE_MISSING: "missing", IMAGE_CORRUPT: "corrupt"}
     lines = "".join(f"{i}\t{ids.get(i, '')}\t{reason[int(s)]}\n" for i, s in sorted(flagged.items()))
-    store.atomic_write_text(out / "missing_images.txt", lines)
+    files.write_text(out / "missing_images.txt", lines)
 
 
 @dataclass
@@ -279,7 +279,7 @@ def _finish_shard(out: Path, shard: str, fp: str, rows: list, expected: int, num
         index, image, views, status, empty, chunks = (np.concatenate(x) for x in zip(*rows))
     else:
         index, image, views = np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.float32)
-        status, empty = np.zeros(0, np.int64), np.zeros((0, len(TEXT_FIELDS)), bool)
+        status, empty = np.zeros(0, np.int64), np.zeros((0, len(schema.TEXT_FIELDS)), bool)
         chunks = np.zeros((0, num_views), np.int64)
     if len(index) != expected:
         raise RuntimeError(f"shard {shard}: decoded {len(index)} samples, the manifest lists {expected}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cliper_dist.encode.store import FeatureStore
+from cliper_dist.data.features import FeatureStore
 from cliper_dist.model.fusion import view_similarity
 
 

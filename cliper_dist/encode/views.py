@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from cliper_dist.convert.text import clean_text
+from cliper_dist.data.text import clean_text
 from cliper_dist.data.schema import TEXT_FIELDS
 from cliper_dist.errors import UserError
 

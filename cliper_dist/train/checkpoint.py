@@ -19,15 +19,13 @@ training derives from (seed, epoch), the same on every rank.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch.distributed.checkpoint as dcp
 
-from cliper_dist import dist
+from cliper_dist import dist, files
 
 CHECKPOINTS = "checkpoints"
 LAST, BEST = "last", "best"
@@ -61,11 +59,9 @@ def save(run_dir: str | Path, kind: str, epoch: int, state: dict[str, Any], meta
     dcp.save(state, checkpoint_id=str(path))
     dist.barrier()
     if rank == 0:
-        (path / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        files.write_json(path / "meta.json", meta)
         old = resolve(run_dir, kind)
-        tmp = root / f".{kind}.tmp"
-        tmp.write_text(name + "\n")
-        os.replace(tmp, root / kind)  # the switch is atomic
+        files.write_text(root / kind, name + "\n")  # the switch is atomic
         if old is not None and old != path:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
@@ -74,7 +70,7 @@ def save(run_dir: str | Path, kind: str, epoch: int, state: dict[str, Any], meta
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The meta dict of checkpoint ``path`` (run state, config)."""
-    return json.loads((path / "meta.json").read_text())
+    return files.read_json(path / "meta.json")
 
 
 def load(path: Path, state: dict[str, Any]) -> dict[str, Any]:

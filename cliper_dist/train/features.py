@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from cliper_dist import dirs
-from cliper_dist.encode.store import MANIFEST, FeatureStore
+from cliper_dist.data import schema
+from cliper_dist.data.features import FeatureStore
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import Fusion
-
-MMREC_IMAGE, MMREC_TEXT = "image_feat.npy", "text_feat.npy"
 
 
 @dataclass
@@ -59,8 +58,7 @@ class Features:
 
 
 def has_mmrec_features(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / MMREC_IMAGE).is_file() or (path / MMREC_TEXT).is_file()
+    return any((Path(path) / name).is_file() for name in (schema.MMREC_IMAGE, schema.MMREC_TEXT))
 
 
 def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, block: int = 65536) -> None:
@@ -80,29 +78,22 @@ def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, 
                             f"{lo}..{lo + part.shape[item_axis] - 1}, first at item {item})")
 
 
-def _load(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable .npy array ({e})") from None
-
-
 def load_features(path: str | Path, num_items: int) -> Features:
     path = Path(path)
     if dirs.expect(path, (dirs.FEATURES, dirs.MMREC), "--features") == dirs.FEATURES:
         store = FeatureStore.open(path)
-        image, views = store.array("image"), store.array("text_views")
-        check_array(image, str(path / "image.npy"), num_items)
-        check_array(views, str(path / "text_views.npy"), num_items, item_axis=1)
+        image, views = store.array(schema.IMAGE), store.array(schema.TEXT_VIEWS)
+        check_array(image, str(path / f"{schema.IMAGE}.npy"), num_items)
+        check_array(views, str(path / f"{schema.TEXT_VIEWS}.npy"), num_items, item_axis=1)
         if image.shape[1] != views.shape[2]:
             raise UserError(f"{path}: image dim {image.shape[1]} != text-view dim {views.shape[2]}")
         return Features(image, views, None, str(path), num_items)
-    if has_mmrec_features(path):
-        arrays = {}
-        for name in (MMREC_IMAGE, MMREC_TEXT):
-            if (path / name).is_file():
-                arrays[name] = _load(path / name)
-                check_array(arrays[name], str(path / name), num_items)
-        return Features(arrays.get(MMREC_IMAGE), None, arrays.get(MMREC_TEXT), str(path), num_items)
-    raise UserError(f"{path}: no features found (expected an encode output directory with {MANIFEST}, "
-                    f"or {MMREC_IMAGE} / {MMREC_TEXT})")
+    # an MMRec folder: one ready feature per modality, either may be absent
+    arrays = {name: FeatureStore(path).array(Path(name).stem) for name in (schema.MMREC_IMAGE, schema.MMREC_TEXT)
+              if (path / name).is_file()}
+    if not arrays:
+        raise UserError(f"{path}: no features found (expected an encode output directory with {schema.MANIFEST}, "
+                        f"or {schema.MMREC_IMAGE} / {schema.MMREC_TEXT})")
+    for name, array in arrays.items():
+        check_array(array, str(path / name), num_items)
+    return Features(arrays.get(schema.MMREC_IMAGE), None, arrays.get(schema.MMREC_TEXT), str(path), num_items)

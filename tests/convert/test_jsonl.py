@@ -7,7 +7,8 @@ from PIL import Image
 
 from cliper_dist.convert.cli import convert, parse_args
 from cliper_dist.data.dataset import DatasetDir
-from cliper_dist.data.verify import iter_samples, verify
+from cliper_dist.data.shards import read_shard
+from cliper_dist.data.verify import verify
 from cliper_dist.errors import UserError
 from tests.convert.helpers import (image_bytes, read_inter, read_manifest, read_rows, run_convert, write_jsonl,
                                    write_lines)
@@ -76,8 +77,14 @@ def test_jsonl_counts_and_lists_every_bad_input(tmp_path):
 
     # Shards: deterministic boundaries of 3 indices, keys = indices, JPEG with a bounded side.
     assert [(s["first_index"], s["last_index"], s["samples"]) for s in m["shards"]] == [(0, 2, 3), (3, 5, 3), (6, 6, 1)]
-    samples = dict(iter_samples(out / "shards" / m["shards"][0]["name"]))
+    shard = out / "shards" / m["shards"][0]["name"]
+    samples = {s["__key__"]: s for s in read_shard(shard)}
     assert list(samples) == ["000000000", "000000001", "000000002"]
+    # the WebDataset library reads the same samples
+    import webdataset
+
+    assert [{k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"} for s in webdataset.WebDataset(str(shard), shardshuffle=False)] \
+        == list(samples.values())
     assert json.loads(samples["000000000"]["json"])["item_id"] == "A" and "jpg" not in samples["000000002"]
     with Image.open(io.BytesIO(samples["000000000"]["jpg"])) as img:
         assert img.format == "JPEG" and max(img.size) == 128

@@ -6,7 +6,7 @@ import pytest
 from cliper_dist.convert.interactions import k_core, read_table
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_lines, parse_record
-from cliper_dist.convert.text import clean_categories, clean_text, text_fields
+from cliper_dist.data.text import clean_categories, clean_text, text_fields
 from cliper_dist.errors import UserError
 from tests.convert.helpers import write_lines
 

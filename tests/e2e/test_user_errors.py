@@ -136,7 +136,7 @@ def test_wrong_directories_and_bad_checkpoints_are_one_line(demo_dataset, demo_f
         ([REPO / "tools" / "check_mmrec.py", tmp_path / "nope", "--inter", inter, "--item-map", user_map],
          "does not exist; check_mmrec wants a dataset directory"),
         ([REPO / "tools" / "check_mmrec.py", demo_dataset, "--inter", tmp_path / "no.inter", "--item-map", user_map],
-         f"--inter {tmp_path / 'no.inter'}: No such file or directory"),
+         f"--inter {tmp_path / 'no.inter'}: interactions file not found"),
         ([REPO / "tools" / "check_mmrec.py", demo_dataset, "--inter", inter, "--item-map", user_map],
          "(the user and item maps swapped?)"),
     ]

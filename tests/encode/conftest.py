@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cliper_dist import files
 from cliper_dist.data import schema
-from cliper_dist.data.shards import write_shard
-from cliper_dist.data.shards import read_shard
+from cliper_dist.data.features import FeatureManifest
+from cliper_dist.data.shards import read_shard, write_shard
 
 LONG_DESCRIPTION = " ".join(f"Soft organic cotton layer number {i} keeps the little one warm and dry." for i in range(12))
 
@@ -31,8 +32,8 @@ def build_dataset(out: Path, shards: list[list[dict]]) -> Path:
     infos = [write_shard(out / schema.SHARD_DIR / schema.shard_name(i), s) for i, s in enumerate(shards)]
     items = sorted((s for shard in shards for s in shard), key=lambda s: s["index"])
     assert [s["index"] for s in items] == list(range(len(items)))
-    schema.write_jsonl(out / schema.ITEMS, ({"index": s["index"], **s["fields"]} for s in items))
-    schema.write_json(out / schema.MANIFEST, {
+    files.write_jsonl(out / schema.ITEMS, ({"index": s["index"], **s["fields"]} for s in items))
+    files.write_json(out / schema.MANIFEST, {
         "format_version": 1, "counts": {"items": len(items), "users": 0},
         "shards": [{"name": i.name, "samples": i.samples, "first_index": i.first_index,
                     "last_index": i.last_index, "sha256": i.sha256} for i in infos]})
@@ -74,7 +75,7 @@ def one_shard_dataset(tmp_path_factory, demo_dataset) -> Path:
 BATCH = "batch_size=4"
 
 
-def encode_in_process(data: Path, out: Path, model: str, ckpt: str, *overrides: str) -> dict:
+def encode_in_process(data: Path, out: Path, model: str, ckpt: str, *overrides: str) -> FeatureManifest:
     """The job as a world of one, in this process (what ``python launch/encode.py`` does)."""
     from cliper_dist import config, dist
     from cliper_dist.encode.job import EncodeConfig, run

@@ -1,4 +1,5 @@
-"""Normalising an item's raw metadata into the four text fields the views read."""
+"""Item text: raw catalog metadata normalised into the four text fields (convert), and cleaned
+again where the views read it (encode)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,99 @@
+"""Read access to a feature store (see ``schema``): its typed manifest and memory-mapped arrays.
+
+The encode job writes the store (``encode/store.py``); training, the reports and the tools
+read it through here only, so the directory contract lives beside the dataset's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cliper_dist import dirs, files
+from cliper_dist.data import schema
+from cliper_dist.errors import UserError
+
+
+@dataclass(frozen=True)
+class FeatureCounts:
+    items: int
+    missing_image: int  # items encoded with the default image
+    corrupt_image: int
+    empty_text_fields: dict[str, int]  # items with the field empty, per text field
+    chunked_views: dict[str, int]  # items whose view was longer than the context, per view
+
+
+@dataclass(frozen=True)
+class FeatureManifest:
+    """``manifest.json`` of a feature store: what made the features, and what they hold."""
+
+    model: str  # open_clip model name
+    model_arg: str  # --model as given (a name or a config .json)
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+    embed_dim: int
+    context_length: int
+    views: list[str]  # text views, in text_views.npy order
+    templates: dict[str, str]
+    missing_text: str
+    text: dict[str, Any]  # the encode job's TextConfig
+    tau: float  # of similarity.npy and the stored fusions
+    dtype: str
+    compute_dtype: str
+    precision: str
+    dataset: str  # absolute path of the encoded dataset
+    counts: FeatureCounts
+    arrays: list[str]
+    derived: dict[str, str]  # views of the arrays that are not stored
+    timing: dict[str, float]
+
+    def write(self, directory: str | Path) -> None:
+        files.write_json(Path(directory) / schema.MANIFEST, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "FeatureManifest":
+        path = Path(directory) / schema.MANIFEST
+        try:
+            tree = files.read_json(path)
+            return cls(**{**tree, "counts": FeatureCounts(**tree["counts"])})
+        except (ValueError, TypeError, KeyError) as e:
+            raise UserError(f"{path}: not a feature-store manifest of this version ({e}); re-run the encode "
+                            "job into a new directory") from None
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """Memory-mapped arrays of a finished encode run."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path, flag: str = "--features") -> "FeatureStore":
+        path = Path(path)
+        dirs.expect(path, (dirs.FEATURES,), flag)
+        if not (path / schema.MANIFEST).is_file():
+            raise UserError(f"not a feature directory (no {schema.MANIFEST}; did the encode job finish?): {path}")
+        return cls(path)
+
+    @cached_property
+    def manifest(self) -> FeatureManifest:
+        return FeatureManifest.read(self.path)
+
+    def array(self, name: str) -> np.ndarray:
+        path = self.path / f"{name}.npy"
+        if not path.is_file():
+            raise UserError(f"feature array missing: {path}")
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: not a readable .npy array ({e})") from None
+
+    def fused_concat(self) -> np.ndarray:
+        """Concat fusion (N, C * D), built from ``text_views`` (not stored: it would duplicate them)."""
+        views = self.array(schema.TEXT_VIEWS)
+        return np.ascontiguousarray(views.transpose(1, 0, 2)).reshape(views.shape[1], -1)
