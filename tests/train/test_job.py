@@ -66,6 +66,16 @@ def test_freedom_on_an_mmrec_folder_then_recommend(ranks, tmp_path):
     assert bad.returncode != 0 and "out of range" in bad.stdout
 
 
+def _assert_same_training(run: Path, reference: Path) -> None:
+    """The same losses and metrics, up to float summation order."""
+    losses, metrics = _losses_and_metrics(run)
+    ref_losses, ref_metrics = _losses_and_metrics(reference)
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
+    for a, b in zip(metrics, ref_metrics):
+        for split in ("valid", "test"):
+            assert a[split] == pytest.approx(b[split], abs=1e-6)
+
+
 def _losses_and_metrics(run: Path) -> tuple[list[float], list[dict]]:
     lines = _metrics(run)
     return [r.pop("loss") for r in lines], lines
@@ -105,12 +115,7 @@ def test_a_run_resumes_at_another_world_size(ranks, tmp_path):
     _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "moved", "epochs=2"], nproc=2))
     resumed = _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "moved", "epochs=4"], nproc=3))
     assert "resumed from" in resumed.stdout
-    one_losses, one = _losses_and_metrics(tmp_path / "one")
-    moved_losses, moved = _losses_and_metrics(tmp_path / "moved")
-    assert moved_losses == pytest.approx(one_losses, rel=1e-5)
-    for a, b in zip(moved, one):
-        for split in ("valid", "test"):
-            assert a[split] == pytest.approx(b[split], abs=1e-6)
+    _assert_same_training(tmp_path / "moved", tmp_path / "one")
 
 
 def test_eight_oversubscribed_ranks_train_like_one(ranks, tmp_path):
@@ -119,12 +124,7 @@ def test_eight_oversubscribed_ranks_train_like_one(ranks, tmp_path):
     _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "one"], nproc=1))
     result = _ok(ranks.launch(TRAIN, [*common, "--out", tmp_path / "eight"], nproc=8, timeout=300))
     assert "rank 0 holds columns [0, 1)" in result.stdout  # d = 8: one column per rank
-    one_losses, one = _losses_and_metrics(tmp_path / "one")
-    eight_losses, eight = _losses_and_metrics(tmp_path / "eight")
-    assert eight_losses == pytest.approx(one_losses, rel=1e-5)
-    for a, b in zip(eight, one):
-        for split in ("valid", "test"):
-            assert a[split] == pytest.approx(b[split], abs=1e-6)
+    _assert_same_training(tmp_path / "eight", tmp_path / "one")
     assert json.loads((tmp_path / "eight" / "final.json").read_text())["world_size"] == 8
 
 
