@@ -30,7 +30,7 @@ from cliper_dist.errors import UserError
 
 def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path, user_map: str | Path | None = None,
                   meta: str | Path | None = None, urls: str | Path | None = None,
-                  images: str | Path | None = None) -> dict:
+                  images: str | Path | None = None) -> dict | None:
     asins, map_lines = _read_id_map(item_map, ("asin", "item_id"), "itemID")
     index_of = {a: i for i, a in enumerate(asins)}
     user_names = _read_id_map(user_map, ("user_id", "reviewerID"), "userID")[0] if user_map is not None else None
