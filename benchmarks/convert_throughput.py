@@ -54,7 +54,7 @@ def time_convert(catalog: Path, images: Path | None, out: Path, workers: int, sh
     argv = ["jsonl", "--catalog", str(catalog), "--out", str(out), "--workers", str(workers),
             "--shard-size", str(shard_size)] + (["--images", str(images)] if images else [])
     start = time.perf_counter()
-    manifest, _ = convert(parse_args(argv))
+    manifest = convert(parse_args(argv))
     return time.perf_counter() - start, manifest["counts"]["items"]
 
 

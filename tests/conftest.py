@@ -59,6 +59,30 @@ def run_with_timeout(cmd: list[str], timeout: float, cwd: Path = REPO) -> subpro
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def rank_pid(torchrun_pid: int, rank: int) -> int | None:
+    """The pid of torchrun's worker ``rank`` (to kill one rank the way a crash would)."""
+    for pid in _children(torchrun_pid):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
 @dataclass
 class Ranks:
     """Runs functions or launchers on real ranks (torchrun, gloo) with a timeout."""

@@ -1,1 +1,1 @@
-"""Catalog readers and the dataset writer behind ``tools/convert.py``."""
+"""Catalog readers, the dataset writer and the convert job behind ``tools/convert.py`` and ``launch/convert.py``."""

@@ -25,12 +25,12 @@ from cliper_dist.convert.writer import DatasetWriter
 
 
 def convert_amazon2014(writer: DatasetWriter, meta: str | Path, reviews: str | Path,
-                       images: str | Path | None = None, k: int = 5) -> dict:
+                       images: str | Path | None = None, k: int = 5) -> dict | None:
     return _convert(writer, meta, reviews, images, k, _review_2014, _item_2014)
 
 
 def convert_amazon2023(writer: DatasetWriter, meta: str | Path, reviews: str | Path,
-                       images: str | Path | None = None, k: int = 5) -> dict:
+                       images: str | Path | None = None, k: int = 5) -> dict | None:
     return _convert(writer, meta, reviews, images, k, _review_2023, _item_2023)
 
 
@@ -39,7 +39,7 @@ Item = tuple[str, dict[str, Any], str | None]  # item id, text fields, image URL
 
 
 def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, images: str | Path | None, k: int,
-             review: Callable[[dict], Review], item: Callable[[dict], Item]) -> dict:
+             review: Callable[[dict], Review], item: Callable[[dict], Item]) -> dict | None:
     inter = _read_reviews(reviews, writer.rejects, review)
     core = k_core(inter.user, inter.item, k)
     core_items = {inter.item_ids[c] for c in set(inter.item[core].tolist())}

@@ -14,7 +14,8 @@ from cliper_dist.convert.sources import iter_records
 from cliper_dist.convert.writer import DatasetWriter
 
 
-def convert_jsonl(writer: DatasetWriter, catalog: str | Path, interactions: str | Path | None = None) -> dict:
+def convert_jsonl(writer: DatasetWriter, catalog: str | Path,
+                  interactions: str | Path | None = None) -> dict | None:
     if interactions is not None:
         writer.set_interactions(read_table(interactions, writer.rejects))
     for _, where, record in iter_records(catalog, writer.rejects):

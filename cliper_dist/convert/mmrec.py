@@ -32,7 +32,7 @@ ITEM_NAMES, USER_NAMES = ("asin", "item_id"), ("user_id", "reviewerID")  # name 
 
 def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path, user_map: str | Path | None = None,
                   meta: str | Path | None = None, urls: str | Path | None = None,
-                  images: str | Path | None = None) -> dict:
+                  images: str | Path | None = None) -> dict | None:
     asins, map_lines = read_id_map(item_map, ITEM_NAMES, "itemID")
     index_of = {a: i for i, a in enumerate(asins)}
     user_names = read_id_map(user_map, USER_NAMES, "userID")[0] if user_map is not None else None

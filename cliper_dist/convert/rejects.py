@@ -29,28 +29,32 @@ class Rejects:
     """Streams reject rows to files as they arrive, so memory stays flat for any number.
 
     Rows from the readers (in input order) and rows from shard work (in shard order, added
-    whenever a shard finishes) go to separate files and are joined by ``write``: the
-    rejects file is then the same whatever the number of workers or interruptions.
+    when the dataset is assembled) go to separate files and are joined by ``write``: the
+    rejects file is then the same whatever the number of workers, ranks or interruptions.
+    ``out_dir=None`` counts (and in strict mode raises) without writing: the ranks other
+    than 0 read the same inputs, and only rank 0 lists what they reject.
     """
 
-    def __init__(self, out_dir: str | Path, strict: bool):
+    def __init__(self, out_dir: str | Path | None, strict: bool):
         self.strict = strict
         self.counts: Counter = Counter()
-        self._paths = (Path(out_dir) / ".rejects-inputs.tmp", Path(out_dir) / ".rejects-shards.tmp")
+        self._paths = () if out_dir is None else (Path(out_dir) / ".rejects-inputs.tmp",
+                                                  Path(out_dir) / ".rejects-shards.tmp")
         self._files: tuple[IO[str], ...] = tuple(open(p, "w", encoding="utf-8") for p in self._paths)
 
     def add(self, kind: str, reason: str, where: str, ident: str | None = None) -> None:
-        self._add(reject_row(kind, reason, where, ident), self._files[0])
+        self._add(reject_row(kind, reason, where, ident), 0)
 
     def add_from_shard(self, rows: list[dict]) -> None:
         for row in rows:
-            self._add(row, self._files[1])
+            self._add(row, 1)
 
-    def _add(self, row: dict, file: IO[str]) -> None:
+    def _add(self, row: dict, stream: int) -> None:
         if self.strict:
             raise strict_error(row)
         self.counts[row["kind"]] += 1
-        file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if self._files:
+            self._files[stream].write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def write(self, path: str | Path) -> None:
         """Join both streams into ``path`` (atomically) and remove them."""

@@ -5,6 +5,10 @@ processes do the expensive decode/re-encode and return only a ``ShardResult``. T
 record is written after the shard, both atomically: a shard counts as finished only when
 its record exists, the record's fingerprint matches the task and the file's sha256 matches
 the record. Anything else is redone, so an interrupted run resumes into identical output.
+
+The record holds everything the dataset needs from its shard (the tar's info, each item's
+image state and ``items.jsonl`` row, the image rejects), so whichever rank built a shard,
+rank 0 assembles the dataset from the records alone.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class ShardResult:
     info: ShardInfo
     states: list[str]          # IMAGE_STATES per item, in item order
     rejects: list[dict]
+    rows: list[dict]           # the items' rows of items.jsonl, in item order
 
 
 def fingerprint(items: list[PendingItem], settings: dict) -> str:
@@ -59,25 +64,30 @@ def fingerprint(items: list[PendingItem], settings: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def load_finished(task_path: str | Path, record_path: str | Path, fingerprint_: str) -> ShardResult | None:
-    """The recorded result when the shard on disk is exactly what this task would write."""
-    record_path, task_path = Path(record_path), Path(task_path)
-    if not record_path.is_file() or not task_path.is_file():
-        return None
+def read_record(record_path: str | Path, fingerprint_: str) -> ShardResult | None:
+    """The result a done record holds, when it was written for this fingerprint (the tar is not read)."""
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads(Path(record_path).read_text())
         if record["fingerprint"] != fingerprint_:
             return None
-        info = ShardInfo(**record["info"])
-    except (ValueError, KeyError, TypeError):
+        return ShardResult(ShardInfo(**record["info"]), record["states"], record["rejects"], record["rows"])
+    except (OSError, ValueError, KeyError, TypeError):  # missing, not a record, or from before records had rows
         return None
-    if hashlib.sha256(task_path.read_bytes()).hexdigest() != info.sha256:
+
+
+def load_finished(task_path: str | Path, record_path: str | Path, fingerprint_: str) -> ShardResult | None:
+    """The recorded result when the shard on disk is exactly what this task would write."""
+    result = read_record(record_path, fingerprint_)
+    task_path = Path(task_path)
+    if result is None or not task_path.is_file():
         return None
-    return ShardResult(info, record["states"], record["rejects"])
+    if hashlib.sha256(task_path.read_bytes()).hexdigest() != result.info.sha256:
+        return None
+    return result
 
 
 def build_shard(task: ShardTask) -> ShardResult:
-    samples, states, rejects = [], [], []
+    samples, states, rejects, rows = [], [], [], []
     for it in task.items:
         state, jpeg, problem = _image(it, task.max_side, task.quality)
         if problem is not None:
@@ -88,8 +98,10 @@ def build_shard(task: ShardTask) -> ShardResult:
         states.append(state)
         samples.append({"index": it.index, "fields": {"item_id": it.item_id, **it.fields, "image": it.image},
                         "image": jpeg})
+        rows.append({"index": it.index, "item_id": it.item_id, **it.fields, "image": it.image,
+                     "has_image": state == WITH_IMAGE})
     info = write_shard(task.path, samples)
-    result = ShardResult(info, states, rejects)
+    result = ShardResult(info, states, rejects, rows)
     record = {"fingerprint": task.fingerprint, **asdict(result)}
     write_json(task.record, record)
     return result

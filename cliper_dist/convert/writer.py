@@ -2,12 +2,21 @@
 
 A reader (one per source format) hands it the interactions first, then the items in index
 order, then calls ``finish``. Items stream through: each full shard (``shard_size``
-consecutive indices, so boundaries never depend on timing) is downloaded if needed, handed
-to a worker, and on completion its rows are appended to ``items.jsonl``. Only ids and the
-shards in flight are held in memory. A shard that an earlier run finished (same inputs,
-same options, checksum intact) is not redone, so reruns resume and end byte-identical.
+consecutive indices, so boundaries never depend on timing) is downloaded if needed and
+handed to a worker, which writes the tar and its done record. Only ids and the shards in
+flight are held in memory. A shard that an earlier run finished (same inputs, same options,
+checksum intact) is not redone, so reruns resume and end byte-identical.
 
-Every input the writer cannot use is counted and listed by ``Rejects``.
+Several ranks (``rank``/``world_size``, the convert job under torchrun) each run the same
+reader over the whole input, so item indices, dedup and reader rejects agree everywhere,
+and rank r builds the shards s with s % world_size == r. ``finish`` is the one
+collective: once every rank has waited for its own shards, rank 0 raises a strict error
+from any rank, or assembles ``items.jsonl``, the image counts and the image rejects from
+the done records in shard order, then writes the id maps, the interactions,
+``rejects.jsonl`` and the manifest; the other ranks are done. One process is the world of
+one of the same code, and any world size writes the same bytes.
+
+Every input the writer cannot use is counted and listed by ``Rejects`` (on rank 0).
 """
 
 from __future__ import annotations
@@ -18,8 +27,9 @@ import os
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -29,15 +39,14 @@ from cliper_dist.convert.images import local_path
 from cliper_dist.convert.interactions import SourceInteractions
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.shardwork import (CORRUPT, IMAGE_STATES, UNAVAILABLE, WITH_IMAGE, PendingItem, ShardResult,
-                                           ShardTask, build_shard, fingerprint, load_finished)
-from cliper_dist.data.text import text_fields
+                                           ShardTask, build_shard, fingerprint, load_finished, read_record)
 from cliper_dist.data import schema
 from cliper_dist.data.interactions import Interactions, split_per_user, write_inter
 from cliper_dist.data.shards import ShardInfo
+from cliper_dist.data.text import text_fields
 from cliper_dist.errors import UserError
 
 FORMAT_VERSION = 1
-PROGRESS_DIR = ".progress"  # per-shard done records
 REJECTS = "rejects.jsonl"
 SPLITS = ("random", "temporal")
 
@@ -69,28 +78,32 @@ class WriterOptions:
 
 
 class DatasetWriter:
-    """Use as a context manager: worker processes and temporary files are released on errors."""
+    """Use as a context manager: worker processes and temporary files are released on errors.
+
+    On several ranks every rank makes one, with the same arguments and its own ``rank``.
+    """
 
     def __init__(self, out_dir: str | Path, options: WriterOptions = WriterOptions(), source: dict | None = None,
-                 image_dir: str | Path | None = None, downloader: Downloader | None = None):
+                 image_dir: str | Path | None = None, downloader: Downloader | None = None, rank: int = 0,
+                 world_size: int = 1):
         self.out = Path(out_dir)
         self.options = options
         self.source = source or {}
         self.image_dir = image_dir
         self.downloader = downloader
-        for sub in (schema.SHARD_DIR, PROGRESS_DIR):
+        self.rank, self.world_size = rank, world_size
+        for sub in (schema.SHARD_DIR, schema.PROGRESS_DIR):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
-        self.rejects = Rejects(self.out, options.strict)
+        self.rejects = Rejects(self.out if rank == 0 else None, options.strict)
         self.counts: Counter = Counter()
-        self.resumed_shards = 0
+        self.resumed_shards = 0  # shards kept from an earlier run: this rank's; after ``finish``, all ranks'
         self.item_index: dict[str, int] = {}
         self.shards: list[ShardInfo] = []
         self._interactions: SourceInteractions | None = None
         self._pending: list[PendingItem] = []
-        self._in_flight: deque[tuple[list[PendingItem], Future | ShardResult]] = deque()
-        self._submitted = 0
-        self._items_tmp = self.out / f".{schema.ITEMS}.tmp"
-        self._items_file = open(self._items_tmp, "w", encoding="utf-8")
+        self._planned: list[tuple[str, str]] = []  # (name, fingerprint) of every shard so far, any rank's
+        self._in_flight: deque[tuple[int, Future | Callable[[], ShardResult]]] = deque()
+        self._failure: tuple[int, str] | None = None  # (shard number, message) of this rank's first strict error
         self._settings = {"max_side": options.max_image_side, "quality": options.jpeg_quality}
         self._pool = None
         if options.workers > 1:
@@ -108,7 +121,6 @@ class DatasetWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._items_file.close()
         self.rejects.close()
 
     # -- inputs -------------------------------------------------------------------------------
@@ -163,25 +175,30 @@ class DatasetWriter:
         # comes back last. (An input error before this point leaves an earlier dataset intact.)
         (self.out / schema.MANIFEST).unlink(missing_ok=True)
         items, self._pending = self._pending, []
-        name = schema.shard_name(self._submitted)
-        self._submitted += 1
-        path = self.out / schema.SHARD_DIR / name
-        record = self.out / PROGRESS_DIR / f"{Path(name).stem}.json"
+        number = len(self._planned)
+        name = schema.shard_name(number)
         # Whether URLs are fetched matters only to shards that have URLs: adding --download
         # later redoes just those.
         has_urls = any(it.image and is_url(it.image) for it in items)
         digest = fingerprint(items, {**self._settings, "download": has_urls and self.downloader is not None})
-        result: Future | ShardResult | None = load_finished(path, record, digest)
-        if result is not None:
+        self._planned.append((name, digest))
+        if number % self.world_size != self.rank or self._failure is not None:
+            return  # another rank's shard; or this rank has failed, and finish will say so
+        path, record = self._paths(name)
+        if load_finished(path, record, digest) is not None:
             self.resumed_shards += 1
-        else:
-            items = self._download(items)
-            o = self.options
-            task = ShardTask(str(path), str(record), tuple(items), o.max_image_side, o.jpeg_quality, o.strict, digest)
-            result = build_shard(task) if self._pool is None else self._pool.submit(build_shard, task)
-        self._in_flight.append((items, result))
+            return
+        o = self.options
+        task = ShardTask(str(path), str(record), tuple(self._download(items)), o.max_image_side, o.jpeg_quality,
+                         o.strict, digest)
+        work = partial(build_shard, task) if self._pool is None else self._pool.submit(build_shard, task)
+        self._in_flight.append((number, work))
         while len(self._in_flight) > (0 if self._pool is None else 2 * self.options.workers):
             self._complete(*self._in_flight.popleft())
+
+    def _paths(self, name: str) -> tuple[Path, Path]:
+        """A shard's tar and its done record."""
+        return self.out / schema.SHARD_DIR / name, self.out / schema.PROGRESS_DIR / f"{Path(name).stem}.json"
 
     def _download(self, items: list[PendingItem]) -> list[PendingItem]:
         if self.downloader is None:
@@ -191,22 +208,20 @@ class DatasetWriter:
         return [replace(it, file=str(fetched[it.image].path) if fetched[it.image].path else None,
                         error=fetched[it.image].error) if it.image in fetched else it for it in items]
 
-    def _complete(self, items: list[PendingItem], result: Future | ShardResult) -> None:
-        """Record a finished shard, strictly in shard order (output never depends on timing)."""
-        if isinstance(result, Future):
-            result = result.result()
-        self.shards.append(result.info)
-        for it, state in zip(items, result.states):
-            self.counts[state] += 1
-            row = {"index": it.index, "item_id": it.item_id, **it.fields, "image": it.image,
-                   "has_image": state == WITH_IMAGE}
-            self._items_file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.rejects.add_from_shard(result.rejects)
+    def _complete(self, number: int, work: Future | Callable[[], ShardResult]) -> None:
+        """Wait for one of this rank's shards (in shard order). A strict error is kept, not
+        raised: the other ranks learn of it in ``finish``, so rank 0 can report it."""
+        try:
+            work.result() if isinstance(work, Future) else work()
+        except UserError as e:
+            if self._failure is None:
+                self._failure = (number, str(e))
 
     # -- finish -------------------------------------------------------------------------------
 
-    def finish(self, extra_counts: dict[str, int] | None = None) -> dict:
-        """Write the remaining shard, the id maps, the `.inter` file, the rejects, then the manifest."""
+    def finish(self, extra_counts: dict[str, int] | None = None) -> dict | None:
+        """Write the remaining shard; then, on rank 0, the items, id maps, `.inter` file, rejects
+        and, last, the manifest, which it returns (the other ranks return None)."""
         if self._pending:
             self._flush()
         while self._in_flight:
@@ -214,9 +229,13 @@ class DatasetWriter:
         if not self.item_index:
             raise UserError(f"no items were converted ({sum(self.rejects.counts.values())} rejects: "
                             f"{dict(self.rejects.counts)})")
-        self._check_images()
-        self._items_file.close()
-        os.replace(self._items_tmp, self.out / schema.ITEMS)
+        self._agree()
+        if self.rank != 0:
+            self.close()
+            return None
+        with files.atomic_open(self.out / schema.ITEMS, "w") as items:
+            self._assemble(items)
+            self._check_images()  # before items.jsonl takes its place
         inter, user_ids, how = self._index_interactions()
         write_inter(self.out / schema.INTERACTIONS, inter)
         files.write_jsonl(self.out / schema.USERS, ({"index": i, "user_id": u} for i, u in enumerate(user_ids)))
@@ -235,6 +254,45 @@ class DatasetWriter:
         self.close()
         return manifest
 
+    def _agree(self) -> None:
+        """Wait until every rank is done with its shards. Rank 0 raises any rank's strict error
+        (the first in shard order, as one process would meet it) or learns how many shards
+        were kept from an earlier run.
+
+        Only rank 0 raises: it prints the error, and a failing rank that exited first would
+        have torchrun stop rank 0 before it could.
+        """
+        mine = (self._failure, self.resumed_shards)
+        if self.world_size == 1:
+            everyone = [mine]
+        else:
+            from cliper_dist import dist  # here: torch, which one process does not need
+
+            everyone = dist.all_gather_object(mine)
+        failures = [failure for failure, _ in everyone if failure is not None]
+        if failures and self.rank == 0:
+            raise UserError(min(failures)[1])
+        self.resumed_shards = sum(kept for _, kept in everyone)
+
+    def _assemble(self, items: IO[str]) -> None:
+        """Items (written to ``items``), image counts and image rejects from every shard's done
+        record, in shard order.
+
+        A record only has to match its fingerprint: the rank that owns the shard checked the
+        tar's sha256 (or wrote it) in this run, so rank 0 does not read every tar again.
+        """
+        for name, digest in self._planned:
+            record = self._paths(name)[1]
+            result = read_record(record, digest)
+            if result is None:
+                raise UserError(f"{record} is missing or belongs to another conversion: every rank must "
+                                "see --out at the same path (on several machines, a shared filesystem), "
+                                "and only one conversion may write it at a time")
+            self.shards.append(result.info)
+            self.counts.update(result.states)
+            items.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
+            self.rejects.add_from_shard(result.rejects)
+
     def _check_images(self) -> None:
         """Stop when most named images cannot be read: a wrong --images is a typo, not missing data."""
         unavailable = self.counts[UNAVAILABLE]
@@ -242,7 +300,8 @@ class DatasetWriter:
         if named and unavailable > self.options.max_unavailable_images * named:
             where = f"--images {self.image_dir}" if self.image_dir else "the catalog's image paths (no --images given)"
             raise UserError(f"{unavailable} of {named} item images are unavailable under {where}; check the "
-                            "directory, or pass --allow-missing-images to convert without them")
+                            "directory, or pass --allow-missing-images (launch/convert.py: allow_missing_images=true) "
+                            "to convert without them")
 
     def _index_interactions(self) -> tuple[Interactions, list[str], str]:
         """Source interactions -> index space; rows naming unknown items become rejects."""
@@ -274,7 +333,7 @@ class DatasetWriter:
             if path.name not in keep:
                 path.unlink()
         keep_records = {f"{Path(n).stem}.json" for n in keep}
-        for path in (self.out / PROGRESS_DIR).iterdir():
+        for path in (self.out / schema.PROGRESS_DIR).iterdir():
             if path.name not in keep_records:
                 path.unlink()
 

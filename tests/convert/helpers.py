@@ -40,6 +40,35 @@ def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
     return write_lines(path, [json.dumps(r) for r in rows], gz)
 
 
+def make_catalog(tmp_path: Path) -> dict[str, Path]:
+    """Six good items and one of each bad input: every kind must be counted and listed."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(image_bytes((900, 300)))          # wider than max side
+    (images / "b.jpg").write_bytes(image_bytes((50, 50), fmt="JPEG"))
+    (images / "broken.jpg").write_bytes(image_bytes((50, 50), fmt="JPEG")[:200])  # truncated file
+    abs_image = tmp_path / "elsewhere.png"
+    abs_image.write_bytes(image_bytes((20, 20)))
+    rows = [
+        json.dumps({"item_id": "A", "title": "Baby Tracker&reg; log", "brand": "Acme",
+                    "categories": [["Baby", "Nursery"], ["Baby", "Books"]], "description": ["Line one.", "Line two."],
+                    "image": "a.png"}),
+        json.dumps({"item_id": "B", "title": "Bib", "categories": "Feeding", "image": "b.jpg"}),
+        "{not json",                                                          # malformed line
+        json.dumps({"item_id": "A", "title": "duplicate of A"}),              # duplicate id
+        json.dumps({"item_id": "C", "title": "Cup", "image": "broken.jpg"}),  # undecodable image
+        json.dumps({"item_id": "D", "title": "Dish", "image": "missing.png"}),  # file not there
+        json.dumps({"item_id": "E", "image": str(abs_image)}),               # empty text, absolute path
+        json.dumps({"title": "no id"}),                                        # missing id
+        json.dumps({"item_id": "F", "title": "Fork", "image": "https://example.invalid/f.jpg"}),  # URL, no fetch
+        json.dumps({"item_id": "G", "title": "Gown"}),                        # no image at all
+    ]
+    catalog = write_lines(tmp_path / "catalog.jsonl", rows)
+    inter = write_lines(tmp_path / "inter.csv", ["user_id,item_id,timestamp"] + [
+        f"u{u},{i},{t}" for u in range(4) for t, i in enumerate("ABCDEG")] + ["u9,ZZZ,5"])
+    return {"catalog": catalog, "images": images, "interactions": inter}
+
+
 def run_convert(*argv: str) -> int:
     return errors.run_tool(convert_main, [str(a) for a in argv])
 

@@ -16,7 +16,7 @@ import torch
 
 from tests.conftest import REPO, child_env
 
-TRAIN, ENCODE = REPO / "launch" / "train.py", REPO / "launch" / "encode.py"
+TRAIN, ENCODE, CONVERT = (REPO / "launch" / name for name in ("train.py", "encode.py", "convert.py"))
 SMALL_RUN = ["model.name=lightgcn", "model.embedding_dim=8", "batch_size=256", "epochs=2", "threads=1"]
 
 
@@ -161,10 +161,11 @@ def config_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def test_help_lists_every_config_key():
+    from cliper_dist.convert.job import ConvertConfig
     from cliper_dist.encode.job import EncodeConfig
     from cliper_dist.train.job import TrainConfig
 
-    for launcher, cls in ((TRAIN, TrainConfig), (ENCODE, EncodeConfig)):
+    for launcher, cls in ((TRAIN, TrainConfig), (ENCODE, EncodeConfig), (CONVERT, ConvertConfig)):
         result = run([launcher, "--help"], timeout=60)
         keys = config_keys(cls)
         assert result.returncode == 0 and len(keys) > 10

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, child_env, run_with_timeout, torchrun_cmd
+from tests.conftest import REPO, child_env, rank_pid, run_with_timeout, torchrun_cmd
 from tests.encode.conftest import BATCH
 
 ARRAYS = ("image", "text_views", "similarity", "fused_sum", "fused_sa", "image_feat", "text_feat", "image_status")
@@ -62,29 +62,6 @@ def test_more_ranks_than_shards(one_shard_dataset, single_features, tiny_clip, t
         np.testing.assert_allclose(a, b[:10] if name == "image" else b[:, :10], rtol=1e-5, atol=1e-5)
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
-def _rank_pid(torchrun_pid: int, rank: int) -> int | None:
-    for pid in _children(torchrun_pid):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in env:
-            return pid
-    return None
-
-
 def test_killed_rank_then_rerun_gives_the_clean_arrays(two_rank_features, encode_dataset, tiny_clip, tmp_path):
     parts = tmp_path / "parts"
     cmd = torchrun_cmd(2, REPO / "launch" / "encode.py", launch_args(encode_dataset, tmp_path, tiny_clip))
@@ -95,7 +72,7 @@ def test_killed_rank_then_rerun_gives_the_clean_arrays(two_rank_features, encode
         while not (parts.is_dir() and list(parts.glob("shard-*.npz"))):
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing a part"
             time.sleep(0.01)
-        victim = _rank_pid(proc.pid, 1)
+        victim = rank_pid(proc.pid, 1)
         assert victim is not None, "rank 1 not found among torchrun's children"
         os.kill(victim, signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
