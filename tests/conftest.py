@@ -7,8 +7,10 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -69,6 +71,28 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             kids.append(int(stat.parent.name))
     return kids
+
+
+def kill_rank_when(cmd: list[str], ready: Callable[[], bool], what: str, rank: int = 1,
+                   timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run torchrun ``cmd``; once ``ready()`` holds, SIGKILL worker ``rank`` (as a crash would)
+    and return how the job ended. ``what``: the awaited event, for the failure message."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, f"the run ended before {what}"
+            time.sleep(0.005)
+        victim = rank_pid(proc.pid, rank)
+        assert victim is not None, f"rank {rank} not found among torchrun's children"
+        os.kill(victim, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 def rank_pid(torchrun_pid: int, rank: int) -> int | None:

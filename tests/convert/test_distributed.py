@@ -4,8 +4,6 @@ that resumes without redoing finished shards, and a strict error from rank 1 as 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from cliper_dist.convert.job import ConvertConfig
 from cliper_dist.errors import UserError
-from tests.conftest import REPO, child_env, rank_pid, torchrun_cmd
+from tests.conftest import REPO, kill_rank_when, torchrun_cmd
 from tests.convert.helpers import image_bytes, make_catalog, run_convert, tree_bytes, write_jsonl
 
 LAUNCHER = "launch/convert.py"
@@ -51,22 +49,9 @@ def test_a_killed_rank_resumes_without_redoing_finished_shards(tmp_path, ranks):
     inputs = slow_catalog(tmp_path)
     args = ["--format", "jsonl", *inputs, "--out", tmp_path / "ds", "shard_size=4", "max_image_side=128"]
     records = tmp_path / "ds" / ".progress"
-    proc = subprocess.Popen(torchrun_cmd(2, REPO / LAUNCHER, args), cwd=REPO, env=child_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (records.is_dir() and any(int(p.stem[-6:]) % 2 for p in records.glob("shard-*.json"))):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before rank 1 built a shard"
-            time.sleep(0.005)
-        victim = rank_pid(proc.pid, 1)
-        assert victim is not None, "rank 1 not found among torchrun's children"
-        os.kill(victim, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode != 0, out[-3000:]
+    killed = kill_rank_when(torchrun_cmd(2, REPO / LAUNCHER, args), lambda: records.is_dir() and any(
+        int(p.stem[-6:]) % 2 for p in records.glob("shard-*.json")), "rank 1 built a shard")
+    assert killed.returncode != 0, killed.stdout[-3000:]
     assert not (tmp_path / "ds" / "manifest.json").exists()
     finished = {p.stem: os.stat(tmp_path / "ds" / "shards" / f"{p.stem}.tar") for p in records.glob("shard-*.json")}
     assert 1 <= len(finished) < 30, f"the kill did not land mid-run ({len(finished)} of 30 shards)"

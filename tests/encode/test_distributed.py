@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, child_env, rank_pid, run_with_timeout, torchrun_cmd
+from tests.conftest import REPO, kill_rank_when, run_with_timeout, torchrun_cmd
 from tests.encode.conftest import BATCH
 
 ARRAYS = ("image", "text_views", "similarity", "fused_sum", "fused_sa", "image_feat", "text_feat", "image_status")
@@ -65,23 +62,9 @@ def test_more_ranks_than_shards(one_shard_dataset, single_features, tiny_clip, t
 def test_killed_rank_then_rerun_gives_the_clean_arrays(two_rank_features, encode_dataset, tiny_clip, tmp_path):
     parts = tmp_path / "parts"
     cmd = torchrun_cmd(2, REPO / "launch" / "encode.py", launch_args(encode_dataset, tmp_path, tiny_clip))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (parts.is_dir() and list(parts.glob("shard-*.npz"))):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing a part"
-            time.sleep(0.01)
-        victim = rank_pid(proc.pid, 1)
-        assert victim is not None, "rank 1 not found among torchrun's children"
-        os.kill(victim, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+    killed = kill_rank_when(cmd, lambda: parts.is_dir() and any(parts.glob("shard-*.npz")), "a part was written")
     done = len(list(parts.glob("shard-*.npz")))
-    assert proc.returncode != 0, out[-3000:]
+    assert killed.returncode != 0, killed.stdout[-3000:]
     assert 1 <= done < 14, f"the kill did not land mid-run ({done} of 14 parts)"
     assert not (tmp_path / "manifest.json").exists()
 
