@@ -21,7 +21,7 @@ def make_dataset(tmp_path):
 
 def test_convert_and_inspect_verify_dump(tmp_path):
     out = make_dataset(tmp_path)
-    res = run_tool("inspect.py", out, "--verify", "--dump", "2", "--dump-dir", tmp_path / "dump")
+    res = run_tool("inspect_dataset.py", out, "--verify", "--dump", "2", "--dump-dir", tmp_path / "dump")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "items 5: 5 with image" in res.stdout and "verify: OK" in res.stdout
     assert "000000001 X1 [image] title: Thing 1 | brand: B | categories: Missing" in res.stdout
@@ -33,7 +33,7 @@ def test_inspect_verify_finds_tampering(tmp_path):
     out = make_dataset(tmp_path)
     shard = out / "shards" / "shard-000001.tar"
     shard.write_bytes(shard.read_bytes()[:1024] + b"\0" * (len(shard.read_bytes()) - 1024))
-    res = run_tool("inspect.py", out, "--verify")
+    res = run_tool("inspect_dataset.py", out, "--verify")
     assert res.returncode == 1
     assert "shard-000001.tar: sha256 differs from the manifest" in res.stdout
     assert "shard-000001.tar: 1 samples, the manifest says 2" in res.stdout
@@ -43,7 +43,8 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     res = run_tool("convert.py", "jsonl", "--catalog", tmp_path / "missing.jsonl", "--out", tmp_path / "o")
     assert res.returncode == 2
     assert res.stderr.strip() == f"cliper-dist: error: file not found: {tmp_path / 'missing.jsonl'}"
-    res = run_tool("inspect.py", tmp_path)
+    res = run_tool("inspect_dataset.py", tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip() == (f"cliper-dist: error: {tmp_path} is a directory of unknown kind; "
-                                  "inspect wants a dataset directory")
+                                  "inspect_dataset wants a dataset directory")
+
