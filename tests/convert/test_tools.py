@@ -1,6 +1,6 @@
 """The command lines as users (and the acceptance checks) call them, in subprocesses."""
 
-from tests.convert.helpers import image_bytes, run_tool, write_jsonl, write_lines
+from tests.convert.helpers import ROOT, image_bytes, run_tool, write_jsonl, write_lines
 
 
 def make_dataset(tmp_path):
@@ -48,3 +48,17 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     assert res.stderr.strip() == (f"cliper-dist: error: {tmp_path} is a directory of unknown kind; "
                                   "inspect_dataset wants a dataset directory")
 
+
+def test_demo_and_checkpoint_tools_report_bad_arguments_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for script, args, message in [
+        ("make_demo.py", ["--out", tmp_path / "raw", "--items", "3"], "--items must be >= 18; got 3"),
+        ("make_demo.py", ["--out", blocker / "raw"], f"--out {blocker / 'raw'}: cannot write ("),
+        ("init_checkpoint.py", ["--model", ROOT / "configs/models/clip-tiny.json", "--out", blocker / "w.pt"],
+         f"--out {blocker / 'w.pt'}: cannot write ("),
+    ]:
+        res = run_tool(script, *args)
+        assert res.returncode == 2, res.stderr[-2000:]
+        # the last line: open_clip logs that the model is random before it
+        assert res.stderr.strip().splitlines()[-1].startswith(f"cliper-dist: error: {message}"), res.stderr[-2000:]
