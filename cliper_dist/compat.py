@@ -6,7 +6,9 @@ registering fake kernels for ``torchvision::nms``: "operator torchvision::nms do
 exist". Declaring the two operator schemas it registers against lets the import finish.
 The transforms open_clip uses are pure Python and work; ``torchvision.ops``/``io`` C++
 kernels stay unavailable (nothing here calls them). Where the real extension loads (the
-CUDA machines it was built for) this does nothing.
+CUDA machines it was built for) this does nothing. In a venv built by scripts/install.sh for
+CPU, a startup hook (scripts/torchvision_hook.py) calls it at the first import of torchvision;
+the package's own callers call it explicitly as well, for environments without the hook.
 """
 
 from __future__ import annotations

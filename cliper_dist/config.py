@@ -54,8 +54,50 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Sequenc
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-        _set_path(tree, key.split("."), yaml.safe_load(raw) if raw else "")
+        keys = key.split(".")
+        _set_path(tree, keys, _from_text(_type_at(cls, keys), raw, item))
     return _build(cls, tree, prefix="")
+
+
+def _type_at(cls: type, keys: list[str]) -> Any:
+    """The annotation of ``a.b.c`` in the dataclass tree ``cls``; None for no such key (``_build`` reports it)."""
+    tp: Any = cls
+    for k in keys:
+        if dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(k)
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        else:
+            return None
+    return tp
+
+
+def _from_text(tp: Any, text: str, item: str) -> Any:
+    """A command-line value. Text as typed for a str key or a choice of strings: YAML would
+    make ``--out yes`` a bool and ``--out 010`` the number 8. Other keys read it as YAML;
+    null (or ~) still means None for a key that may be None, and an empty value is ''."""
+    if _takes_text(tp):
+        return None if text in _NULLS and _may_be_none(tp) else text
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': not a YAML value ({e.__class__.__name__})") from None
+
+
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def _takes_text(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_text(arg) for arg in typing.get_args(tp) if arg is not type(None))
+    if origin is typing.Literal:
+        return all(isinstance(choice, str) for choice in typing.get_args(tp))
+    return tp is str
+
+
+def _may_be_none(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 class ToolHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -199,7 +241,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # e.g. a run name such as 2024 given on the command line
+        return str(value)  # e.g. a run name such as 2024 in a YAML file
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"config key '{key}' must be {tp.__name__}; got {type(value).__name__} {value!r}")
     return value

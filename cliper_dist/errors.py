@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 class UserError(Exception):
@@ -23,3 +24,13 @@ def run_tool(main: Callable[..., int | None], *args) -> int:
     except UserError as e:
         print(error_line(e), file=sys.stderr, flush=True)
         return 2
+
+
+@contextmanager
+def writing(flag: str, path: object) -> Iterator[None]:
+    """An output that cannot be written (missing parent, permissions, full disk) is bad
+    environment, not a bug: one line naming the flag instead of a traceback."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write ({e.strerror or e})") from None

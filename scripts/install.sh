@@ -23,7 +23,7 @@ FBGEMM_VERSION=1.8.0   # 1.9.0 needs torch 2.14 (undefined symbol on import)
 TORCHREC_VERSION=1.8.0
 
 stamp="$VENV/.cliper-install"
-fingerprint="$TARGET $(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)"
+fingerprint="$TARGET $(cat pyproject.toml scripts/install.sh scripts/torchvision_hook.py | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
   exit 0
 fi
@@ -43,6 +43,16 @@ else
 fi
 pip install --no-deps "torchrec==${TORCHREC_VERSION}"
 pip install -e ".[test]"
+
+# On CPU torch, torchvision's CUDA-only extension breaks `import torchvision` (cliper_dist/compat.py).
+# A startup hook of the venv applies the fix at the first import of torchvision, in any interpreter.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ "$TARGET" = cpu ]; then
+  cp scripts/torchvision_hook.py "$site/_cliper_torchvision_hook.py"
+  echo "import _cliper_torchvision_hook; _cliper_torchvision_hook.install()" > "$site/_cliper_torchvision_hook.pth"
+else
+  rm -f "$site/_cliper_torchvision_hook.py" "$site/_cliper_torchvision_hook.pth"
+fi
 
 if [ "$TARGET" = cpu ] && "$VENV/bin/python" -m pip list 2>/dev/null | grep -qiE '^nvidia-|^triton '; then
   echo "install.sh: a CUDA package entered the CPU environment; refusing to continue" >&2

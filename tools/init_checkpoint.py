@@ -14,7 +14,7 @@ import sys
 
 from cliper_dist.config import ToolHelp
 from cliper_dist.encode.encoder import save_random_checkpoint
-from cliper_dist.errors import run_tool
+from cliper_dist.errors import run_tool, writing
 
 
 def main() -> None:
@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="checkpoint file to write")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the random weights")
     args = parser.parse_args()
-    print(save_random_checkpoint(args.model, args.out, seed=args.seed))
+    with writing("--out", args.out):
+        print(save_random_checkpoint(args.model, args.out, seed=args.seed))
 
 
 if __name__ == "__main__":

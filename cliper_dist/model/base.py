@@ -16,6 +16,8 @@ decides how ranks communicate:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ from cliper_dist.model.graph import BipartiteGraph
 
 @dataclass
 class ModelConfig:
-    name: str = "freedom"  # a registered model: lightgcn | freedom
+    name: Literal["lightgcn", "freedom"] = "freedom"  # the recommender (cliper_dist/model/registry.py)
     embedding_dim: int = 64  # width of the ID embeddings and modality projections (split across ranks)
     n_ui_layers: int = 2  # hops over the user-item graph
     n_mm_layers: int = 1  # freedom: hops over the item-item graph
@@ -32,7 +34,7 @@ class ModelConfig:
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
     reg_weight: float = 1e-4  # lightgcn: weight of MMRec's EmbLoss; freedom: weight of the modality BPR losses
-    fusion: str = "sa"  # CLIPER fusion of the text views: sa | sum | concat | mlp (cliper_dist/model/fusion.py)
+    fusion: Literal["sa", "sum", "concat", "mlp"] = "sa"  # CLIPER fusion of the text views (model/fusion.py)
     tau: float = 0.1  # CLIPER eq. 2 temperature of the view weights softmax(cos / tau)
 
 

@@ -35,3 +35,23 @@ def test_train_epoch_against_its_references(tmp_path):
     assert {(r["impl"], r["model"]) for r in rows} == {(i, m) for i in ("reference-mmrec-style", "cliper-dist")
                                                        for m in ("lightgcn", "freedom")}
     assert all(r["epoch_speedup_vs_ref"] > 0 for r in rows if r["impl"] == "cliper-dist")
+
+
+def test_convert_throughput_and_memory():
+    result = run_python([REPO / "benchmarks/convert_throughput.py", "--items", "8", "--side", "64",
+                         "--shard-size", "4", "--repeats", "1"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    (row,) = _rows(result.stdout)
+    assert row["items"] == 8 and row["identical_output"] and row["ratio_2_to_1"] > 0
+    result = run_python([REPO / "benchmarks/convert_throughput.py", "--memory", "20"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert _rows(result.stdout)[0]["peak_rss_mb_20_items"] > 0
+
+
+def test_encode_throughput_at_one_and_two_ranks():
+    result = run_python([REPO / "benchmarks/encode_throughput.py", "--items", "16", "--batch-size", "8",
+                         "--workers", "0"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    (row,) = _rows(result.stdout)
+    assert row["model"] == "clip-tiny" and row["items"] == 16
+    assert row["e2e_1rank_items_per_s"] > 0 and row["e2e_2rank_items_per_s"] > 0 and row["ceiling_items_per_s"] > 0

@@ -1,6 +1,6 @@
 """The column-parallel engine at 1, 2, 3 and 4 real ranks against a dense implementation of the equations.
 
-The dense side is written from DESIGN.md section 2 and MMRec's losses with dense float64
+The dense side is written from docs/train.md (Models) and MMRec's losses with dense float64
 matrices only (no code of cliper_dist.model): normalised adjacency, LightGCN layer mean,
 FREEDOM's kNN graph and modality BPR, CLIPER's SA and MLP fusions, and Adam, dense or
 row-sparse, written out. Starting from the engine's initial parameters it takes the same

@@ -19,6 +19,7 @@ class Outer:
     name: str = "x"
     flag: bool = False
     mode: Literal["sa", "sum"] = "sa"
+    note: str | None = None
     inner: Inner = field(default_factory=Inner)
 
 
@@ -47,6 +48,8 @@ def test_floats_in_exponent_form(text, value):
     ("mode=mlp", "config key 'mode' must be one of ['sa', 'sum']"),
     ("inner=3", "config key 'inner' is a section"),
     ("inner.k", "is not of the form key.sub=value"),
+    ("inner.k=@x", "override 'inner.k=@x': not a YAML value"),
+    ("mode=yes", "config key 'mode' must be one of ['sa', 'sum']; got 'yes'"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -89,3 +92,55 @@ def test_command_line_flags_and_overrides_in_any_order(tmp_path):
     assert cfg.name == "flag" and cfg.inner.k == 5 and cfg.inner.tau == 2.0
     # An override given after a flag for the same key wins (flags apply first).
     assert config.from_cli(Outer, ["--name", "flag", "name=override"], "test", {"name": ""}).name == "override"
+
+
+@pytest.mark.parametrize("text", ["yes", "no", "on", "123", "010", "1e3", "2024-01-01", "null", "~", "@x", "[a]"])
+def test_str_keys_take_command_line_text_as_typed(text):
+    # YAML would read these as a bool, numbers (010 octal), a date, None, a syntax error, a list.
+    assert config.from_cli(Outer, ["--name", text], "test", {"name": ""}).name == text
+    assert config.load(Outer, None, [f"name={text}"]).name == text
+
+
+@pytest.mark.parametrize("text, value", [("null", None), ("~", None), ("", ""), ("no", "no"), ("7", "7")])
+def test_a_key_that_may_be_none_still_takes_null(text, value):
+    assert config.load(Outer, None, [f"note={text}"]).note == value
+
+
+def test_job_path_flags_stay_strings():
+    from cliper_dist.train.job import TrainConfig
+
+    cfg = config.from_cli(TrainConfig, ["--out", "yes", "--data", "123", "features=off"], "test",
+                          {"out": "", "data": ""})
+    assert (cfg.out, cfg.data, cfg.features) == ("yes", "123", "off")
+
+
+def test_job_choices_fail_at_load_naming_the_key_and_the_choices():
+    # config.load runs before a launcher touches any data, so these fail first
+    from cliper_dist.encode.job import EncodeConfig
+    from cliper_dist.train.job import TrainConfig
+
+    for cls, override, message in [
+        (TrainConfig, "model.name=bpr", "config key 'model.name' must be one of ['lightgcn', 'freedom']; got 'bpr'"),
+        (TrainConfig, "model.fusion=max",
+         "config key 'model.fusion' must be one of ['sa', 'sum', 'concat', 'mlp']; got 'max'"),
+        (TrainConfig, "optim.rows=some", "config key 'optim.rows' must be one of ['all', 'touched']; got 'some'"),
+        (TrainConfig, "resume=yes", "config key 'resume' must be one of ['auto', 'never']; got 'yes'"),
+        (TrainConfig, "device=gpu", "config key 'device' must be one of ['auto', 'cpu', 'cuda']; got 'gpu'"),
+        (EncodeConfig, "precision=fp8", "config key 'precision' must be one of ['auto', 'fp32', 'bf16', 'fp16']"),
+        (EncodeConfig, "text.mode=wrap", "config key 'text.mode' must be one of ['chunk', 'truncate']; got 'wrap'"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            config.load(cls, None, ["data=/no/such/dir", override])
+        assert str(e.value).startswith(message), (override, str(e.value))
+
+
+def test_choice_types_match_the_registries():
+    import typing
+
+    from cliper_dist.model.base import ModelConfig
+    from cliper_dist.model.fusion import FUSIONS
+    from cliper_dist.model.registry import MODELS
+
+    hints = typing.get_type_hints(ModelConfig)
+    assert set(typing.get_args(hints["name"])) == set(MODELS)
+    assert set(typing.get_args(hints["fusion"])) == set(FUSIONS)
