@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -160,6 +161,9 @@ class Progress:
             self._bar.close()
 
 
+OTHER_RANK_ERROR_DELAY_S = 3.0
+
+
 def _tell_torchrun(line: str) -> None:
     """Put ``line`` where torchrun's failure summary reads a worker's root cause (its error
     file), so the summary repeats the error instead of a pointer to torch's traceback docs."""
@@ -171,7 +175,8 @@ def _tell_torchrun(line: str) -> None:
 
 
 def run_main(main: Callable[[], int | None]) -> None:
-    """Run a launcher's ``main``: user errors become one line on rank 0, everything exits cleanly.
+    """Run a launcher's ``main``: a user error becomes one line (from rank 0 when it fails too),
+    everything exits cleanly.
 
     Exiting non-zero (instead of waiting at the next collective) is what lets torchrun stop
     the remaining ranks; the process group is destroyed on every path.
@@ -181,9 +186,13 @@ def run_main(main: Callable[[], int | None]) -> None:
     try:
         code = main() or 0
     except UserError as e:
-        if rank == 0:
-            print(error_line(e), file=sys.stderr, flush=True)
-            _tell_torchrun(error_line(e))
+        if rank != 0:
+            # Most input errors strike every rank alike: let rank 0 say it, once. torchrun
+            # stops this rank within its monitor interval (0.1 s) when rank 0 fails, so the
+            # line below only prints when the error is this rank's alone.
+            time.sleep(OTHER_RANK_ERROR_DELAY_S)
+        print(error_line(e) if rank == 0 else f"{error_line(e)} (rank {rank})", file=sys.stderr, flush=True)
+        _tell_torchrun(error_line(e))
         code = 2
     except KeyboardInterrupt:
         code = 130

@@ -45,6 +45,13 @@ def user_error_everywhere():
     raise UserError("the config names a file that is not there")
 
 
+def user_error_on_rank_one():
+    info = dist.init(timeout_s=300)
+    if info.rank == 1:
+        raise UserError("shard 7 has a bad image")
+    torch_dist.barrier()
+
+
 def _launch(tmp_path, fn, timeout):
     spec = tmp_path / "spec.pkl"
     spec.write_bytes(pickle.dumps((fn.__module__, fn.__qualname__, ())))
@@ -67,3 +74,10 @@ def test_user_error_is_one_line_from_rank_zero(tmp_path):
     assert lines == ["cliper-dist: error: the config names a file that is not there"]
     # torchrun appends its own failure summary; no frame of the project's code may appear.
     assert "cliper_dist/" not in result.stdout and "rank 0/2: failed" not in result.stdout
+
+
+def test_a_user_error_of_one_other_rank_is_still_said(tmp_path):
+    result, seconds = _launch(tmp_path, user_error_on_rank_one, timeout=90)
+    assert result.returncode != 0 and seconds < 60
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("cliper-dist: error:")]
+    assert lines == ["cliper-dist: error: shard 7 has a bad image (rank 1)"]
