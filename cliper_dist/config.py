@@ -104,16 +104,19 @@ class ToolHelp(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHe
     """``--help`` of the tools: descriptions as written, every argument with its default."""
 
 
-def from_cli(cls: type[T], argv: typing.Sequence[str], description: str, flags: dict[str, str]) -> T:
-    """A launcher's command line: ``--config FILE``, ``--KEY VALUE`` for the keys in ``flags``
-    (key -> help), and ``key.sub=value`` overrides before or after them; flags apply first.
-    Known-harmless library warnings are hidden unless ``--verbose``."""
+def from_cli(cls: type[T], argv: typing.Sequence[str], description: str, flags: typing.Sequence[str]) -> T:
+    """A launcher's command line: ``--config FILE``, ``--KEY VALUE`` for the top-level keys in
+    ``flags`` (also spelt with dashes; help from the field's comment), and ``key.sub=value``
+    overrides before or after them; flags apply first. Known-harmless library warnings are
+    hidden unless ``--verbose``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="config keys (YAML or key.sub=value; default, then meaning):\n"
                                             + "\n".join(describe(cls)))
     parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")
-    for key, help_text in flags.items():
-        parser.add_argument(f"--{key}", help=help_text)
+    comments = _field_comments(cls)
+    for key in flags:
+        spellings = dict.fromkeys([f"--{key.replace('_', '-')}", f"--{key}"])
+        parser.add_argument(*spellings, dest=key, help=comments.get(key))
     parser.add_argument("--verbose", action="store_true",
                         help="show the library warnings that are hidden as known-harmless (cliper_dist/quiet.py)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")

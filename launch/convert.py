@@ -19,25 +19,11 @@ from cliper_dist import config, dist
 from cliper_dist.convert.job import FINISH_TIMEOUT_S, ConvertConfig, run
 
 
-def parse(argv: list[str]) -> ConvertConfig:
-    return config.from_cli(ConvertConfig, argv, "Convert a catalog (jsonl, amazon2014, amazon2023, mmrec) into a "
-                           "dataset directory, shards re-encoded across torchrun ranks, resumable; writes --out", {
-        "format": "jsonl, amazon2014, amazon2023 or mmrec",
-        "out": "dataset directory to write (rerun into it to resume)",
-        "catalog": "jsonl: JSON lines, one item per line",
-        "images": "image directory",
-        "interactions": "jsonl: CSV/TSV or .inter interactions",
-        "meta": "amazon: item metadata; mmrec: item text by asin",
-        "reviews": "amazon: reviews",
-        "inter": "mmrec: X.inter",
-        "item_map": "mmrec: i_id_mapping.csv",
-        "user_map": "mmrec: u_id_mapping.csv",
-        "urls": "mmrec: X_url.csv",
-    })
-
-
 def main() -> None:
-    cfg = parse(sys.argv[1:])
+    cfg = config.from_cli(ConvertConfig, sys.argv[1:], "Convert a catalog (jsonl, amazon2014, amazon2023, mmrec) into "
+                          "a dataset directory, shards re-encoded across torchrun ranks, resumable; writes --out",
+                          flags=("format", "out", "catalog", "images", "interactions", "meta", "reviews", "inter",
+                                 "item_map", "user_map", "urls"))
     info = dist.init(device="cpu", timeout_s=FINISH_TIMEOUT_S)  # gloo: only a few small objects travel
     run(cfg, info.rank, info.world_size)
 

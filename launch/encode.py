@@ -18,20 +18,11 @@ from cliper_dist import config, dist
 from cliper_dist.encode.job import EncodeConfig, run
 
 
-def parse(argv: list[str]) -> EncodeConfig:
-    return config.from_cli(EncodeConfig, argv, "CLIPER multi-view CLIP encoding of a dataset's items, shard by "
-                           "shard across torchrun ranks, resumable; writes a feature store to --out", {
-        "data": "dataset directory (tools/convert.py output)",
-        "out": "feature directory to write",
-        "model": "open_clip model name or model config .json",
-        "pretrained": "local checkpoint file or directory",
-    })
-
-
 def main() -> None:
-    cfg = parse(sys.argv[1:])
-    info = dist.init(device=cfg.device)
-    run(cfg, info)
+    cfg = config.from_cli(EncodeConfig, sys.argv[1:], "CLIPER multi-view CLIP encoding of a dataset's items, shard "
+                          "by shard across torchrun ranks, resumable; writes a feature store to --out",
+                          flags=("data", "out", "model", "pretrained"))
+    run(cfg, dist.init(device=cfg.device))
 
 
 if __name__ == "__main__":

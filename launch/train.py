@@ -15,18 +15,10 @@ from cliper_dist import config, dist
 from cliper_dist.train.job import TrainConfig, run
 
 
-def parse(argv: list[str]) -> TrainConfig:
-    return config.from_cli(TrainConfig, argv,
-                           "Train a graph recommender (LightGCN, FREEDOM-CLIPER) column-parallel across torchrun "
-                           "ranks; writes RUN_DIR/config.yaml, metrics.jsonl, final.json and checkpoints/", {
-        "data": "dataset directory or MMRec folder",
-        "features": "feature directory of the encode job",
-        "out": "run directory",
-    })
-
-
 def main() -> None:
-    cfg = parse(sys.argv[1:])
+    cfg = config.from_cli(TrainConfig, sys.argv[1:], "Train a graph recommender (LightGCN, FREEDOM-CLIPER) "
+                          "column-parallel across torchrun ranks; writes RUN_DIR/config.yaml, metrics.jsonl, "
+                          "final.json and checkpoints/", flags=("data", "features", "out"))
     info = dist.init(device=cfg.device)
     final = run(cfg, info)
     if info.is_main and final is not None:

@@ -88,16 +88,16 @@ def test_command_line_flags_and_overrides_in_any_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: from-file\ninner:\n  k: 3\n")
     cfg = config.from_cli(Outer, ["inner.k=5", "--config", str(path), "--name", "flag", "inner.tau=2"],
-                          "test", {"name": "run name"})
+                          "test", ("name",))
     assert cfg.name == "flag" and cfg.inner.k == 5 and cfg.inner.tau == 2.0
     # An override given after a flag for the same key wins (flags apply first).
-    assert config.from_cli(Outer, ["--name", "flag", "name=override"], "test", {"name": ""}).name == "override"
+    assert config.from_cli(Outer, ["--name", "flag", "name=override"], "test", ("name",)).name == "override"
 
 
 @pytest.mark.parametrize("text", ["yes", "no", "on", "123", "010", "1e3", "2024-01-01", "null", "~", "@x", "[a]"])
 def test_str_keys_take_command_line_text_as_typed(text):
     # YAML would read these as a bool, numbers (010 octal), a date, None, a syntax error, a list.
-    assert config.from_cli(Outer, ["--name", text], "test", {"name": ""}).name == text
+    assert config.from_cli(Outer, ["--name", text], "test", ("name",)).name == text
     assert config.load(Outer, None, [f"name={text}"]).name == text
 
 
@@ -109,9 +109,18 @@ def test_a_key_that_may_be_none_still_takes_null(text, value):
 def test_job_path_flags_stay_strings():
     from cliper_dist.train.job import TrainConfig
 
-    cfg = config.from_cli(TrainConfig, ["--out", "yes", "--data", "123", "features=off"], "test",
-                          {"out": "", "data": ""})
+    cfg = config.from_cli(TrainConfig, ["--out", "yes", "--data", "123", "features=off"], "test", ("out", "data"))
     assert (cfg.out, cfg.data, cfg.features) == ("yes", "123", "off")
+
+
+def test_flags_take_dashes_and_their_help_is_the_field_comment(capsys):
+    from cliper_dist.convert.job import ConvertConfig
+
+    cfg = config.from_cli(ConvertConfig, ["--item-map", "a.csv", "--user_map", "u.csv"], "test", ("item_map", "user_map"))
+    assert (cfg.item_map, cfg.user_map) == ("a.csv", "u.csv")
+    with pytest.raises(SystemExit):
+        config.from_cli(ConvertConfig, ["--help"], "test", ("item_map",))
+    assert "--item-map ITEM_MAP, --item_map ITEM_MAP" in capsys.readouterr().out.replace("\n", " ")
 
 
 def test_job_choices_fail_at_load_naming_the_key_and_the_choices():
