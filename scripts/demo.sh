@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 1: install (idempotent), then run the whole pipeline on the embedded demo:
-# demo catalog -> convert -> 2-rank encode -> 2-rank train -> metrics table.
+# demo catalog -> 2-rank convert -> 2-rank encode -> 2-rank train -> metrics table.
 #   DEMO_OUT  where the demo writes (default runs/demo)    NPROC  ranks per job (default 2)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,9 +18,9 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "1/5 demo catalog: items with rendered images, multi-field text, attribute-driven users"
 $PY tools/make_demo.py --out "$OUT/raw"
-step "2/5 convert to WebDataset shards"
-$PY tools/convert.py jsonl --catalog "$OUT/raw/catalog.jsonl" --images "$OUT/raw/images" \
-  --interactions "$OUT/raw/interactions.csv" --out "$OUT/dataset" --shard-size 50
+step "2/5 convert to WebDataset shards: $NPROC ranks"
+$TORCHRUN launch/convert.py --format jsonl --catalog "$OUT/raw/catalog.jsonl" --images "$OUT/raw/images" \
+  --interactions "$OUT/raw/interactions.csv" --out "$OUT/dataset" shard_size=50
 step "3/5 random-init tiny open_clip checkpoint (no weights are downloaded)"
 $PY tools/init_checkpoint.py --model $MODEL --out "$OUT/clip-tiny.pt"
 step "4/5 encode: $NPROC ranks, 5 CLIPER views per item"

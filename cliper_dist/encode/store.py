@@ -1,8 +1,9 @@
 """Writing the item feature store: per-shard part files and their merge (reading: ``data/features.py``).
 
 Parts are written atomically, one per dataset shard, and carry a fingerprint (shard
-checksum, checkpoint hash, views, long-text handling, compute dtype). A rerun keeps a part only when its fingerprint matches,
-so resuming after a crash skips finished shards and never mixes features of two models.
+checksum, checkpoint hash, views, long-text handling, compute dtype). A rerun keeps a part
+only when its fingerprint matches, so resuming after a crash skips finished shards and
+never mixes features of two models.
 The merge assembles rows by item index into memory-mappable arrays (see ``schema``) and
 derives similarity, SUM and SA from the raw view embeddings; Concat is not stored, it is
 a reshape of ``text_views`` (``FeatureStore.fused_concat``).
