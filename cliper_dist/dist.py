@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cliper_dist.errors import UserError, error_line
+from cliper_dist.errors import as_user_error, error_line
 
 T = TypeVar("T")
 log = logging.getLogger("cliper_dist")
@@ -185,21 +185,24 @@ def run_main(main: Callable[[], int | None]) -> None:
     code = 0
     try:
         code = main() or 0
-    except UserError as e:
-        if rank != 0:
-            # Most input errors strike every rank alike: let rank 0 say it, once. torchrun
-            # stops this rank within its monitor interval (0.1 s) when rank 0 fails, so the
-            # line below only prints when the error is this rank's alone.
-            time.sleep(OTHER_RANK_ERROR_DELAY_S)
-        print(error_line(e) if rank == 0 else f"{error_line(e)} (rank {rank})", file=sys.stderr, flush=True)
-        _tell_torchrun(error_line(e))
-        code = 2
     except KeyboardInterrupt:
         code = 130
-    except Exception:
-        tag = f"rank {rank}/{world_size}" if world_size > 1 else "cliper-dist"
-        print(f"{tag}: failed\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-        code = 1
+    except Exception as e:  # noqa: BLE001 - every failure ends here, as one line or a traceback
+        user = as_user_error(e)
+        if user is None:
+            tag = f"rank {rank}/{world_size}" if world_size > 1 else "cliper-dist"
+            print(f"{tag}: failed\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            code = 1
+        else:
+            if rank != 0:
+                # Most input errors strike every rank alike: let rank 0 say it, once. torchrun
+                # stops this rank within its monitor interval (0.1 s) when rank 0 fails, so
+                # the line below only prints when the error is this rank's alone.
+                time.sleep(OTHER_RANK_ERROR_DELAY_S)
+            line = error_line(user) if rank == 0 else f"{error_line(user)} (rank {rank})"
+            print(line, file=sys.stderr, flush=True)
+            _tell_torchrun(error_line(user))
+            code = 2
     finally:
         if code == 0:
             shutdown()

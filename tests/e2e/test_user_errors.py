@@ -144,6 +144,14 @@ def test_wrong_directories_and_bad_checkpoints_are_one_line(demo_dataset, demo_f
         one_error_line(run(args), message)
 
 
+def test_an_output_that_cannot_be_written_is_one_line(demo_raw, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a directory should go\n")
+    catalog = ["--catalog", demo_raw["catalog"], "--out", blocked / "dataset"]
+    for args in ([REPO / "tools" / "convert.py", "jsonl", *catalog], [REPO / "launch" / "convert.py", *catalog]):
+        one_error_line(run(args), f"cannot use {blocked / 'dataset'}")
+
+
 def test_a_header_shorter_than_its_rows_is_explained(demo_raw, tmp_path):
     rows = (Path(demo_raw["interactions"]).read_text().splitlines())[1:]
     short = tmp_path / "short.csv"
