@@ -20,7 +20,7 @@ from cliper_dist.convert.amazon import convert_amazon2014, convert_amazon2023
 from cliper_dist.convert.download import Downloader, DownloadOptions
 from cliper_dist.convert.jsonl import convert_jsonl
 from cliper_dist.convert.mmrec import convert_mmrec
-from cliper_dist.convert.writer import REJECTS, DatasetWriter, WriterOptions
+from cliper_dist.convert.writer import REJECTS, DatasetWriter, Split, WriterOptions
 from cliper_dist.errors import UserError
 
 DEFAULT_CACHE = ".cache/images"  # under out
@@ -65,7 +65,7 @@ class ConvertConfig:
     shard_size: int = 1000  # items per shard: shard k holds indices [k*size, (k+1)*size) on any number of ranks
     max_image_side: int = 512  # longest image side after re-encoding
     jpeg_quality: int = 90  # JPEG quality of the re-encoded images (1-95)
-    split: Literal["random", "temporal"] = "random"  # no x_label: MMRec's per-user rule, seeded or by time order
+    split: Split = "random"  # no x_label: MMRec's per-user rule, seeded or by time order
     split_seed: int = 999  # seed of the random split
     strict: bool = False  # stop at the first bad input instead of counting it
     workers: int = 1  # processes re-encoding images, per rank (1: the rank itself)

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Literal, get_args
 
 import numpy as np
 
@@ -48,7 +48,8 @@ from cliper_dist.errors import UserError
 
 FORMAT_VERSION = 1
 REJECTS = "rejects.jsonl"
-SPLITS = ("random", "temporal")
+Split = Literal["random", "temporal"]
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class WriterOptions:
     shard_size: int = 1000
     max_image_side: int = 512
     jpeg_quality: int = 90
-    split: str = "random"     # when the source has no x_label: "random" (seeded) or "temporal"
+    split: Split = "random"   # when the source has no x_label: "random" (seeded) or "temporal"
     split_seed: int = 999
     strict: bool = False
     workers: int = 1          # processes re-encoding images; 1 = in this process
