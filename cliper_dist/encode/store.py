@@ -80,7 +80,8 @@ def merge_parts(out_dir: str | Path, shards: list[str], num_items: int, tau: flo
     for a in arrays.values():
         a.flush()
     derived = write_fusions(out, tau)
-    np.save(out / "image_status.npy", status)
+    with files.atomic_open(out / "image_status.npy", "wb") as f:
+        np.save(f, status)
     return {"arrays": [schema.IMAGE, schema.TEXT_VIEWS, *derived, "image_status"], "image_status": status,
             "empty_fields": empty_counts.tolist(), "chunked_views": chunked.tolist()}
 

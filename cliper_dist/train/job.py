@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cliper_dist import config as config_lib
-from cliper_dist import dirs, dist
+from cliper_dist import dirs, dist, files
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import ModelConfig
 from cliper_dist.model.registry import model_class
@@ -150,7 +150,7 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         config_lib.save(cfg, out / CONFIG_FILE)
         # the metric lines of the epochs the checkpoint covers (a crash may have left more)
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+        files.write_jsonl(metrics_path, state.history)
 
     start = time.perf_counter() - state.wall_seconds
     evals_since_ckpt = 0
@@ -204,5 +204,5 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
              "eval_s_mean": round(float(np.mean([r["eval_s"] for r in state.history])), 4),
              "peak_rss_mb": [round(x, 1) for x in dist.all_gather_object(peak_rss_mb())]}
     if info.is_main:
-        (out / FINAL_FILE).write_text(json.dumps(final, indent=2) + "\n")
+        files.write_json(out / FINAL_FILE, final)
     return final
