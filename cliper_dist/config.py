@@ -179,6 +179,25 @@ def save(cfg: Any, path: str | Path) -> None:
     files.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: str) -> None:
+    """A job resumes from a checkpoint only under the config it was written with (``meta["config"]``),
+    up to the top-level keys in ``resumable``; the ``data`` and ``features`` paths compare resolved."""
+    if "config" not in meta:
+        raise UserError(f"{cfg.out} holds a checkpoint without its config (written by an older version); "
+                        "pass a new --out, or resume=never to start over in this one")
+    saved, now = flatten(meta["config"]), flatten(to_dict(cfg))
+    for paths in (saved, now):  # the same directory, however it is spelt
+        for key in ("data", "features"):
+            paths[key] = str(Path(paths[key]).resolve()) if paths.get(key) else ""
+    changed = [k for k in sorted(saved.keys() | now.keys())
+               if k.split(".")[0] not in resumable and saved.get(k) != now.get(k)]
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise UserError(f"{cfg.out} holds {what} made with another config ({diff}{more}); "
+                        "pass a new --out, or resume=never to start over in this one")
+
+
 def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node = tree
     for k in keys[:-1]:

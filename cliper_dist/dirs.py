@@ -1,8 +1,8 @@
 """What kind of directory a path is, and the rules that keep jobs out of each other's outputs.
 
 Each job reads directories of one kind and writes one of its own: convert writes a dataset,
-encode reads a dataset and writes a feature store, train reads a dataset (or an MMRec folder)
-and features and writes a run. A directory is recognised by the files its job always writes,
+encode reads a dataset and writes a feature store, adapt reads both and writes adapted
+features, train reads a dataset (or an MMRec folder) and features and writes a run. A directory is recognised by the files its job always writes,
 so a wrong path is reported as what it is ("... is a feature store; --data wants a dataset
 directory") instead of failing deep inside a reader, and an output path that would overwrite
 an input, or another job's directory, is refused before any work.
@@ -17,6 +17,7 @@ from cliper_dist.errors import UserError
 
 DATASET = "dataset directory"
 FEATURES = "feature store"
+ADAPTED = "adapted feature directory"
 RUN = "training run"
 MMREC = "MMRec folder"
 EMPTY = "empty directory"
@@ -40,6 +41,8 @@ def kind(path: str | Path) -> str:
         return DATASET  # .progress: a conversion under way or interrupted (it resumes)
     if schema.PARTS_DIR in names or (schema.MANIFEST in names and f"{schema.TEXT_VIEWS}.npy" in names):
         return FEATURES
+    if "adapt" in names:
+        return ADAPTED  # adapt/: the adapt job's config, metrics and checkpoints
     if "checkpoints" in names or "metrics.jsonl" in names:
         return RUN
     if any(n.endswith(".inter") for n in names) or names & {schema.MMREC_IMAGE, schema.MMREC_TEXT}:

@@ -1,4 +1,4 @@
-"""The user and item ID tables: a torchrec EmbeddingCollection sharded column-wise, one block per rank.
+"""ID tables (users, items): a torchrec EmbeddingCollection sharded column-wise, one block per rank.
 
 torchrec plans the tables (``column_wise``: rank r holds the columns ``ColumnSplit.bounds``
 gives it), allocates each rank's block and owns the sharded state: its state dict holds
@@ -32,18 +32,19 @@ USER_TABLE, ITEM_TABLE = "user_id", "item_id"
 
 
 class IdTables:
-    """The column-sharded ID tables and this rank's blocks, ``user`` (U, d_r) and ``item`` (I, d_r).
+    """Column-sharded ID tables, ``rows`` = {table name: number of ids}, and this rank's blocks
+    (``block(name)``: rows x d_r; ``user`` and ``item`` for the trainer's two tables).
 
     Initialised Xavier-uniform from the full table shape, column by column from
     (seed, table, column): the same tables at any world size.
     """
 
-    def __init__(self, num_users: int, num_items: int, dim: int, split: ColumnSplit, seed: int,
-                 device: torch.device):
-        split.check(dim, "model.embedding_dim")
+    def __init__(self, rows: dict[str, int], dim: int, split: ColumnSplit, seed: int, device: torch.device,
+                 what: str = "model.embedding_dim"):
+        split.check(dim, what)
         self.dim, self.split = dim, split
-        configs = [EmbeddingConfig(name=USER_TABLE, num_embeddings=num_users, embedding_dim=dim, feature_names=["user"]),
-                   EmbeddingConfig(name=ITEM_TABLE, num_embeddings=num_items, embedding_dim=dim, feature_names=["item"])]
+        configs = [EmbeddingConfig(name=name, num_embeddings=n, embedding_dim=dim, feature_names=[name])
+                   for name, n in rows.items()]
         collection = EmbeddingCollection(tables=configs, device=torch.device("meta"))
         sharder = EmbeddingCollectionSharder()
         per_table = {c.name: column_wise(size_per_rank=split.sizes(dim), compute_kernel="dense") for c in configs}
@@ -53,13 +54,20 @@ class IdTables:
         self.plan = ShardingPlan({"": module_plan})
         self.module = DistributedModelParallel(collection, device=device, plan=self.plan, sharders=[sharder],
                                                init_data_parallel=False)
-        blocks = {name: st.local_shards()[0].tensor for name, st in self.module.state_dict().items()}
-        self.user = blocks[f"embeddings.{USER_TABLE}.weight"]
-        self.item = blocks[f"embeddings.{ITEM_TABLE}.weight"]
+        state = self.module.state_dict()
+        self.blocks = {name: state[f"embeddings.{name}.weight"].local_shards()[0].tensor for name in rows}
         with torch.no_grad():
-            for block, name, rows in ((self.user, USER_TABLE, num_users), (self.item, ITEM_TABLE, num_items)):
-                bound = math.sqrt(6.0 / (rows + dim))
-                block.copy_(seeded_columns(rows, dim, split, seed, name, uniform(bound)))
+            for name, n in rows.items():
+                bound = math.sqrt(6.0 / (n + dim))
+                self.blocks[name].copy_(seeded_columns(n, dim, split, seed, name, uniform(bound)))
+
+    @property
+    def user(self) -> torch.Tensor:
+        return self.blocks[USER_TABLE]
+
+    @property
+    def item(self) -> torch.Tensor:
+        return self.blocks[ITEM_TABLE]
 
     def state_dict(self) -> dict:
         """ShardedTensors of both tables (views of the blocks): DCP writes and loads them in place."""
@@ -67,5 +75,5 @@ class IdTables:
 
     def describe(self) -> str:
         lo, hi = self.split.bounds(self.dim)
-        return (f"torchrec column_wise ID tables ({USER_TABLE} {self.user.shape[0]} x {self.dim}, {ITEM_TABLE} "
-                f"{self.item.shape[0]} x {self.dim}); rank {self.split.rank} holds columns [{lo}, {hi})")
+        tables = ", ".join(f"{name} {block.shape[0]} x {self.dim}" for name, block in self.blocks.items())
+        return f"torchrec column_wise ID tables ({tables}); rank {self.split.rank} holds columns [{lo}, {hi})"

@@ -26,7 +26,7 @@ from cliper_dist.model.registry import model_class
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, sharded_view
 from cliper_dist.parallel.comm import sum_partials
 from cliper_dist.parallel.optim import ColumnAdam, OptimConfig
-from cliper_dist.sharding.tables import IdTables
+from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
 from cliper_dist.train.data import RecData, epoch_batches
 from cliper_dist.train.features import Features
 
@@ -46,7 +46,8 @@ class Engine:
                  info: dist.DistInfo, seed: int, batch_size: int):
         self.data, self.info, self.seed, self.batch_size = data, info, seed, batch_size
         self.split = ColumnSplit(info.rank, info.world_size)
-        self.tables = IdTables(data.num_users, data.num_items, model_cfg.embedding_dim, self.split, seed, info.device)
+        self.tables = IdTables({USER_TABLE: data.num_users, ITEM_TABLE: data.num_items}, model_cfg.embedding_dim,
+                               self.split, seed, info.device)
         self.model: Recommender = model_class(model_cfg.name)(model_cfg, data, self.tables, self.split, seed,
                                                              features)
         self.params = dict(self.model.named_parameters())

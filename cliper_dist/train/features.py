@@ -5,8 +5,9 @@ Two layouts are read, memory-mapped (nothing is copied until the model reads its
 - an encode output directory (``manifest.json``): ``image.npy`` (I, D) and
   ``text_views.npy`` (C, I, D), the raw view embeddings; the model fuses the views
   (``model.fusion``, ``model.tau``);
-- an MMRec data folder: ``image_feat.npy`` (I, Dv) and/or ``text_feat.npy`` (I, Dt), one
-  ready feature per modality (the text is a single view: fusion is bypassed).
+- an MMRec data folder, or the adapt job's output (same file names): ``image_feat.npy``
+  (I, Dv) and/or ``text_feat.npy`` (I, Dt), one ready feature per modality (the text is a
+  single view: fusion is bypassed).
 
 Every array is checked before training starts: row count = number of items, all finite.
 """
@@ -80,7 +81,10 @@ def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, 
 
 def load_features(path: str | Path, num_items: int) -> Features:
     path = Path(path)
-    if dirs.expect(path, (dirs.FEATURES, dirs.MMREC), "--features") == dirs.FEATURES:
+    found = dirs.expect(path, (dirs.FEATURES, dirs.ADAPTED, dirs.MMREC), "--features")
+    if found == dirs.ADAPTED and not (path / schema.MANIFEST).is_file():
+        raise UserError(f"{path}: the adapt job has not finished (no {schema.MANIFEST}); rerun it to resume")
+    if found == dirs.FEATURES:
         store = FeatureStore.open(path)
         image, views = store.array(schema.IMAGE), store.array(schema.TEXT_VIEWS)
         check_array(image, str(path / f"{schema.IMAGE}.npy"), num_items)
@@ -88,7 +92,7 @@ def load_features(path: str | Path, num_items: int) -> Features:
         if image.shape[1] != views.shape[2]:
             raise UserError(f"{path}: image dim {image.shape[1]} != text-view dim {views.shape[2]}")
         return Features(image, views, None, str(path), num_items)
-    # an MMRec folder: one ready feature per modality, either may be absent
+    # an MMRec folder or adapted features: one ready feature per modality, either may be absent
     arrays = {name: FeatureStore(path).array(Path(name).stem) for name in (schema.MMREC_IMAGE, schema.MMREC_TEXT)
               if (path / name).is_file()}
     if not arrays:

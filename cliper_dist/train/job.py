@@ -106,24 +106,6 @@ def _validate(cfg: TrainConfig) -> None:
     dirs.check_output(cfg.out, dirs.RUN, {"--data": cfg.data, "--features": cfg.features})
 
 
-def check_resumable(cfg: TrainConfig, meta: dict) -> None:
-    """A run continues only under the config it was trained with (up to ``RESUMABLE_CHANGES``)."""
-    if "config" not in meta:
-        raise UserError(f"{cfg.out} holds a checkpoint without its config (written by an older version); "
-                        "pass a new --out, or resume=never to start over in this one")
-    saved, now = config_lib.flatten(meta["config"]), config_lib.flatten(config_lib.to_dict(cfg))
-    for paths in (saved, now):  # the same directory, however it is spelt
-        for key in ("data", "features"):
-            paths[key] = str(Path(paths[key]).resolve()) if paths.get(key) else ""
-    changed = [k for k in sorted(saved.keys() | now.keys())
-               if k.split(".")[0] not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
-    if changed:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
-        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
-        raise UserError(f"{cfg.out} holds a run trained with another config ({diff}{more}); "
-                        "pass a new --out, or resume=never to start over in this one")
-
-
 def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     _validate(cfg)
     if cfg.threads > 0:
@@ -131,7 +113,7 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     out = Path(cfg.out)
     last = checkpoint.resolve(out, checkpoint.LAST) if cfg.resume == "auto" else None
     if last is not None:
-        check_resumable(cfg, checkpoint.read_meta(last))
+        config_lib.refuse_changed(cfg, checkpoint.read_meta(last), RESUMABLE_CHANGES, "a run")
     engine = build_engine(cfg, info)
     dist.keep_freed_memory()  # after the build: loading's transient arrays go back to the OS
     d = engine.data

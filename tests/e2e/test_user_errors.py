@@ -77,7 +77,7 @@ def test_jobs_refuse_to_write_into_another_jobs_directory(demo_dataset, demo_fea
 def test_a_changed_config_is_not_resumed(demo_dataset, trained_run):
     before = tree_digest(trained_run)
     line = one_error_line(run([TRAIN, "--data", demo_dataset, "--out", trained_run, *SMALL_RUN,
-                               "model.reg_weight=0.01", "batch_size=128"]), "holds a run trained with another config")
+                               "model.reg_weight=0.01", "batch_size=128"]), "holds a run made with another config")
     assert "batch_size: 256 -> 128" in line and "model.reg_weight: 0.0001 -> 0.01" in line and "resume=never" in line
     line = one_error_line(run([TRAIN, "--data", demo_dataset, "--out", trained_run, *SMALL_RUN,
                                "model.embedding_dim=16"]), "model.embedding_dim: 8 -> 16")
@@ -127,7 +127,7 @@ def test_wrong_directories_and_bad_checkpoints_are_one_line(demo_dataset, demo_f
         ([TRAIN, "--data", demo_features, "--out", tmp_path / "r"],
          f"{demo_features} is a feature store; --data wants a dataset directory or an MMRec folder"),
         ([TRAIN, "--data", demo_dataset, "--features", demo_dataset, "--out", tmp_path / "r"],
-         f"{demo_dataset} is a dataset directory; --features wants a feature store or an MMRec folder"),
+         f"{demo_dataset} is a dataset directory; --features wants a feature store or an adapted feature directory or an MMRec folder"),
         ([REPO / "tools" / "inspect_dataset.py", demo_features],
          f"{demo_features} is a feature store; inspect_dataset wants a dataset directory"),
         ([REPO / "tools" / "view_report.py", demo_dataset],
