@@ -3,10 +3,12 @@
     z_v = norm(H_v x_v)   z_t = norm(H_t x_t)   z_id = norm(H_id e_i)        (d'-dimensional)
     L = w_vt NCE(z_v, z_t) + w_vid NCE(z_v, z_id) + w_tid NCE(z_t, z_id) + w_co L_co
     NCE(a, b) = symmetric in-batch InfoNCE at temperature T (learnable or fixed)
-    L_co = -log sigmoid(m_i . m_j / T) - log sigmoid(-m_i . m_k / T),  m = norm(z_v + z_t + z_id)
+    L_co = mean over modalities m of  -log sigmoid(z_m(i) . z_m(j) / T) - log sigmoid(-z_m(i) . z_m(k) / T)
 
 over a batch of items (NCE) and a batch of co-interaction triples (i, j shared a user, k a
-random item). H_v, H_t and H_id are linear heads (with bias); e_i is the item's row of a
+random item). The proximity term acts on each modality's own z, so the image and text
+features that the job exports carry the collaborative signal themselves (on their sum with
+the ID, which is not exported, the signal settled in the ID channel). H_v, H_t and H_id are linear heads (with bias); e_i is the item's row of a
 torchrec ID table. See docs/adapt.md for what comes from the CPMM abstract and what was chosen.
 
 Column-parallel as the trainer: the ID table is split over its columns, so rank r holds e's
@@ -104,9 +106,10 @@ class MCR(nn.Module):
             if w and a in z and b in z:
                 terms[f"nce_{a}_{b}"] = w * info_nce(z[a], z[b], s)
         if triple is not None and c.w_cooccur:
-            i, j, k = (F.normalize(sum(e.values()), dim=-1) for e in triple)
-            pos, neg = (i * j).sum(1) * s, (i * k).sum(1) * s
-            terms["cooccur"] = c.w_cooccur * (-F.logsigmoid(pos) - F.logsigmoid(-neg)).mean()
+            i, j, k = triple
+            per_modality = [(-F.logsigmoid(s * (i[m] * j[m]).sum(1)) - F.logsigmoid(-s * (i[m] * k[m]).sum(1))).mean()
+                            for m in i]
+            terms["cooccur"] = c.w_cooccur * sum(per_modality) / len(per_modality)
         terms["total"] = sum(terms.values())
         return terms
 

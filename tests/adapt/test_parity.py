@@ -3,8 +3,8 @@
 The dense side writes out the MCR equations (cliper_dist/adapt/model.py's docstring) in
 float64, using no code of cliper_dist.adapt: z = norm(x W + b) per feature head,
 z_id = norm(E[items] W_id^T + b_id), symmetric in-batch InfoNCE at scale
-s = exp(min(log_scale, log 100)), the co-interaction term -log sigma(s m_i.m_j)
-- log sigma(-s m_i.m_k) with m = norm(z_v + z_t + z_id), and Adam.
+s = exp(min(log_scale, log 100)), the co-interaction term -log sigma(s z_i.z_j)
+- log sigma(-s z_i.z_k) averaged over the modalities' z, and Adam.
 Starting from the adapter's initial parameters it takes the same batches for several steps;
 every world size must match the gradients at the first batch, every loss term at every step
 and every parameter after the last.
@@ -93,9 +93,10 @@ def dense_terms(p: dict, image: torch.Tensor, text: torch.Tensor, items, triples
     terms = {"nce_image_text": w["w_image_text"] * nce(zb["image"], zb["text"], s),
              "nce_image_id": w["w_image_id"] * nce(zb["image"], zb["id"], s),
              "nce_text_id": w["w_text_id"] * nce(zb["text"], zb["id"], s)}
-    mi, mj, mk = (norm(e["image"] + e["text"] + e["id"]) for e in map(z, triples))
-    co = neg_log_sigmoid(s * (mi * mj).sum(1)) + neg_log_sigmoid(-s * (mi * mk).sum(1))
-    terms["cooccur"] = w["w_cooccur"] * co.mean()
+    zi, zj, zk = map(z, triples)
+    co = [(neg_log_sigmoid(s * (zi[m] * zj[m]).sum(1)) + neg_log_sigmoid(-s * (zi[m] * zk[m]).sum(1))).mean()
+          for m in ("image", "text", "id")]
+    terms["cooccur"] = w["w_cooccur"] * sum(co) / 3
     terms["total"] = sum(terms.values())
     return terms
 
