@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cliper_dist import config as config_lib
 from cliper_dist import dirs, dist, files
@@ -111,7 +112,7 @@ class Adapter:
         no communication)."""
         raw = self.image if name == "image" else self.text
         head = self.model.image if name == "image" else self.model.text
-        return torch.cat([torch.nn.functional.normalize(head(raw[lo:lo + block]), dim=-1)
+        return torch.cat([F.normalize(head(raw[lo:lo + block]), dim=-1)
                           for lo in range(0, len(raw), block)]).cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
