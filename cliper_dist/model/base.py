@@ -31,6 +31,9 @@ class ModelConfig:
     n_ui_layers: int = 2  # hops over the user-item graph
     n_mm_layers: int = 1  # freedom: hops over the item-item graph
     knn_k: int = 10  # freedom: neighbours per item in each modality's kNN graph
+    knn: Literal["exact", "hnsw"] = "exact"  # freedom: kNN search, exact (blockwise) or FAISS HNSW (large catalogs)
+    hnsw_m: int = 16  # knn=hnsw: links per node of the HNSW graph
+    hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
     reg_weight: float = 1e-4  # lightgcn: weight of MMRec's EmbLoss; freedom: weight of the modality BPR losses

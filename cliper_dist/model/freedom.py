@@ -30,7 +30,7 @@ from cliper_dist.errors import UserError
 from cliper_dist.model.base import Batch, ModelConfig
 from cliper_dist.model.fusion import get_fusion
 from cliper_dist.model.graph import BipartiteGraph, degree_sensitive_prune
-from cliper_dist.model.item_graph import freedom_item_graph
+from cliper_dist.model.item_graph import KnnSearch, freedom_item_graph
 from cliper_dist.model.lightgcn import LightGCN, bpr
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, normal, seeded_columns, uniform
 from cliper_dist.parallel.comm import sum_to_local_columns
@@ -135,7 +135,8 @@ class FREEDOM(LightGCN):
             if features.text is not None:
                 dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
-        self.item_graph = freedom_item_graph(image, text, cfg.knn_k, cfg.mm_image_weight, split).to(device)
+        search = KnnSearch(cfg.knn, cfg.hnsw_m, cfg.hnsw_ef)
+        self.item_graph = freedom_item_graph(image, text, cfg.knn_k, cfg.mm_image_weight, split, search).to(device)
         self.branches = nn.ModuleDict()
         if image is not None:
             split.check(image.shape[1], "image feature")
