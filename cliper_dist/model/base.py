@@ -60,6 +60,8 @@ class Recommender(nn.Module):
     uses_features: bool = False
     #: names of the row-indexed parameters (rows = users or items), for row-sparse Adam
     tables: tuple[str, ...] = ()
+    #: seconds of the long parts of building the model (FREEDOM: "knn"), for the job's phase times
+    build_seconds: dict[str, float] = {}
 
     def train_graph(self, epoch: int) -> BipartiteGraph:
         """The user-item graph a training epoch propagates over."""

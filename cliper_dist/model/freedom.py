@@ -18,6 +18,7 @@ W_m). No feature table is replicated; its gradient never crosses the network.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -136,7 +137,10 @@ class FREEDOM(LightGCN):
                 dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
         search = KnnSearch(cfg.knn, cfg.hnsw_m, cfg.hnsw_ef)
+        start = time.perf_counter()
         self.item_graph = freedom_item_graph(image, text, cfg.knn_k, cfg.mm_image_weight, split, search).to(device)
+        self.build_seconds = {"knn": time.perf_counter() - start}
+        dist.log.info("item graph: %s kNN, k=%d, %.1f s", cfg.knn, cfg.knn_k, self.build_seconds["knn"])
         self.branches = nn.ModuleDict()
         if image is not None:
             split.check(image.shape[1], "image feature")

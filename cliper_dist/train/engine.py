@@ -29,6 +29,7 @@ from cliper_dist.parallel.optim import ColumnAdam, OptimConfig
 from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
 from cliper_dist.train.data import RecData, epoch_batches
 from cliper_dist.train.features import Features
+from cliper_dist.train.phases import Phases
 
 ID_TABLE_PARAMS = ("user_table", "item_table")  # the model's names of the torchrec-held blocks
 
@@ -70,15 +71,20 @@ class Engine:
         self.optimizer.zero_grad()
         return loss.detach()
 
-    def train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int, phases: Phases | None = None) -> float:
+        """The epoch's mean loss; ``phases`` gets its "graph" (pruning) and "steps" seconds."""
+        phases = phases or Phases()
         self.model.train()
-        graph = self.model.train_graph(epoch)
+        with phases("graph"):
+            graph = self.model.train_graph(epoch)
         device = self.info.device
-        total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
-        for arrays in epoch_batches(self.data, self.train_keys, epoch, self.seed, self.batch_size):
-            total += self.step(graph, Batch(*(torch.from_numpy(a).to(device) for a in arrays)))
-            steps += 1
-        return total.item() / max(steps, 1)
+        with phases("steps"):
+            total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
+            for arrays in epoch_batches(self.data, self.train_keys, epoch, self.seed, self.batch_size):
+                total += self.step(graph, Batch(*(torch.from_numpy(a).to(device) for a in arrays)))
+                steps += 1
+            loss = total.item() / max(steps, 1)
+        return loss
 
     # -- checkpoint state ------------------------------------------------------------------
     def _sharded_views(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from cliper_dist.train.data import RecData, load_rec_data
 from cliper_dist.train.engine import Engine
 from cliper_dist.train.evaluate import evaluate
 from cliper_dist.train.features import Features, has_mmrec_features, load_features
+from cliper_dist.train.phases import Phases
 
 log = dist.log
 CONFIG_FILE, METRICS_FILE, FINAL_FILE = "config.yaml", "metrics.jsonl", "final.json"
@@ -88,6 +89,7 @@ class RunState:
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
     wall_seconds: float = 0.0
+    phase_seconds: dict = field(default_factory=dict)  # Phases: load, knn, graph, steps, eval, checkpoint
 
 
 def peak_rss_mb() -> float:
@@ -114,8 +116,11 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     last = checkpoint.resolve(out, checkpoint.LAST) if cfg.resume == "auto" else None
     if last is not None:
         config_lib.refuse_changed(cfg, checkpoint.read_meta(last), RESUMABLE_CHANGES, "a run")
+    started = time.perf_counter()
     engine = build_engine(cfg, info)
     dist.keep_freed_memory()  # after the build: loading's transient arrays go back to the OS
+    build = {"load": time.perf_counter() - started - sum(engine.model.build_seconds.values()),
+             **engine.model.build_seconds}
     d = engine.data
     log.info("train: %s, %d users, %d items, %d train interactions, model %s, %d rank(s), Adam rows=%s",
              d.source, d.num_users, d.num_items, len(d.train_user), cfg.model.name, info.world_size, cfg.optim.rows)
@@ -127,6 +132,10 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         state = RunState(**meta["run"])
         log.info("resumed from %s (epoch %d done, best valid R@20 %.4f at epoch %d)", last, state.epoch,
                  state.best, state.best_epoch)
+    phases = Phases(state.phase_seconds)
+    state.phase_seconds = phases.seconds  # saved with the run state in every checkpoint
+    for name, seconds in build.items():
+        phases.add(name, seconds)
     metrics_path = out / METRICS_FILE
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -141,13 +150,14 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     while not stopped and epoch + 1 < cfg.epochs:
         epoch += 1
         t0 = time.perf_counter()
-        loss = engine.train_epoch(epoch)
+        loss = engine.train_epoch(epoch, phases)
         state.train_seconds += time.perf_counter() - t0
         state.epoch = epoch
         if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
             continue
         t1 = time.perf_counter()
-        metrics = evaluate(engine.model, d, engine.split, cfg.eval_batch_users)
+        with phases("eval"):
+            metrics = evaluate(engine.model, d, engine.split, cfg.eval_batch_users)
         record = {"epoch": epoch, "loss": round(loss, 6), "epoch_s": round(t1 - t0, 3),
                   "eval_s": round(time.perf_counter() - t1, 3), **metrics}
         state.history.append(record)
@@ -165,12 +175,14 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         stopped = state.waited >= cfg.patience
         state.wall_seconds = time.perf_counter() - start
         if improved and cfg.save_best:
-            checkpoint.save(out, checkpoint.BEST, epoch, engine.state_dict(with_optimizer=False),
-                            {"run": vars(state), "kind": "best", "config": config_lib.to_dict(cfg)}, info.rank)
+            with phases("checkpoint"):
+                checkpoint.save(out, checkpoint.BEST, epoch, engine.state_dict(with_optimizer=False),
+                                {"run": vars(state), "kind": "best", "config": config_lib.to_dict(cfg)}, info.rank)
         evals_since_ckpt += 1
         if cfg.checkpoint_every and (evals_since_ckpt >= cfg.checkpoint_every or stopped or epoch + 1 == cfg.epochs):
-            checkpoint.save(out, checkpoint.LAST, epoch, engine.state_dict(with_optimizer=True),
-                            {"run": vars(state), "kind": "last", "config": config_lib.to_dict(cfg)}, info.rank)
+            with phases("checkpoint"):
+                checkpoint.save(out, checkpoint.LAST, epoch, engine.state_dict(with_optimizer=True),
+                                {"run": vars(state), "kind": "last", "config": config_lib.to_dict(cfg)}, info.rank)
             evals_since_ckpt = 0
         if stopped:
             log.info("early stop: no better valid Recall@20 in %d evaluations", state.waited)
@@ -184,7 +196,9 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
              "early_stopped": stopped, "wall_s": round(time.perf_counter() - start, 3),
              "s_per_epoch": round(state.train_seconds / epochs_run, 4),
              "eval_s_mean": round(float(np.mean([r["eval_s"] for r in state.history])), 4),
+             "phase_s": phases.rounded(),
              "peak_rss_mb": [round(x, 1) for x in dist.all_gather_object(peak_rss_mb())]}
     if info.is_main:
+        log.info("phases: %s", phases.describe())
         files.write_json(out / FINAL_FILE, final)
     return final

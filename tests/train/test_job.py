@@ -53,6 +53,9 @@ def test_freedom_on_an_mmrec_folder_then_recommend(ranks, tmp_path):
         assert set(final[split]) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 20, 50)}
     assert final["valid"] == next(r["valid"] for r in lines if r["epoch"] == final["best_epoch"])
     assert final["s_per_epoch"] > 0 and final["wall_s"] > 0
+    phases = final["phase_s"]  # where the run's time went, summed over the run
+    assert set(phases) == {"load", "knn", "graph", "steps", "eval", "checkpoint"} and min(phases.values()) >= 0
+    assert phases["steps"] <= final["wall_s"]
 
     rec = _ok(run_python([REPO / "tools/recommend.py", run, "--users", "0,5,39", "--k", "7"]))
     recs = [json.loads(x) for x in rec.stdout.splitlines() if x.startswith("{")]
