@@ -55,3 +55,25 @@ def test_encode_throughput_at_one_and_two_ranks():
     (row,) = _rows(result.stdout)
     assert row["model"] == "clip-tiny" and row["items"] == 16
     assert row["e2e_1rank_items_per_s"] > 0 and row["e2e_2rank_items_per_s"] > 0 and row["ceiling_items_per_s"] > 0
+
+
+def test_knn_recall_of_hnsw_against_exact():
+    result = run_python([REPO / "benchmarks/knn_recall.py", "--items", "600", "--dim", "16", "--centres", "12",
+                         "--sample", "100", "--blocks", "1,2"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [r["blocks"] for r in rows[:2]] == [1, 2] and all(r["recall@11"] > 0.9 for r in rows[:2])
+    assert rows[2]["exact_sample_s"] >= 0
+
+
+def test_adapt_quality_three_variants(tmp_path):
+    data = make_mmrec_folder(tmp_path / "data", num_users=60, num_items=40)
+    result = run_python([REPO / "benchmarks/adapt_quality.py", "--data", data, "--features", data,
+                         "--train-config", REPO / "configs/train/demo.yaml", "--seeds", "0",
+                         "--adapt", "epochs=2", "batch_size=16", "model.dim=8", "model.id_dim=8",
+                         "--train", "epochs=2", "model.embedding_dim=8", "model.knn_k=3",
+                         "--threads", "1", "--workdir", tmp_path / "work"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert {r["variant"] for r in rows if "seed" in r} == {"lightgcn", "freedom-raw", "freedom-adapted"}
+    assert rows[-1]["adapted_vs_raw_test_recall@20"] > 0
