@@ -6,9 +6,9 @@
     L_co = mean over modalities m of  -log sigmoid(z_m(i) . z_m(j) / T) - log sigmoid(-z_m(i) . z_m(k) / T)
 
 over a batch of items (NCE) and a batch of co-interaction triples (i, j shared a user, k a
-random item). The proximity term acts on each modality's own z, so the image and text
-features that the job exports carry the collaborative signal themselves (on their sum with
-the ID, which is not exported, the signal settled in the ID channel). H_v, H_t and H_id are linear heads (with bias); e_i is the item's row of a
+random item). The proximity term acts on each modality's own z, so that the image and text
+features the job exports are trained on the collaborative signal directly, not only through
+their sum with the ID, which is not exported (see docs/adapt.md for the measured difference). H_v, H_t and H_id are linear heads (with bias); e_i is the item's row of a
 torchrec ID table. See docs/adapt.md for what comes from the CPMM abstract and what was chosen.
 
 Column-parallel as the trainer: the ID table is split over its columns, so rank r holds e's
