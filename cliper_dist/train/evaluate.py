@@ -7,6 +7,10 @@ its own users (one all-to-all), scores them against all items (``eval_batch_user
 floats, never U x I), masks their training items, takes the top 50 once and counts hits
 for valid and test from the same ranking. The summed metrics are all-reduced and averaged.
 Memory beyond the embeddings: I x d + eval_batch_users x (I + d) floats per rank.
+
+Full ranking over every such user is the default. For huge user sets ``eval_users`` picks a
+fixed seeded sample of them (the same users at every evaluation and world size): the
+metrics are then an estimate, which the job labels as such.
 """
 
 from __future__ import annotations
@@ -24,16 +28,35 @@ from cliper_dist.train.metrics import KS, hit_sums, top_items
 SPLITS = ("valid", "test")
 
 
+def evaluated_users(data: RecData) -> np.ndarray:
+    """The users with valid or test items, sorted."""
+    return np.flatnonzero((data.valid.lengths() > 0) | (data.test.lengths() > 0))
+
+
+def sample_users(data: RecData, n: int, seed: int) -> np.ndarray | None:
+    """A fixed sample of ``n`` evaluated users (sorted), or None when ``n`` is 0 or covers them all."""
+    users = evaluated_users(data)
+    if n <= 0 or n >= len(users):
+        return None
+    return np.sort(np.random.default_rng([seed, 5]).choice(users, size=n, replace=False))
+
+
 @torch.no_grad()
-def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users: int) -> dict[str, dict[str, float]]:
-    """Valid and test Recall/NDCG@{10,20,50}, averaged over the users with held-out items."""
+def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users: int,
+             users: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Valid and test Recall/NDCG@{10,20,50}, averaged over the users with held-out items
+    (among ``users``, a sorted sample of them, when given)."""
     users_local, items_local = model.embeddings()
     dim, device = model.cfg.embedding_dim, users_local.device
     items = gather_columns(items_local, dim, split)
     del items_local
     truths = {"valid": data.valid, "test": data.test}
     has = {name: truth.lengths() > 0 for name, truth in truths.items()}
-    candidates = np.flatnonzero(has["valid"] | has["test"])
+    candidates = evaluated_users(data) if users is None else users
+    if users is not None:  # averages over the sample's users only
+        chosen = np.zeros(data.num_users, dtype=bool)
+        chosen[users] = True
+        has = {name: h & chosen for name, h in has.items()}
     dealt = [candidates[q::split.world_size] for q in range(split.world_size)]
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
     sums = np.zeros((len(SPLITS), len(keys)))

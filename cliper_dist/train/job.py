@@ -29,7 +29,7 @@ from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.train import checkpoint
 from cliper_dist.train.data import RecData, load_rec_data
 from cliper_dist.train.engine import Engine
-from cliper_dist.train.evaluate import evaluate
+from cliper_dist.train.evaluate import evaluate, evaluated_users, sample_users
 from cliper_dist.train.features import Features, has_mmrec_features, load_features
 from cliper_dist.train.phases import Phases
 
@@ -52,6 +52,7 @@ class TrainConfig:
     patience: int = 20  # evaluations without a better valid Recall@20 before stopping
     eval_every: int = 1  # epochs between evaluations (valid and test, full ranking)
     eval_batch_users: int = 256  # users scored at once against all items (memory: this x items floats)
+    eval_users: int = 0  # 0: full ranking of every user with held-out items; N: a seeded sample of N (an estimate)
     checkpoint_every: int = 1  # evaluations between resume checkpoints (0: none)
     save_best: bool = True  # keep the tables of the best valid epoch (tools/recommend.py)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from RUN_DIR's last checkpoint if any
@@ -143,6 +144,12 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         # the metric lines of the epochs the checkpoint covers (a crash may have left more)
         files.write_jsonl(metrics_path, state.history)
 
+    sampled = sample_users(d, cfg.eval_users, cfg.seed)
+    estimate = None if sampled is None else {"sampled_users": len(sampled),
+                                             "of_users": len(evaluated_users(d)), "seed": cfg.seed}
+    if estimate:
+        log.info("evaluation: an estimate over %d of %d users (eval_users, seed %d)", estimate["sampled_users"],
+                 estimate["of_users"], cfg.seed)
     start = time.perf_counter() - state.wall_seconds
     evals_since_ckpt = 0
     stopped = state.waited >= cfg.patience  # a finished run that is resumed does nothing
@@ -157,9 +164,11 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
             continue
         t1 = time.perf_counter()
         with phases("eval"):
-            metrics = evaluate(engine.model, d, engine.split, cfg.eval_batch_users)
+            metrics = evaluate(engine.model, d, engine.split, cfg.eval_batch_users, sampled)
         record = {"epoch": epoch, "loss": round(loss, 6), "epoch_s": round(t1 - t0, 3),
                   "eval_s": round(time.perf_counter() - t1, 3), **metrics}
+        if estimate:
+            record["estimate"] = estimate
         state.history.append(record)
         if info.is_main:
             with metrics_path.open("a") as f:
@@ -196,7 +205,7 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
              "early_stopped": stopped, "wall_s": round(time.perf_counter() - start, 3),
              "s_per_epoch": round(state.train_seconds / epochs_run, 4),
              "eval_s_mean": round(float(np.mean([r["eval_s"] for r in state.history])), 4),
-             "phase_s": phases.rounded(),
+             "phase_s": phases.rounded(), **({"estimate": estimate} if estimate else {}),
              "peak_rss_mb": [round(x, 1) for x in dist.all_gather_object(peak_rss_mb())]}
     if info.is_main:
         log.info("phases: %s", phases.describe())
