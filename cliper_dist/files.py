@@ -14,6 +14,7 @@ written last through here, is what marks them complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -76,6 +77,15 @@ def remove_temporaries(directory: str | Path) -> None:
     """The temporaries that killed writers left in ``directory`` (their targets are untouched)."""
     for tmp in Path(directory).glob(TEMPORARY_GLOB):
         tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
+    """sha256 of a file, read a chunk at a time (checkpoints and arrays of any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

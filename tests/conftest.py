@@ -82,7 +82,9 @@ def kill_rank_when(cmd: list[str], ready: Callable[[], bool], what: str, rank: i
     try:
         deadline = time.monotonic() + timeout
         while not ready():
-            assert proc.poll() is None and time.monotonic() < deadline, f"the run ended before {what}"
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before {what} (exit {proc.returncode}):\n{proc.stdout.read()[-4000:]}")
+            assert time.monotonic() < deadline, f"no {what} within {timeout}s"
             time.sleep(0.005)
         victim = rank_pid(proc.pid, rank)
         assert victim is not None, f"rank {rank} not found among torchrun's children"

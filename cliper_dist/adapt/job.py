@@ -28,12 +28,12 @@ from cliper_dist.adapt.pairs import epoch_steps
 from cliper_dist.data import schema
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import get_fusion
-from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, sharded_view
-from cliper_dist.parallel.optim import ColumnAdam, OptimConfig
+from cliper_dist.parallel.columns import ColumnSplit
+from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
 from cliper_dist.sharding.tables import ITEM_TABLE, IdTables
 from cliper_dist.train import checkpoint
 from cliper_dist.train.data import RecData, load_rec_data
-from cliper_dist.train.features import Features, has_mmrec_features, load_features
+from cliper_dist.train.features import Features, load_job_features
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Adapter:
                          self.split, cfg.seed).to(device)
         self.params = dict(self.model.named_parameters())
         self.optimizer = ColumnAdam(self.params, set(self.model.tables), cfg.optim)
+        self._views = checkpoint_views(self.params, self.optimizer, self.split, self.model.tables)
 
     def embed(self, items: np.ndarray) -> dict[str, torch.Tensor]:
         rows = torch.from_numpy(items).to(self.info.device)
@@ -117,24 +118,12 @@ class Adapter:
 
     def state_dict(self) -> dict[str, Any]:
         """DCP state: the ID table's columns and H_id's (sharded), the replicated heads, Adam."""
-        def view(name: str, t: torch.Tensor) -> Any:
-            p = self.params[name]
-            return sharded_view(t, p.width, self.split) if isinstance(p, ColumnParameter) else t
-
-        own = [n for n in self.params if n != "id_table"]
-        return {"tables": self.tables.state_dict(), "params": {n: view(n, self.params[n]) for n in own},
-                "optim": {n: {"exp_avg": view(n, self.optimizer.exp_avg[n]),
-                              "exp_avg_sq": view(n, self.optimizer.exp_avg_sq[n])} for n in self.params},
-                "optim_steps": self.optimizer.steps}
+        return {"tables": self.tables.state_dict(), **self._views, "optim_steps": self.optimizer.steps}
 
 
 def load_inputs(cfg: AdaptConfig) -> tuple[RecData, Features]:
     data = load_rec_data(cfg.data)
-    feat_dir = cfg.features or (cfg.data if has_mmrec_features(cfg.data) else "")
-    if not feat_dir:
-        raise UserError("adapt needs features=FEATURES_DIR (the encode job's output, or an MMRec folder with "
-                        "image_feat.npy/text_feat.npy)")
-    return data, load_features(feat_dir, data.num_items)
+    return data, load_job_features(cfg.data, cfg.features, data.num_items, "adapt")
 
 
 def run(cfg: AdaptConfig, info: dist.DistInfo) -> dict | None:
@@ -203,19 +192,11 @@ def write_features(cfg: AdaptConfig, adapter: Adapter, features: Features, data:
             np.save(f, adapted.astype(np.float32))
         arrays[file] = adapted.shape
     manifest = {"kind": "adapted features (CPMM-style MCR)", "config": config_lib.to_dict(cfg),
-                "inputs": {"interactions": {"path": data.source, "sha256": _sha256(data.source)},
+                "inputs": {"interactions": {"path": data.source, "sha256": files.file_sha256(data.source)},
                            "features": {"path": features.source, "sha256": _features_digest(features.source)}},
                 "arrays": {k: list(v) for k, v in arrays.items()}, "history": history, "seconds": round(seconds, 3)}
     files.write_json(out / schema.MANIFEST, manifest)
     return manifest
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _features_digest(source: str) -> str:
@@ -223,4 +204,4 @@ def _features_digest(source: str) -> str:
     path = Path(source)
     names = [schema.MANIFEST] if (path / schema.MANIFEST).is_file() else \
         [n for n in (schema.MMREC_IMAGE, schema.MMREC_TEXT) if (path / n).is_file()]
-    return hashlib.sha256("".join(_sha256(path / n) for n in names).encode()).hexdigest()
+    return hashlib.sha256("".join(files.file_sha256(path / n) for n in names).encode()).hexdigest()

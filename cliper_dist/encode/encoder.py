@@ -7,7 +7,6 @@ or ``{"state_dict": {"module.*": ...}}``) or a directory (an open_clip ``local-d
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from cliper_dist import files
 from cliper_dist.compat import ensure_torchvision_importable
 from cliper_dist.errors import UserError
 
@@ -93,14 +93,6 @@ def resolve_checkpoint(pretrained: str | None) -> tuple[str | None, str | None]:
     raise UserError(f"checkpoint not found: {pretrained} (no weights are downloaded; give a local file)")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_encoder(model: str, pretrained: str | None, device: torch.device, context_length: int = 0,
                  keep_positions: int = 20) -> ClipEncoder:
     """The model with ``context_length`` text positions (0: the checkpoint's own).
@@ -132,7 +124,7 @@ def load_encoder(model: str, pretrained: str | None, device: torch.device, conte
     context = int(tokenizer.context_length)
     with torch.no_grad():  # the output width, whatever the architecture calls its projection
         embed_dim = int(clip.encode_text(tokenizer([""]).to(device)).shape[-1])
-    sha = file_sha256(ckpt) if ckpt else None
+    sha = files.file_sha256(ckpt) if ckpt else None
     return ClipEncoder(clip, preprocess, tokenizer, name, ckpt or local_dir, sha, embed_dim, context)
 
 

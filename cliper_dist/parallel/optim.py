@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch.optim.adam import adam
 
+from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, sharded_view
+
 
 @dataclass
 class OptimConfig:
@@ -112,3 +114,17 @@ class ColumnAdam:
     def zero_grad(self) -> None:
         for p in self.params.values():
             p.grad = None
+
+
+def checkpoint_views(params: dict[str, torch.nn.Parameter], optimizer: ColumnAdam, split: ColumnSplit,
+                     skip: tuple[str, ...] = ()) -> dict:
+    """DCP views of the parameters (but ``skip``, held elsewhere: torchrec's tables) and of
+    every parameter's Adam moments: ShardedTensors of column blocks, replicated tensors as
+    they are. Loading writes into the live tensors. A collective: build it once, on every rank."""
+    def view(name: str, t: torch.Tensor):
+        p = params[name]
+        return sharded_view(t, p.width, split) if isinstance(p, ColumnParameter) else t
+
+    return {"params": {n: view(n, p) for n, p in params.items() if n not in skip},
+            "optim": {n: {"exp_avg": view(n, optimizer.exp_avg[n]), "exp_avg_sq": view(n, optimizer.exp_avg_sq[n])}
+                      for n in params}}

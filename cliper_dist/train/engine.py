@@ -23,9 +23,9 @@ import torch
 from cliper_dist import dist
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
 from cliper_dist.model.registry import model_class
-from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, sharded_view
+from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.comm import sum_partials
-from cliper_dist.parallel.optim import ColumnAdam, OptimConfig
+from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
 from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
 from cliper_dist.train.data import RecData, epoch_batches
 from cliper_dist.train.features import Features
@@ -55,7 +55,7 @@ class Engine:
         self.optimizer = ColumnAdam(self.params, set(self.model.tables), optim_cfg)
         self.row_sparse = optim_cfg.rows == "touched"
         self.train_keys = data.train_keys()
-        self._sharded = self._sharded_views()
+        self._sharded = checkpoint_views(self.params, self.optimizer, self.split, ID_TABLE_PARAMS)
 
     def describe(self) -> str:
         sizes = {n: tuple(p.shape) for n, p in self.params.items()}
@@ -87,18 +87,6 @@ class Engine:
         return loss
 
     # -- checkpoint state ------------------------------------------------------------------
-    def _sharded_views(self) -> dict[str, Any]:
-        """ShardedTensor views of every block and of Adam's moments (built once: a collective)."""
-        def view(name: str, t: torch.Tensor) -> Any:
-            param = self.params[name]
-            assert isinstance(param, ColumnParameter), name
-            return sharded_view(t, param.width, self.split)
-
-        own = [n for n in self.params if n not in ID_TABLE_PARAMS]
-        return {"params": {n: view(n, self.params[n]) for n in own},
-                "optim": {n: {"exp_avg": view(n, self.optimizer.exp_avg[n]),
-                              "exp_avg_sq": view(n, self.optimizer.exp_avg_sq[n])} for n in self.params}}
-
     def state_dict(self, with_optimizer: bool) -> dict[str, Any]:
         """The DCP state: torchrec's ID tables, the model's other blocks (+ Adam's moments and
         step count). Every entry is a view: loading writes into the live tensors."""

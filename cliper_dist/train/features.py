@@ -101,3 +101,13 @@ def load_features(path: str | Path, num_items: int) -> Features:
     for name, array in arrays.items():
         check_array(array, str(path / name), num_items)
     return Features(arrays.get(schema.MMREC_IMAGE), None, arrays.get(schema.MMREC_TEXT), str(path), num_items)
+
+
+def load_job_features(data: str, features: str, num_items: int, who: str) -> Features:
+    """A job's item features: ``features``, or else the ``data`` folder when it is an MMRec folder
+    holding them. ``who`` names the job or model in the error when there are none."""
+    feat_dir = features or (data if has_mmrec_features(data) else "")
+    if not feat_dir:
+        raise UserError(f"{who} needs features=FEATURES_DIR (the encode job's output, or an MMRec folder with "
+                        "image_feat.npy/text_feat.npy)")
+    return load_features(feat_dir, num_items)

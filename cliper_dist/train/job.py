@@ -30,7 +30,7 @@ from cliper_dist.train import checkpoint
 from cliper_dist.train.data import RecData, load_rec_data
 from cliper_dist.train.engine import Engine
 from cliper_dist.train.evaluate import evaluate, evaluated_users, sample_users
-from cliper_dist.train.features import Features, has_mmrec_features, load_features
+from cliper_dist.train.features import Features, load_job_features
 from cliper_dist.train.phases import Phases
 
 log = dist.log
@@ -65,11 +65,7 @@ def load_model_inputs(cfg: TrainConfig) -> tuple[RecData, Features | None]:
     data = load_rec_data(cfg.data)
     if not model_class(cfg.model.name).uses_features:
         return data, None
-    feat_dir = cfg.features or (cfg.data if has_mmrec_features(cfg.data) else "")
-    if not feat_dir:
-        raise UserError(f"model {cfg.model.name} needs features=FEATURES_DIR (the encode job's output, or an "
-                        "MMRec folder with image_feat.npy/text_feat.npy)")
-    return data, load_features(feat_dir, data.num_items)
+    return data, load_job_features(cfg.data, cfg.features, data.num_items, f"model {cfg.model.name}")
 
 
 def build_engine(cfg: TrainConfig, info: dist.DistInfo) -> Engine:
