@@ -1,11 +1,12 @@
 """What kind of directory a path is, and the rules that keep jobs out of each other's outputs.
 
 Each job reads directories of one kind and writes one of its own: convert writes a dataset,
-encode reads a dataset and writes a feature store, adapt reads both and writes adapted
-features, train reads a dataset (or an MMRec folder) and features and writes a run. A directory is recognised by the files its job always writes,
-so a wrong path is reported as what it is ("... is a feature store; --data wants a dataset
-directory") instead of failing deep inside a reader, and an output path that would overwrite
-an input, or another job's directory, is refused before any work.
+pretrain reads a dataset and writes a CLIP checkpoint, encode reads a dataset and writes a
+feature store, adapt reads both and writes adapted features, train reads a dataset (or an
+MMRec folder) and features and writes a run. A directory is recognised by the files its job
+always writes, so a wrong path is reported as what it is ("... is a feature store; --data
+wants a dataset directory") instead of failing deep inside a reader, and an output path that
+would overwrite an input, or another job's directory, is refused before any work.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cliper_dist.errors import UserError
 DATASET = "dataset directory"
 FEATURES = "feature store"
 ADAPTED = "adapted feature directory"
+PRETRAINED = "CLIP training run"
 RUN = "training run"
 MMREC = "MMRec folder"
 EMPTY = "empty directory"
@@ -43,6 +45,8 @@ def kind(path: str | Path) -> str:
         return FEATURES
     if "adapt" in names:
         return ADAPTED  # adapt/: the adapt job's config, metrics and checkpoints
+    if "pretrain" in names:
+        return PRETRAINED  # pretrain/: the pretrain job's config, metrics and checkpoint
     if "checkpoints" in names or "metrics.jsonl" in names:
         return RUN
     if any(n.endswith(".inter") for n in names) or names & {schema.MMREC_IMAGE, schema.MMREC_TEXT}:

@@ -156,6 +156,10 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
+    def set_postfix(self, **values: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(values, refresh=False)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

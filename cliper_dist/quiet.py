@@ -15,6 +15,8 @@ KNOWN_WARNINGS = [
      "the graphs are CSR tensors on purpose; the kernels they use are stable"),
     (FutureWarning, "Please use DTensor instead", "",
      "torchrec's state dicts are ShardedTensors; DCP reads and writes them"),
+    (FutureWarning, "torch.distributed.nn.functional.all_gather is deprecated", "",
+     "open_clip's ClipLoss gathers features with it; it is the supported differentiable gather"),
     (DeprecationWarning, "", r"fbgemm_gpu.*",
      "fbgemm-gpu-cpu's CUDA-only modules announce themselves at import"),
 ]

@@ -7,6 +7,7 @@ or ``{"state_dict": {"module.*": ...}}``) or a directory (an open_clip ``local-d
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,20 @@ class ClipEncoder:
         parts = [_encode_prefix(self.model, text[lo:hi, :int(ends[hi - 1]) + 1])
                  for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
         return torch.cat(parts)[torch.argsort(order).to(device, non_blocking=True)]
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """``precision`` (auto | fp32 | bf16 | fp16) on ``device``: auto is bf16 on GPU, fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return torch.float32
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed precision in ``dtype``; a no-op for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def resolve_model_name(model: str) -> str:

@@ -9,7 +9,6 @@ the c10d store), so uneven shares cannot deadlock.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -29,7 +28,7 @@ from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.data.features import FeatureCounts, FeatureManifest
 from cliper_dist.data.shards import assign_shards
 from cliper_dist.encode import store
-from cliper_dist.encode.encoder import ClipEncoder, load_encoder
+from cliper_dist.encode.encoder import ClipEncoder, autocast, autocast_dtype, load_encoder
 from cliper_dist.encode.pipeline import (IMAGE_CORRUPT, IMAGE_MISSING, EncodeBatch, ImageNormalizer, ShardBatches,
                                          default_image, split_preprocess)
 from cliper_dist.encode.progress import GlobalProgress
@@ -66,12 +65,6 @@ class EncodeConfig:
             raise UserError("encode: tau must be > 0")
         self.views.validate()
         self.text.validate()
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype:
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return torch.float32
-    return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
 def fingerprint(cfg: EncodeConfig, encoder: ClipEncoder, shard_sha: str, dtype: torch.dtype) -> str:
@@ -192,9 +185,7 @@ def launch_batch(encoder: ClipEncoder, normalizer: ImageNormalizer, batch: Encod
     b = len(batch.index)
     if b == 0:
         return _Launched(batch, None, None, None)
-    autocast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, dtype):
         image = encoder.model.encode_image(normalizer(batch.image, device)).float()
         chunks = encoder.encode_text(batch.tokens, device, groups=num_views).float()
         if len(chunks) == b * num_views:  # one chunk per view: owner is 0..B*C-1 in order
