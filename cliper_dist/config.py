@@ -181,14 +181,17 @@ def save(cfg: Any, path: str | Path) -> None:
 
 def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: str) -> None:
     """A job resumes from a checkpoint only under the config it was written with (``meta["config"]``),
-    up to the top-level keys in ``resumable``; the ``data`` and ``features`` paths compare resolved."""
+    up to the top-level keys in ``resumable``; input paths (``data``, ``features``, ``init``, a
+    model ``.json``) compare resolved."""
     if "config" not in meta:
         raise UserError(f"{cfg.out} holds a checkpoint without its config (written by an older version); "
                         "pass a new --out, or resume=never to start over in this one")
     saved, now = flatten(meta["config"]), flatten(to_dict(cfg))
-    for paths in (saved, now):  # the same directory, however it is spelt
-        for key in ("data", "features"):
-            paths[key] = str(Path(paths[key]).resolve()) if paths.get(key) else ""
+    for paths in (saved, now):  # the same file or directory, however it is spelt
+        for key in ("data", "features", "init", "model"):
+            value = paths.get(key)
+            if value and (key != "model" or str(value).endswith(".json")):
+                paths[key] = str(Path(value).resolve())
     changed = [k for k in sorted(saved.keys() | now.keys())
                if k.split(".")[0] not in resumable and saved.get(k) != now.get(k)]
     if changed:

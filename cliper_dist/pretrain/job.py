@@ -4,10 +4,10 @@
         [--init CKPT] --out DIR [steps=1000 batch_size=256 ...]
 
 DDP over the dataset's items: every global step is a fixed set of (item, view) pairs
-(``pairs.PairSchedule``), cut into equal rank slices. The loss is open_clip's ``ClipLoss``
-with features gathered across ranks *with* their gradients, each rank scoring its rows
-against the whole global batch (``local_loss``): the mean of the ranks' losses, and the
-DDP-averaged gradient, are exactly the single-process loss and gradient of the global batch.
+(``pairs.PairSchedule``), cut into equal rank slices, and one step of ``trainer.ClipTrainer``
+(open_clip's ``ClipLoss`` over features gathered across ranks). The run loop: train, every
+``eval_every`` steps a record (loss, samples/s, held-out retrieval), every
+``checkpoint_every`` steps the resume state; at the end the checkpoint encode reads.
 
 Output (``--out``): ``clip.pt``, an open_clip checkpoint (``{"state_dict": ...}``) that
 ``launch/encode.py --pretrained`` loads unchanged, and ``manifest.json`` (written last: the
@@ -18,47 +18,32 @@ and held-out retrieval R@1/R@5 per view at every evaluation) and the resume chec
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cliper_dist import config as config_lib
 from cliper_dist import dirs, dist, files
 from cliper_dist.data import schema
 from cliper_dist.data.dataset import DatasetDir
-from cliper_dist.encode.encoder import ClipEncoder, autocast, autocast_dtype, load_encoder
-from cliper_dist.encode.pipeline import IMAGE_CORRUPT, ImageNormalizer, default_image, split_preprocess
+from cliper_dist.encode.encoder import ClipEncoder, load_encoder
+from cliper_dist.encode.pipeline import IMAGE_CORRUPT, default_image, split_preprocess
 from cliper_dist.encode.views import ViewsConfig
 from cliper_dist.errors import UserError
 from cliper_dist.pretrain.pairs import ItemPairs, ItemSource, PairSchedule, RankBatches, collate
 from cliper_dist.pretrain.retrieval import embed_items, gather_rows, retrieval_metrics
-
-from open_clip.loss import ClipLoss  # noqa: E402  (encoder made torchvision importable)
+from cliper_dist.pretrain.trainer import ClipOptimConfig, ClipTrainer, Window, learning_rate
 
 log = dist.log
 WORK_DIR = "pretrain"  # OUT/pretrain: config.yaml, metrics.jsonl, checkpoint.pt (what marks the directory)
 CHECKPOINT, METRICS, OUTPUT = "checkpoint.pt", "metrics.jsonl", "clip.pt"
 # Keys a resumed run may change: how (not what) it computes, evaluates and saves.
 RESUMABLE_CHANGES = {"out", "resume", "threads", "device", "workers", "eval_every", "checkpoint_every"}
-MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp of the learned temperature
-
-
-@dataclass
-class ClipOptimConfig:
-    lr: float = 5e-4  # peak learning rate (AdamW)
-    warmup: int = 100  # steps of linear warmup
-    schedule: Literal["cosine", "constant"] = "cosine"  # after warmup: cosine decay to 0, or constant
-    weight_decay: float = 0.2  # on weight matrices and embeddings (ndim >= 2), not on gains, biases, scale
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
 
 
 @dataclass
@@ -72,7 +57,7 @@ class PretrainConfig:
     batch_size: int = 256  # global image-text pairs per step (a multiple of the world size)
     eval_items: int = 256  # items held out of training for retrieval (0: none)
     eval_every: int = 200  # steps between held-out evaluations (0: at the end only)
-    checkpoint_every: int = 200  # steps between resume checkpoints (0: none)
+    checkpoint_every: int = 200  # steps between resume checkpoints (0: only the last step's)
     workers: int = 2  # DataLoader worker processes per rank (decode, resize, tokenize)
     threads: int = 0  # torch intra-op threads per rank (0: torch's default)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda (nccl) where visible, else cpu (gloo)
@@ -90,61 +75,10 @@ class PretrainConfig:
         if self.batch_size % world_size:
             raise UserError(f"pretrain: batch_size={self.batch_size} must be a multiple of the world size "
                             f"{world_size} (every rank takes an equal slice of the global batch)")
-        if min(self.eval_items, self.eval_every, self.checkpoint_every, self.workers, self.threads,
-               self.optim.warmup) < 0:
-            raise UserError("pretrain: eval_items, eval_every, checkpoint_every, workers, threads and "
-                            "optim.warmup must be >= 0")
+        if min(self.eval_items, self.eval_every, self.checkpoint_every, self.workers, self.threads) < 0:
+            raise UserError("pretrain: eval_items, eval_every, checkpoint_every, workers and threads must be >= 0")
+        self.optim.validate()
         self.views.validate()
-
-
-def learning_rate(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup to ``optim.lr``, then constant or cosine decay to 0 at ``steps``."""
-    opt = cfg.optim
-    if step < opt.warmup:
-        return opt.lr * (step + 1) / opt.warmup
-    if opt.schedule == "constant":
-        return opt.lr
-    progress = (step - opt.warmup) / max(1, cfg.steps - opt.warmup)
-    return 0.5 * opt.lr * (1 + math.cos(math.pi * progress))
-
-
-class ClipTrainer:
-    """The model (DDP across ranks), AdamW and one contrastive step on this rank's slice."""
-
-    def __init__(self, cfg: PretrainConfig, encoder: ClipEncoder, normalizer: ImageNormalizer, info: dist.DistInfo):
-        self.cfg, self.info, self.normalizer = cfg, info, normalizer
-        self.model = encoder.model.train()
-        self.forward = DistributedDataParallel(self.model) if info.world_size > 1 else self.model
-        self.dtype = autocast_dtype(info.device, cfg.precision)
-        self.loss = ClipLoss(local_loss=True, gather_with_grad=True, rank=info.rank, world_size=info.world_size)
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        rest = [p for p in self.model.parameters() if p.ndim < 2]
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                            {"params": rest, "weight_decay": 0.0}],
-                                           lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-
-    def step(self, step: int, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """One optimizer step; returns this rank's loss (the global loss is the mean over ranks)."""
-        device = self.info.device
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(step, self.cfg)
-        with autocast(device, self.dtype):
-            image, text, scale = self.forward(self.normalizer(pixels, device), tokens.to(device))[:3]
-            loss = self.loss(image, text, scale)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        with torch.no_grad():
-            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        return loss.detach()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def split_items(with_image: np.ndarray, eval_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,10 +96,10 @@ class Evaluator:
     """Held-out retrieval per view; rank r embeds items r::P, rank 0 scores all of them."""
 
     def __init__(self, trainer: ClipTrainer, pairs: ItemPairs, loader_args: dict, held_out: np.ndarray,
-                 views: list[str], info: dist.DistInfo):
+                 views: list[str], batch_size: int, info: dist.DistInfo):
         self.trainer, self.views, self.size = trainer, views, len(held_out)
-        keys = [[(int(i), -1)] for i in held_out[info.rank::info.world_size]]
-        batches = [sum(keys[j:j + 64], []) for j in range(0, len(keys), 64)]
+        keys = [(int(i), -1) for i in held_out[info.rank::info.world_size]]
+        batches = [keys[j:j + batch_size] for j in range(0, len(keys), batch_size)]
         self.loader = DataLoader(pairs, batch_sampler=batches, **loader_args)
 
     def __call__(self) -> dict[str, dict[str, float]] | None:
@@ -174,8 +108,8 @@ class Evaluator:
         rows = embed_items(model, self.trainer.normalizer, self.loader, len(self.views), info.device,
                            self.trainer.dtype)
         model.train()
-        image, text = gather_rows(rows)
-        return retrieval_metrics(image, text, self.views) if info.is_main else None
+        image, text, tokens = gather_rows(rows)
+        return retrieval_metrics(image, text, tokens, self.views) if info.is_main else None
 
 
 def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
@@ -195,11 +129,11 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
     with_image = source.with_image
     train_items, held_out = split_items(with_image, cfg.eval_items, cfg.seed)
     schedule = PairSchedule(train_items, len(cfg.views.names), cfg.batch_size, cfg.seed)
-    trainer = ClipTrainer(cfg, encoder, normalizer, info)
+    trainer = ClipTrainer(encoder, normalizer, cfg.optim, cfg.steps, cfg.precision, cfg.seed, info)
     history: list[dict] = []
     start = 0
     if resumed is not None:
-        trainer.load_state_dict(resumed)
+        trainer.load_state_dict(resumed, str(work / CHECKPOINT))
         start, history = resumed["step"], resumed["history"]
         log.info("pretrain: resumed from %s at step %d", work / CHECKPOINT, start)
 
@@ -207,8 +141,9 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
     loader_args = {"collate_fn": collate(encoder.tokenizer), "num_workers": cfg.workers,
                    "pin_memory": info.device.type == "cuda"}
     loader = DataLoader(pairs, batch_sampler=RankBatches(schedule, start, cfg.steps, info.rank, info.world_size),
-                        **loader_args, **({"persistent_workers": False, "prefetch_factor": 4} if cfg.workers else {}))
-    evaluate = Evaluator(trainer, pairs, loader_args, held_out, cfg.views.names, info) if len(held_out) else None
+                        **loader_args, **({"prefetch_factor": 4} if cfg.workers else {}))
+    evaluate = Evaluator(trainer, pairs, loader_args, held_out, cfg.views.names,
+                         cfg.batch_size // info.world_size, info) if len(held_out) else None
     if info.is_main:
         work.mkdir(parents=True, exist_ok=True)
         (out / schema.MANIFEST).unlink(missing_ok=True)  # the directory is complete again only at the end
@@ -224,21 +159,26 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
     progress = dist.Progress(cfg.steps, desc="pretrain", unit="step")
     progress.update(start)
     for step, (pixels, tokens, status) in enumerate(loader, start):
-        window.add(trainer.step(step, pixels, tokens), int((status == IMAGE_CORRUPT).sum()))
+        loss = trainer.step(step, pixels, tokens)
+        window.add(loss, int((status == IMAGE_CORRUPT).sum()))
         progress.update(1)
         done = step + 1
         if done % 10 == 0 or done == cfg.steps:
-            progress.set_postfix(loss=f"{window.local_loss:.3f}", samples_s=f"{window.rate(cfg.batch_size):.0f}")
-        if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
-            history.append(_record(done, schedule, trainer, window.close(cfg.batch_size), evaluate, info))
+            progress.set_postfix(loss=f"{float(loss):.3f}", samples_s=f"{window.rate(cfg.batch_size):.0f}")
+        recording = (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
+        if recording:
+            history.append(_record(done, schedule, cfg, trainer, window.close(cfg.batch_size), evaluate))
             if info.is_main:
                 with (work / METRICS).open("a") as f:
                     f.write(json.dumps(history[-1]) + "\n")
                 _log_record(history[-1], cfg.steps)
-        if info.is_main and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
+        saving = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
+        if saving and info.is_main:
             with files.atomic_open(work / CHECKPOINT, "wb") as f:
                 torch.save({**trainer.state_dict(), "step": done, "history": history,
                             "config": config_lib.to_dict(cfg)}, f)
+        if recording or saving:
+            window.start()
     progress.close()
     dist.barrier()
     if not info.is_main:
@@ -246,48 +186,17 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
     return _write_output(cfg, trainer, encoder, dataset, history, len(with_image), len(held_out))
 
 
-class Window:
-    """Loss and throughput since the last evaluation record (one all-reduce per record)."""
-
-    def __init__(self, info: dist.DistInfo):
-        self.info = info
-        self._reset()
-
-    def _reset(self) -> None:
-        self.loss_sum, self.steps, self.corrupt, self.started = 0.0, 0, 0, time.perf_counter()
-        self.local_loss = float("nan")
-
-    def add(self, loss: torch.Tensor, corrupt: int) -> None:
-        self.local_loss = float(loss)
-        self.loss_sum += self.local_loss
-        self.steps += 1
-        self.corrupt += corrupt
-
-    def rate(self, batch_size: int) -> float:
-        return self.steps * batch_size / max(time.perf_counter() - self.started, 1e-9)
-
-    def close(self, batch_size: int) -> dict[str, float]:
-        """The window's global mean loss, samples/s and corrupt images; starts a new window."""
-        totals = torch.tensor([self.loss_sum, self.corrupt], dtype=torch.float64, device=self.info.device)
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(totals)
-        loss, corrupt = totals.tolist()
-        stats = {"loss": round(loss / (self.steps * self.info.world_size), 5),
-                 "samples_per_s": round(self.rate(batch_size), 1), "corrupt_images": int(corrupt)}
-        self._reset()
-        return stats
-
-
-def _record(done: int, schedule: PairSchedule, trainer: ClipTrainer, window: dict, evaluate: Evaluator | None,
-            info: dist.DistInfo) -> dict:
+def _record(done: int, schedule: PairSchedule, cfg: PretrainConfig, trainer: ClipTrainer, window: dict,
+            evaluate: Evaluator | None) -> dict:
+    """A metrics line: the window since the last line (or the resume), then held-out retrieval."""
     record = {"step": done, "epoch": round(done / schedule.steps_per_epoch, 3), **window,
-              "lr": learning_rate(done - 1, trainer.cfg),
+              "lr": learning_rate(done - 1, cfg.optim, cfg.steps),
               "logit_scale": round(float(trainer.model.logit_scale.detach().exp()), 3)}
     if evaluate is not None:
         t0 = time.perf_counter()
         retrieval = evaluate()
-        record.update({"eval_items": evaluate.size, "chance_r1": round(1 / evaluate.size, 4),
-                       "retrieval": retrieval, "eval_s": round(time.perf_counter() - t0, 3)})
+        record.update({"eval_items": evaluate.size, "retrieval": retrieval,
+                       "eval_s": round(time.perf_counter() - t0, 3)})
     return record
 
 
@@ -296,8 +205,8 @@ def _log_record(record: dict, steps: int) -> None:
             f"{record['samples_per_s']:.0f} samples/s, scale {record['logit_scale']:.1f}")
     if "retrieval" in record:
         r = record["retrieval"]
-        line += "; held-out R@1 i2t/t2i " + ", ".join(f"{v} {m['i2t_r1']:.2f}/{m['t2i_r1']:.2f}" for v, m in r.items())
-        line += f" (chance {record['chance_r1']:.3f})"
+        line += "; held-out R@1 i2t/t2i (chance) " + ", ".join(
+            f"{v} {m['i2t_r1']:.2f}/{m['t2i_r1']:.2f} ({m['chance_r1']:.2f})" for v, m in r.items())
     log.info("%s", line)
 
 

@@ -56,12 +56,11 @@ class ItemSource:
                     key, _, ext = m.name.partition(".")
                     table = {"json": self.fields, "jpg": self.images}.get(ext)
                     if m.isfile() and table is not None:
-                        table[key_index(key)] = Member(s, m.offset_data, m.size)
+                        table[_index(key, path)] = Member(s, m.offset_data, m.size)
         missing = dataset.num_items - len(self.fields)
         if missing:
             raise UserError(f"{dataset.path}: {missing} of {dataset.num_items} items have no json record "
                             "in the shards (is the dataset complete? tools/inspect_dataset.py --verify checks it)")
-        self._files: dict[int, io.BufferedReader] = {}  # opened per process (DataLoader workers)
 
     @property
     def with_image(self) -> np.ndarray:
@@ -69,18 +68,21 @@ class ItemSource:
         return np.array(sorted(self.images), dtype=np.int64)
 
     def read(self, member: Member) -> bytes:
-        f = self._files.get(member.shard)
-        if f is None:
-            f = self._files[member.shard] = open(self.paths[member.shard], "rb")
-        f.seek(member.offset)
-        return f.read(member.size)
+        """One member's bytes (a file opened per read: nothing to share across forked workers)."""
+        with open(self.paths[member.shard], "rb") as f:
+            f.seek(member.offset)
+            return f.read(member.size)
 
     def item(self, index: int) -> tuple[dict, bytes | None]:
         image = self.images.get(index)
         return json.loads(self.read(self.fields[index])), None if image is None else self.read(image)
 
-    def __getstate__(self) -> dict:  # open files stay in the process that opened them
-        return {**self.__dict__, "_files": {}}
+
+def _index(key: str, shard: str) -> int:
+    try:
+        return key_index(key)
+    except ValueError:
+        raise UserError(f"{shard}: member key '{key}' is not an item index (not a dataset shard?)") from None
 
 
 class ItemPairs(Dataset):
@@ -89,9 +91,6 @@ class ItemPairs(Dataset):
     def __init__(self, source: ItemSource, views: ViewsConfig, image_stage: Callable[[Image.Image], torch.Tensor],
                  fallback: Image.Image):
         self.source, self.views, self.image_stage, self.fallback = source, views, image_stage, fallback
-
-    def __len__(self) -> int:
-        return len(self.source.fields)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, list[str], int]:
         """``key`` = (item, view): the prompt of that view, or all C of them for view -1."""

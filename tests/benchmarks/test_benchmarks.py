@@ -77,3 +77,13 @@ def test_adapt_quality_three_variants(tmp_path):
     rows = _rows(result.stdout)
     assert {r["variant"] for r in rows if "seed" in r} == {"lightgcn", "freedom-raw", "freedom-adapted"}
     assert rows[-1]["adapted_vs_raw_test_recall@20"] > 0
+
+
+def test_demo_signal_one_seed(tmp_path):
+    """The whole demo (README command 1) once: three runs on one split, and their ratios."""
+    result = run_python([REPO / "benchmarks/demo_signal.py", "--seeds", "0", "--out", tmp_path], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [r["name"] for r in rows[-3:]] == ["lightgcn", "freedom_random_clip", "freedom_catalog_clip"]
+    assert all(0 < r["test_recall@20_mean"] <= 1 for r in rows[-3:])
+    assert rows[2]["held_out_i2t_r1"]["title"] > rows[2]["chance_r1"]["title"]

@@ -1,4 +1,4 @@
-"""The launchers on CUDA with nccl: encode, then train, on every visible GPU (at most 2).
+"""The launchers on CUDA with nccl (encode then train; pretrain in bf16 then encode), on at most 2 GPUs.
 
 Marked ``gpu`` and skipped where torch sees no GPU (CI has none). Every collective of the
 training path must then run on device tensors, which nccl requires.
@@ -32,3 +32,19 @@ def test_encode_then_train_on_cuda(demo_dataset, tiny_clip, tmp_path):
         assert train.returncode == 0, train.stdout[-4000:]
         final = json.loads((out / "final.json").read_text())
         assert final["world_size"] == nproc and final["epochs"] == 3
+
+
+def test_pretrain_on_cuda_in_bf16_then_encode(demo_dataset, tiny_clip, tmp_path):
+    nproc = min(2, torch.cuda.device_count())
+    model, ckpt = tiny_clip
+    out = tmp_path / "clip"
+    pretrain = run_with_timeout(torchrun_cmd(nproc, REPO / "launch" / "pretrain.py", [
+        "--data", demo_dataset, "--model", model, "--init", ckpt, "--out", out, "device=cuda", "steps=20",
+        "batch_size=16", "eval_items=20", "eval_every=10"]), timeout=300)
+    assert pretrain.returncode == 0, pretrain.stdout[-4000:]
+    records = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20] and records[-1]["retrieval"]
+    encode = run_with_timeout(torchrun_cmd(nproc, REPO / "launch" / "encode.py", [
+        "--data", demo_dataset, "--out", tmp_path / "features", "--model", model, "--pretrained", out / "clip.pt",
+        "device=cuda"]), timeout=300)
+    assert encode.returncode == 0, encode.stdout[-4000:]

@@ -28,7 +28,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_names_the_whole_pipeline():
     tools = " ".join(readme_commands())
-    for part in ("launch/convert.py", "launch/encode.py", "launch/train.py", "tools/recommend.py"):
+    for part in ("launch/convert.py", "launch/pretrain.py", "launch/encode.py", "launch/train.py", "tools/recommend.py"):
         assert part in tools
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.errors import UserError
-from cliper_dist.pretrain.job import PretrainConfig, learning_rate, split_items
+from cliper_dist.pretrain.job import split_items
 from cliper_dist.pretrain.pairs import ItemSource, PairSchedule, RankBatches
-from cliper_dist.pretrain.retrieval import recall_at
+from cliper_dist.pretrain.retrieval import recall_at, retrieval_metrics
+from cliper_dist.pretrain.trainer import ClipOptimConfig, learning_rate
 
 
 def test_rank_slices_make_the_same_global_batch_at_any_world_size():
@@ -51,21 +52,35 @@ def test_held_out_items_are_disjoint_from_training_and_fixed_by_the_seed():
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():
-    cfg = PretrainConfig(steps=110)
-    cfg.optim.lr, cfg.optim.warmup = 1.0, 10
-    assert learning_rate(0, cfg) == pytest.approx(0.1)
-    assert learning_rate(9, cfg) == pytest.approx(1.0)
-    assert learning_rate(60, cfg) == pytest.approx(0.5)
-    assert learning_rate(110, cfg) == pytest.approx(0.0, abs=1e-12)
-    cfg.optim.schedule = "constant"
-    assert learning_rate(60, cfg) == 1.0
+    optim = ClipOptimConfig(lr=1.0, warmup=10)
+    assert learning_rate(0, optim, 110) == pytest.approx(0.1)
+    assert learning_rate(9, optim, 110) == pytest.approx(1.0)
+    assert learning_rate(60, optim, 110) == pytest.approx(0.5)
+    assert learning_rate(110, optim, 110) == pytest.approx(0.0, abs=1e-12)
+    optim.schedule = "constant"
+    assert learning_rate(60, optim, 110) == 1.0
 
 
 def test_recall_counts_the_rank_of_each_querys_own_candidate():
     scores = np.array([[0.9, 0.1, 0.0],   # right at rank 0
                        [0.8, 0.5, 0.1],   # right at rank 1
                        [0.7, 0.6, 0.2]])  # right at rank 2
-    assert recall_at(scores, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    own = np.eye(3, dtype=bool)
+    assert recall_at(scores, own, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    # items 1 and 2 share a prompt: either text answers either query
+    shared = own | np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=bool)
+    assert recall_at(scores, shared, ks=(1, 2)) == {1: pytest.approx(1 / 3), 2: 1.0}
+
+
+def test_identical_prompts_are_one_text_with_its_own_chance_level():
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((4, 3))
+    text = np.repeat(image[:, None], 2, axis=1)  # view 0: each text is its image
+    tokens = np.array([[[1], [7]], [[2], [7]], [[3], [7]], [[4], [8]]])  # view 1: items 0-2 share a prompt
+    metrics = retrieval_metrics(image, text, tokens, ["own", "shared"])
+    assert metrics["own"]["chance_r1"] == 0.25 and metrics["own"]["distinct_texts"] == 4
+    assert metrics["shared"]["chance_r1"] == pytest.approx((3 * 3 + 1) / 16, abs=1e-4)
+    assert metrics["shared"]["distinct_texts"] == 2
 
 
 def test_item_source_reads_every_item_by_seeking(demo_dataset):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from cliper_dist.data.demo import COLORS, DemoSpec, make_demo_catalog
+from cliper_dist.data.demo import COLORS, SHAPES, DemoSpec, make_demo_catalog
 
 
 def test_demo_catalog_is_consistent_and_informative(tmp_path):
@@ -24,8 +24,14 @@ def test_demo_catalog_is_consistent_and_informative(tmp_path):
     for r in rows:
         per_user.setdefault(r["user_id"], []).append(r["item_id"])
     assert len(per_user) == 80 and all(6 <= len(v) <= 18 for v in per_user.values())
-    # Users concentrate on their favourite colour far above chance (1 in 8).
+    # Users concentrate on their favourite colour and shape far above chance (1 in 8, 1 in 6),
+    # not on the category, which the image barely shows.
+    def top_share(attribute: dict) -> float:
+        return float(np.mean([max(np.unique([attribute[i] for i in v], return_counts=True)[1]) / len(v)
+                              for v in per_user.values()]))
+
     color_of = {i["item_id"]: next(c for c in COLORS if f" {c} " in i["title"]) for i in items}
-    top_share = np.mean([max(np.unique([color_of[i] for i in v], return_counts=True)[1]) / len(v)
-                         for v in per_user.values()])
-    assert top_share > 0.4
+    shape_of = {i["item_id"]: next(s for s in SHAPES if f" {s} " in i["title"]) for i in items}
+    category_of = {i["item_id"]: str(i["categories"]) for i in items}
+    assert top_share(color_of) > 0.4 and top_share(shape_of) > 0.35
+    assert top_share(category_of) < top_share(shape_of) - 0.05  # both have 6 values
