@@ -11,6 +11,8 @@ negative sampler (``TrainDataLoader``: a random item redrawn while it is a train
 - FREEDOM (``src/models/freedom.py``): frozen kNN item graph (k=10, 0.1 image / 0.9
   text), degree-sensitive pruning with ``torch.multinomial`` every epoch (dropout 0.8),
   feature tables fine-tuned, *all* items projected every step, reg_weight 1e-4.
+- VBPR (``src/models/vbpr.py``): users (U, 2d), items [e_i ; W [text ; image] + b] with
+  *all* items projected every step, BPR + 2.0 EmbLoss (the first point of its grid).
 
 Features are the issue's stand-ins: ``rng = np.random.default_rng(0)``, image (I, 4096)
 drawn first, then text (I, 384), standard normal. Ours is ``launch/train.py`` under
@@ -119,7 +121,6 @@ class Reference(nn.Module):
 
     def loss(self, adj, u, p, n) -> torch.Tensor:
         users, items = self.forward(adj)
-        bpr = lambda a, b, c: -F.logsigmoid((a * b).sum(1) - (a * c).sum(1)).mean()  # noqa: E731
         loss = bpr(users[u], items[p], items[n])
         if self.freedom:
             t, v = self.text_trs(self.text.weight), self.image_trs(self.image.weight)
@@ -128,14 +129,43 @@ class Reference(nn.Module):
         return loss + 1e-4 * reg / len(u)
 
 
+def bpr(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    return -F.logsigmoid((users * pos).sum(1) - (users * neg).sum(1)).mean()
+
+
+class ReferenceVBPR(nn.Module):
+    """VBPR as MMRec computes it (the same interface as ``Reference``; no graph)."""
+
+    def __init__(self, data, features: dict):
+        super().__init__()
+        self.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.num_users, 128)))
+        self.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.num_items, 64)))
+        self.raw = torch.cat([features["text"], features["image"]], dim=1)
+        self.linear = nn.Linear(self.raw.shape[1], 64)
+        nn.init.xavier_normal_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.norm_adj = None
+
+    def epoch_adjacency(self) -> None:
+        return None
+
+    def forward(self, adj: None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user, torch.cat([self.item, self.linear(self.raw)], dim=1)
+
+    def loss(self, adj, u, p, n) -> torch.Tensor:
+        users, items = self.forward(adj)
+        reg = users[u].norm() + items[p].norm() + items[n].norm()
+        return bpr(users[u], items[p], items[n]) + 2.0 * reg / len(u)
+
+
 def reference(data_dir: str, model: str, epochs: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(999)
     d = load_rec_data(data_dir)
     features = None
-    if model == "freedom":
+    if model != "lightgcn":
         features = {k: torch.from_numpy(np.load(Path(data_dir) / f"{k}_feat.npy")) for k in ("image", "text")}
-    ref = Reference(d, features)
+    ref = ReferenceVBPR(d, features) if model == "vbpr" else Reference(d, features)
     opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
     rng = np.random.default_rng(999)
     random.seed(999)
@@ -173,7 +203,7 @@ def _steady(xs: list[float]) -> float:
     return statistics.median(xs[1:] if len(xs) > 1 else xs)
 
 
-def freedom_folder(data_dir: str, work: Path) -> Path:
+def features_folder(data_dir: str, work: Path) -> Path:
     """Baby's interactions beside the issue's stand-in features (image 4096, then text 384)."""
     folder = work / "baby_feats"
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,14 +242,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ref-epochs", type=int, default=3)
     parser.add_argument("--layouts", default="1x1,1x2,2x1", help="RANKSxTHREADS per rank, comma-separated")
-    parser.add_argument("--models", default="lightgcn,freedom")
+    parser.add_argument("--models", default="lightgcn,freedom,vbpr")
     parser.add_argument("--ref-threads", default="1,2", help="reference thread counts")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="train_bench_"))
     rows, refs = [], {}
     for model in args.models.split(","):
-        data = Path(args.data) if model == "lightgcn" else freedom_folder(args.data, work)
+        data = Path(args.data) if model == "lightgcn" else features_folder(args.data, work)
         for threads in (int(t) for t in args.ref_threads.split(",")):
             # a fresh process per measurement (torch's thread pool is set once per process)
             proc = subprocess.run([sys.executable, __file__, "--_reference", str(data), model, str(threads),

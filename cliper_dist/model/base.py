@@ -26,7 +26,7 @@ from cliper_dist.model.graph import BipartiteGraph
 
 @dataclass
 class ModelConfig:
-    name: Literal["lightgcn", "freedom"] = "freedom"  # the recommender (cliper_dist/model/registry.py)
+    name: Literal["lightgcn", "freedom", "vbpr"] = "freedom"  # the recommender (cliper_dist/model/registry.py)
     embedding_dim: int = 64  # width of the ID embeddings and modality projections (split across ranks)
     n_ui_layers: int = 2  # hops over the user-item graph
     n_mm_layers: int = 1  # freedom: hops over the item-item graph
@@ -36,7 +36,7 @@ class ModelConfig:
     hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
-    reg_weight: float = 1e-4  # lightgcn: weight of MMRec's EmbLoss; freedom: weight of the modality BPR losses
+    reg_weight: float = 1e-4  # lightgcn, vbpr: weight of MMRec's EmbLoss; freedom: weight of the modality BPR losses
     fusion: Literal["sa", "sum", "concat", "mlp"] = "sa"  # CLIPER fusion of the text views (model/fusion.py)
     tau: float = 0.1  # CLIPER eq. 2 temperature of the view weights softmax(cos / tau)
 
@@ -62,9 +62,11 @@ class Recommender(nn.Module):
     tables: tuple[str, ...] = ()
     #: seconds of the long parts of building the model (FREEDOM: "knn"), for the job's phase times
     build_seconds: dict[str, float] = {}
+    #: how many embedding_dim-wide column blocks ``embeddings()`` puts side by side (VBPR: ID and content)
+    score_blocks: int = 1
 
-    def train_graph(self, epoch: int) -> BipartiteGraph:
-        """The user-item graph a training epoch propagates over."""
+    def train_graph(self, epoch: int) -> BipartiteGraph | None:
+        """The user-item graph a training epoch propagates over (None: the model has none)."""
         raise NotImplementedError
 
     def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
@@ -83,5 +85,6 @@ class Recommender(nn.Module):
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's columns of the final (users, items) embeddings over the full training
-        graph, as evaluation scores them."""
+        graph, as evaluation scores them: ``score_blocks`` blocks of this rank's
+        ``embedding_dim`` columns, side by side."""
         raise NotImplementedError

@@ -47,14 +47,15 @@ class ColumnProjection(nn.Module):
     FREEDOM's Xavier-normal weight): W split over D, b over d. ``forward`` takes this
     rank's feature columns of x and returns its embedding columns of y."""
 
-    def __init__(self, in_width: int, out_width: int, split: ColumnSplit, seed: int, name: str):
+    def __init__(self, in_width: int, out_width: int, split: ColumnSplit, seed: int, name: str,
+                 bias_bound: float | None = None):
         super().__init__()
         split.check(in_width, f"{name} input")
         self.split = split
         std = math.sqrt(2.0 / (in_width + out_width))
         self.weight = ColumnParameter(seeded_columns(out_width, in_width, split, seed, f"{name}.weight", normal(std)),
                                       in_width)
-        bound = 1.0 / math.sqrt(in_width)  # nn.Linear's bias init
+        bound = 1.0 / math.sqrt(in_width) if bias_bound is None else bias_bound  # None: nn.Linear's bias init
         self.bias = ColumnParameter(seeded_columns(1, out_width, split, seed, f"{name}.bias", uniform(bound))[0],
                                     out_width)
 

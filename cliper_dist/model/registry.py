@@ -6,8 +6,9 @@ from cliper_dist.errors import UserError
 from cliper_dist.model.base import Recommender
 from cliper_dist.model.freedom import FREEDOM
 from cliper_dist.model.lightgcn import LightGCN
+from cliper_dist.model.vbpr import VBPR
 
-MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM}
+MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR}
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -47,8 +47,8 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
     """Valid and test Recall/NDCG@{10,20,50}, averaged over the users with held-out items
     (among ``users``, a sorted sample of them, when given)."""
     users_local, items_local = model.embeddings()
-    dim, device = model.cfg.embedding_dim, users_local.device
-    items = gather_columns(items_local, dim, split)
+    dim, device, blocks = model.cfg.embedding_dim, users_local.device, model.score_blocks
+    items = torch.cat([gather_columns(b, dim, split) for b in items_local.chunk(blocks, dim=1)], dim=1)
     del items_local
     truths = {"valid": data.valid, "test": data.test}
     has = {name: truth.lengths() > 0 for name, truth in truths.items()}
@@ -63,7 +63,8 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
     scores = items.new_empty(batch_users, data.num_items)  # one block for every chunk
     for lo in range(0, max(len(users) for users in dealt), batch_users):  # the same count on every rank
         chunks = [users[lo:lo + batch_users] for users in dealt]
-        vectors = rows_to_owners(users_local, dim, [torch.from_numpy(u).to(device) for u in chunks], split)
+        rows = [torch.from_numpy(u).to(device) for u in chunks]
+        vectors = torch.cat([rows_to_owners(b, dim, rows, split) for b in users_local.chunk(blocks, dim=1)], dim=1)
         users = chunks[split.rank]
         if not len(users):
             continue
