@@ -33,8 +33,21 @@ def test_train_epoch_against_its_references(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     rows = _rows(result.stdout)
     assert {(r["impl"], r["model"]) for r in rows} == {(i, m) for i in ("reference-mmrec-style", "cliper-dist")
-                                                       for m in ("lightgcn", "freedom")}
+                                                       for m in ("lightgcn", "freedom", "vbpr")}
     assert all(r["epoch_speedup_vs_ref"] > 0 for r in rows if r["impl"] == "cliper-dist")
+
+
+def test_large_batch_rules(tmp_path):
+    data = make_mmrec_folder(tmp_path / "data", num_users=300, num_items=200, image=False, text=False)
+    result = run_python([REPO / "benchmarks/large_batch.py", "--data", data, "--runs", "256:none,1024:sqrt",
+                         "--threads", "1", "--workdir", tmp_path / "work", "--train", "epochs=3"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [(r["batch"], r["rule"]) for r in rows[:2]] == [(256, "none"), (1024, "sqrt")]
+    # the config's own batch is 2048: sqrt scales both by sqrt(1024 / 2048)
+    assert rows[1]["lr"] == pytest.approx(1e-3 * 0.5 ** 0.5, rel=1e-5)
+    assert rows[1]["reg_weight"] == pytest.approx(1e-4 * 0.5 ** 0.5, rel=1e-5)
+    assert rows[2]["wall_to_best_speedup_vs_first"] > 0
 
 
 def test_convert_throughput_and_memory():
