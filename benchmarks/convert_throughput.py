@@ -3,12 +3,16 @@
     python benchmarks/convert_throughput.py [--items 600] [--side 800] [--shard-size 50]
     python benchmarks/convert_throughput.py --catalog items.jsonl --images DIR   # a real catalog
     python benchmarks/convert_throughput.py --memory 20000,200000                # peak RSS, text only
+    python benchmarks/convert_throughput.py --interactions 1000000:300000:10000000  # peak RSS, x60 events
 
 Makes its own synthetic catalog (smooth photos-like JPEGs of ``--side`` pixels, re-encoded to
 the default 512-pixel bound) unless given one, converts it with ``tools/convert.py jsonl``'s
 code path into fresh directories, and prints one JSON line: items/s for each worker count,
 the 2-to-1 ratio, and whether both runs wrote identical bytes. ``--memory`` converts
 text-only catalogs of the given sizes in subprocesses and reports each one's peak RSS.
+``--interactions USERS:ITEMS:LINES`` converts a text-only catalog of ITEMS items with an
+interaction file of LINES events (every user at least 5, items Zipf-popular: the shape of
+``train_scale.py``'s x60) and reports the peak RSS and seconds.
 """
 
 from __future__ import annotations
@@ -106,6 +110,35 @@ def memory(sizes: list[int]) -> dict:
     return out
 
 
+def interactions_memory(users: int, items: int, lines: int, chunk: int = 1_000_000) -> dict:
+    """Peak RSS and seconds of converting ITEMS text-only items with LINES interactions."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        catalog, inter = Path(tmp) / "c.jsonl", Path(tmp) / "i.csv"
+        with open(catalog, "w") as f:
+            for lo in range(0, items, chunk):
+                f.write("".join(json.dumps({"item_id": f"I{i:08d}", "title": f"Item {i}"}) + "\n"
+                                for i in range(lo, min(items, lo + chunk))))
+        popularity = 1.0 / np.arange(1, items + 1) ** 0.8
+        popularity /= popularity.sum()
+        with open(inter, "w") as f:
+            f.write("user_id,item_id,timestamp\n")
+            for lo in range(0, lines, chunk):
+                n = min(chunk, lines - lo)
+                # users 0..U-1 five times each first (degree >= 5), then uniformly at random
+                idx = np.arange(lo, lo + n)
+                user = np.where(idx < 5 * users, idx % users, rng.integers(users, size=n))
+                item = rng.choice(items, size=n, p=popularity)
+                f.write("".join(f"U{u},I{i:08d},{t}\n" for u, i, t in zip(user.tolist(), item.tolist(), idx.tolist())))
+        code = ("import resource, sys, time; from cliper_dist.convert.cli import main; t = time.perf_counter(); "
+                "main(sys.argv[1:]); print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        run = subprocess.run([sys.executable, "-c", code, "jsonl", "--catalog", str(catalog), "--interactions",
+                              str(inter), "--out", str(Path(tmp) / "ds")], check=True, capture_output=True, text=True)
+        seconds, rss = run.stdout.split()[-2:]
+        return {"users": users, "items": items, "lines": lines, "input_mb": round(inter.stat().st_size / 2**20, 1),
+                "convert_s": round(float(seconds), 1), "peak_rss_mb": round(int(rss) / 1024, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=600)
@@ -115,8 +148,11 @@ def main() -> None:
     parser.add_argument("--catalog", default=None, help="a real catalog in the jsonl format instead")
     parser.add_argument("--images", default=None, help="its image directory")
     parser.add_argument("--memory", default=None, help="comma-separated catalog sizes for the peak-RSS run")
+    parser.add_argument("--interactions", default=None, help="USERS:ITEMS:LINES for the interaction peak-RSS run")
     args = parser.parse_args()
-    if args.memory:
+    if args.interactions:
+        print(json.dumps(interactions_memory(*(int(x) for x in args.interactions.split(":")))))
+    elif args.memory:
         print(json.dumps(memory([int(n) for n in args.memory.split(",")])))
     else:
         print(json.dumps(throughput(args)))

@@ -93,7 +93,9 @@ class DatasetWriter:
         self.image_dir = image_dir
         self.downloader = downloader
         self.rank, self.world_size = rank, world_size
-        for sub in (schema.SHARD_DIR, schema.PROGRESS_DIR):
+        # .progress first: it marks the directory as a dataset (``dirs.kind``), so a rank that
+        # checks --out while another creates it never sees a directory of unknown kind
+        for sub in (schema.PROGRESS_DIR, schema.SHARD_DIR):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.rejects = Rejects(self.out if rank == 0 else None, options.strict)
         self.counts: Counter = Counter()

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cliper_dist import dist
+
 
 def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int) -> torch.Tensor:
     """A CSR tensor from (row, col, value) triples without duplicates, built in numpy.
@@ -271,6 +273,10 @@ def knn_neighbours(features: torch.Tensor, k: int, rows: tuple[int, int] | None 
     n = features.shape[0]
     lo, hi = rows or (0, n)
     normed = F.normalize(features.float(), dim=1)
-    out = [(normed[start:min(hi, start + block)] @ normed.T).topk(min(k, n), dim=1).indices
-           for start in range(lo, hi, block)]
+    progress = dist.Progress(hi - lo, desc="knn", unit="item")
+    out = []
+    for start in range(lo, hi, block):
+        out.append((normed[start:min(hi, start + block)] @ normed.T).topk(min(k, n), dim=1).indices)
+        progress.update(len(out[-1]))
+    progress.close()
     return torch.cat(out) if out else torch.empty(0, min(k, n), dtype=torch.int64, device=features.device)

@@ -80,9 +80,13 @@ class Engine:
         device = self.info.device
         with phases("steps"):
             total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
+            progress = dist.Progress(-(-len(self.data.train_user) // self.batch_size), desc=f"epoch {epoch + 1}",
+                                     unit="step")
             for arrays in epoch_batches(self.data, self.train_keys, epoch, self.seed, self.batch_size):
                 total += self.step(graph, Batch(*(torch.from_numpy(a).to(device) for a in arrays)))
                 steps += 1
+                progress.update(1)
+            progress.close()
             loss = total.item() / max(steps, 1)
         return loss
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cliper_dist.dist import Progress
 from cliper_dist.model.base import Recommender
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.comm import gather_columns, rows_to_owners
@@ -61,8 +62,10 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
     sums = np.zeros((len(SPLITS), len(keys)))
     scores = items.new_empty(batch_users, data.num_items)  # one block for every chunk
+    progress = Progress(len(candidates), desc="eval", unit="user")
     for lo in range(0, max(len(users) for users in dealt), batch_users):  # the same count on every rank
         chunks = [users[lo:lo + batch_users] for users in dealt]
+        progress.update(sum(len(c) for c in chunks))
         rows = [torch.from_numpy(u).to(device) for u in chunks]
         vectors = torch.cat([rows_to_owners(b, dim, rows, split) for b in users_local.chunk(blocks, dim=1)], dim=1)
         users = chunks[split.rank]
@@ -74,6 +77,7 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
             if keep.any():
                 found = hit_sums(top[keep], users[keep], truths[name], data.num_items)
                 sums[s] += [found[k] for k in keys]
+    progress.close()
     total = torch.from_numpy(sums).to(device)
     if split.world_size > 1:
         dist.all_reduce(total)

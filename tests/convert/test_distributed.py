@@ -99,3 +99,24 @@ def test_the_config_names_missing_and_foreign_inputs():
         ConvertConfig(catalog="c.jsonl").validate()
     assert ConvertConfig(format="amazon2023", out="o", meta="m", reviews="r").inputs() == {
         "meta": "m", "reviews": "r", "images": None}
+
+
+def test_an_output_being_created_is_a_dataset_at_every_moment(tmp_path, monkeypatch):
+    """Ranks check --out while another rank may be creating it: each directory the writer adds
+    must leave --out recognisable as a dataset (the rank that checked a half-made one refused it)."""
+    from cliper_dist import dirs
+    from cliper_dist.convert.writer import DatasetWriter
+
+    out = tmp_path / "out"
+    kinds = []
+    mkdir = Path.mkdir
+
+    def watched(self, *args, **kwargs):
+        mkdir(self, *args, **kwargs)
+        if self.parent == out:
+            kinds.append((self.name, dirs.kind(out)))
+
+    monkeypatch.setattr(Path, "mkdir", watched)
+    with DatasetWriter(out, rank=1, world_size=2):
+        pass
+    assert kinds and all(kind == dirs.DATASET for _, kind in kinds), kinds
