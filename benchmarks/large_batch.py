@@ -9,7 +9,10 @@ scaling rule gives from the config's values at its own batch B0 (docs/train.md, 
 batches"):
 
 - ``none``: lr and reg_weight unchanged;
-- ``sqrt``: lr and reg_weight times sqrt(B / B0) (the documented rule);
+- ``sqrt``: lr and reg_weight times sqrt(B / B0) (the documented rule for an EmbLoss
+  reg_weight: LightGCN, VBPR);
+- ``sqrt_lr``: lr times sqrt(B / B0), reg_weight unchanged (the rule for FREEDOM, whose
+  reg_weight weighs mean-form modality BPR losses);
 - ``linear``: lr times B / B0, reg_weight unchanged.
 
 One JSON line per run: best epoch, valid and test R@20 there, s/epoch, and the seconds of
@@ -29,7 +32,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RULES = {"none": lambda r: (1.0, 1.0), "sqrt": lambda r: (r ** 0.5, r ** 0.5), "linear": lambda r: (r, 1.0)}
+RULES = {"none": lambda r: (1.0, 1.0), "sqrt": lambda r: (r ** 0.5, r ** 0.5), "sqrt_lr": lambda r: (r ** 0.5, 1.0),
+         "linear": lambda r: (r, 1.0)}
 
 
 def run(config: Path, data: str, batch: int, rule: str, threads: int, work: Path, extra: list[str]) -> dict:
@@ -61,7 +65,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="MMRec Baby folder (baby.inter)")
     parser.add_argument("--config", default=str(REPO / "configs/train/baby_lightgcn.yaml"))
     parser.add_argument("--runs", default="2048:none,8192:none,8192:sqrt,8192:linear,32768:sqrt,32768:linear",
-                        help="BATCH:RULE, comma-separated (rules: none, sqrt, linear)")
+                        help="BATCH:RULE, comma-separated (rules: none, sqrt, sqrt_lr, linear)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--train", nargs="*", default=[], help="extra key=value overrides for every run")
