@@ -68,12 +68,8 @@ class Adapter:
         self.cfg, self.data, self.info = cfg, data, info
         self.split = ColumnSplit(info.rank, info.world_size)
         device = info.device
-        self.image = None if features.image is None else \
-            torch.from_numpy(np.array(features.image, dtype=np.float32)).to(device)
-        self.text = None
-        if features.text_views is not None or features.text is not None:
-            fusion = get_fusion(cfg.fusion)
-            self.text = torch.cat([block for _, block in features.text_blocks(fusion, cfg.tau)]).to(device)
+        image, text = features.whole_image(), features.fused_text(get_fusion(cfg.fusion), cfg.tau)
+        self.image, self.text = (None if t is None else t.to(device) for t in (image, text))
         if self.image is None and self.text is None:
             raise UserError(f"{features.source}: no image or text features to adapt")
         self.tables = IdTables({ITEM_TABLE: data.num_items}, cfg.model.id_dim, self.split, cfg.seed, device,

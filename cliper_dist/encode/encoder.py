@@ -250,5 +250,11 @@ def save_random_checkpoint(model: str, out: str | Path, seed: int = 0, context_l
     clip = open_clip.create_model(name, pretrained=None, force_context_length=context_length)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": clip.state_dict()}, out)
+    save_checkpoint(clip, out)
     return out
+
+
+def save_checkpoint(clip: torch.nn.Module, path: str | Path) -> None:
+    """The open_clip checkpoint format that ``load_encoder`` (and open_clip) read: {"state_dict": ...}."""
+    with files.atomic_open(path, "wb") as f:
+        torch.save({"state_dict": clip.state_dict()}, f)

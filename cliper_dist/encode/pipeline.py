@@ -105,15 +105,7 @@ class ShardBatches(IterableDataset):
 
     def _prepare(self, sample: dict) -> tuple:
         fields = json.loads(sample["json"])
-        status, image = IMAGE_MISSING, self.default_image
-        if "jpg" in sample:
-            try:
-                with Image.open(io.BytesIO(sample["jpg"])) as img:
-                    image = img.convert("RGB")
-                status = IMAGE_OK
-            except (OSError, ValueError, Image.DecompressionBombError):
-                status = IMAGE_CORRUPT
-                image = self.default_image
+        image, status = decode_image(sample.get("jpg"), self.default_image)
         chunks = [self.tokens.view_ids(v) for v in item_views(fields, self.views)]
         empty = [not field_value(fields, f, self.views) for f in TEXT_FIELDS]
         return key_index(sample["__key__"]), self.image_stage(image), chunks, status, empty
@@ -131,6 +123,17 @@ class ShardBatches(IterableDataset):
                 owner.extend([b * len(views) + c] * len(pieces))
         return EncodeBatch(shard, last, torch.tensor(index), torch.stack(images), self.tokens.rows(texts),
                            torch.tensor(owner), torch.tensor(status), torch.tensor(empty))
+
+
+def decode_image(data: bytes | None, fallback: Image.Image) -> tuple[Image.Image, int]:
+    """(RGB image, IMAGE_OK), or ``fallback`` with IMAGE_MISSING (no bytes) / IMAGE_CORRUPT."""
+    if data is None:
+        return fallback, IMAGE_MISSING
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB"), IMAGE_OK
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return fallback, IMAGE_CORRUPT
 
 
 def default_image(path: str, size: int = 224) -> Image.Image:

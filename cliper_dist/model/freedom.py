@@ -129,13 +129,10 @@ class FREEDOM(LightGCN):
             raise UserError(f"fusion {cfg.fusion} weighs the text views by their similarity to the image: "
                             "it needs image features")
         # whole features, on the device (nccl gathers the kNN graph from device tensors)
-        image = None if features.image is None else \
-            torch.from_numpy(np.array(features.image, dtype=np.float32)).to(device)
-        text = None
-        if features.text_views is not None or features.text is not None:
-            text = torch.cat([block for _, block in features.text_blocks(fusion, cfg.tau)]).to(device)
-            if features.text is not None:
-                dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
+        image, text = features.whole_image(), features.fused_text(fusion, cfg.tau)
+        image, text = (None if t is None else t.to(device) for t in (image, text))
+        if features.text is not None:
+            dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
         search = KnnSearch(cfg.knn, cfg.hnsw_m, cfg.hnsw_ef)
         start = time.perf_counter()

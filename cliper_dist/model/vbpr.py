@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from cliper_dist.errors import UserError
@@ -37,18 +36,14 @@ if TYPE_CHECKING:
     from cliper_dist.train.features import Features
 
 
-def content_features(features: "Features", fusion_name: str, tau: float) -> np.ndarray:
+def content_features(features: "Features", fusion_name: str, tau: float) -> torch.Tensor:
     """x = [text ; image] for every item (MMRec's order), from whichever modalities exist."""
     fusion = get_fusion(fusion_name)
     if fusion.trained:
         raise UserError(f"model.name=vbpr takes frozen content features; model.fusion={fusion_name} is trained "
                         "with the recommender (use sa, sum or concat)")
-    parts = []
-    if features.text_views is not None or features.text is not None:
-        parts.append(np.concatenate([block for _, block in features.text_blocks(fusion, tau)]))
-    if features.image is not None:
-        parts.append(np.asarray(features.image, dtype=np.float32))
-    return np.concatenate(parts, axis=1)
+    parts = [features.fused_text(fusion, tau), features.whole_image()]
+    return torch.cat([p for p in parts if p is not None], dim=1)
 
 
 class VBPR(Recommender):

@@ -31,7 +31,7 @@ from cliper_dist import config as config_lib
 from cliper_dist import dirs, dist, files
 from cliper_dist.data import schema
 from cliper_dist.data.dataset import DatasetDir
-from cliper_dist.encode.encoder import ClipEncoder, load_encoder
+from cliper_dist.encode.encoder import ClipEncoder, load_encoder, save_checkpoint
 from cliper_dist.encode.pipeline import IMAGE_CORRUPT, default_image, split_preprocess
 from cliper_dist.encode.views import ViewsConfig
 from cliper_dist.errors import UserError
@@ -165,14 +165,14 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
         done = step + 1
         if done % 10 == 0 or done == cfg.steps:
             progress.set_postfix(loss=f"{float(loss):.3f}", samples_s=f"{window.rate(cfg.batch_size):.0f}")
-        recording = (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
+        recording = _due(done, cfg.eval_every, cfg.steps)
         if recording:
             history.append(_record(done, schedule, cfg, trainer, window.close(cfg.batch_size), evaluate))
             if info.is_main:
                 with (work / METRICS).open("a") as f:
                     f.write(json.dumps(history[-1]) + "\n")
                 _log_record(history[-1], cfg.steps)
-        saving = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
+        saving = _due(done, cfg.checkpoint_every, cfg.steps)
         if saving and info.is_main:
             with files.atomic_open(work / CHECKPOINT, "wb") as f:
                 torch.save({**trainer.state_dict(), "step": done, "history": history,
@@ -184,6 +184,11 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
     if not info.is_main:
         return None
     return _write_output(cfg, trainer, encoder, dataset, history, len(with_image), len(held_out))
+
+
+def _due(done: int, every: int, steps: int) -> bool:
+    """Whether a periodic action (every ``every`` steps; 0: none but the last) falls after step ``done``."""
+    return (every > 0 and done % every == 0) or done == steps
 
 
 def _record(done: int, schedule: PairSchedule, cfg: PretrainConfig, trainer: ClipTrainer, window: dict,
@@ -222,8 +227,7 @@ def _resume_state(cfg: PretrainConfig, work: Path) -> dict | None:
 def _write_output(cfg: PretrainConfig, trainer: ClipTrainer, encoder: ClipEncoder, dataset: DatasetDir,
                   history: list[dict], with_image: int, held_out: int) -> dict:
     out = Path(cfg.out)
-    with files.atomic_open(out / OUTPUT, "wb") as f:
-        torch.save({"state_dict": trainer.model.state_dict()}, f)
+    save_checkpoint(trainer.model, out / OUTPUT)
     manifest = {"kind": "catalog-trained open_clip checkpoint", "checkpoint": OUTPUT,
                 "checkpoint_sha256": files.file_sha256(out / OUTPUT), "model": cfg.model,
                 "model_name": encoder.model_name, "embed_dim": encoder.embed_dim,

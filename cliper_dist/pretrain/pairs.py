@@ -18,7 +18,6 @@ with nothing to restore but the step count.
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from torch.utils.data import Dataset, Sampler
 
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.data.schema import key_index
-from cliper_dist.encode.pipeline import IMAGE_CORRUPT, IMAGE_MISSING, IMAGE_OK
+from cliper_dist.encode.pipeline import decode_image
 from cliper_dist.encode.views import ViewsConfig, item_views
 from cliper_dist.errors import UserError
 
@@ -96,13 +95,7 @@ class ItemPairs(Dataset):
         """``key`` = (item, view): the prompt of that view, or all C of them for view -1."""
         index, view = key
         fields, image_bytes = self.source.item(index)
-        status, image = IMAGE_MISSING, self.fallback
-        if image_bytes is not None:
-            try:
-                with Image.open(io.BytesIO(image_bytes)) as img:
-                    image, status = img.convert("RGB"), IMAGE_OK
-            except (OSError, ValueError, Image.DecompressionBombError):
-                status = IMAGE_CORRUPT  # counted by the job; the pair keeps the grey stand-in
+        image, status = decode_image(image_bytes, self.fallback)  # a corrupt one: counted by the job
         prompts = [v.prompt for v in item_views(fields, self.views)]
         return self.image_stage(image), prompts if view < 0 else [prompts[view]], status
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -46,16 +45,23 @@ class Features:
         """Raw view embeddings of ``items``, (n, C, D)."""
         return torch.from_numpy(np.ascontiguousarray(self.text_views[:, items].transpose(1, 0, 2), dtype=np.float32))
 
-    def text_blocks(self, fusion: Fusion, tau: float, block: int = 16384) -> Iterator[tuple[int, torch.Tensor]]:
-        """(first item, fused text of a block of items): the views fused by ``fusion.fixed``,
-        or the ready text feature, one block of items at a time."""
+    def whole_image(self) -> torch.Tensor | None:
+        """(I, D_image) float32, read whole (None without image features)."""
+        return None if self.image is None else torch.from_numpy(np.array(self.image, dtype=np.float32))
+
+    def fused_text(self, fusion: Fusion, tau: float, block: int = 16384) -> torch.Tensor | None:
+        """(I, D_text) float32: the ready text feature, or the views fused by ``fusion.fixed`` a
+        block of items at a time (bounding the fusion's intermediates); None without text."""
+        if self.text is not None:
+            return torch.from_numpy(np.array(self.text, dtype=np.float32))
+        if self.text_views is None:
+            return None
+        blocks = []
         for lo in range(0, self.num_items, block):
             hi = min(self.num_items, lo + block)
-            if self.text is not None:
-                yield lo, torch.from_numpy(np.array(self.text[lo:hi], dtype=np.float32))
-            else:
-                image = None if self.image is None else torch.from_numpy(np.array(self.image[lo:hi], dtype=np.float32))
-                yield lo, fusion.fixed(self.views_of(np.arange(lo, hi)), image, tau)
+            image = None if self.image is None else torch.from_numpy(np.array(self.image[lo:hi], dtype=np.float32))
+            blocks.append(fusion.fixed(self.views_of(np.arange(lo, hi)), image, tau))
+        return torch.cat(blocks)
 
 
 def has_mmrec_features(path: str | Path) -> bool:
