@@ -13,6 +13,12 @@ negative sampler (``TrainDataLoader``: a random item redrawn while it is a train
   feature tables fine-tuned, *all* items projected every step, reg_weight 1e-4.
 - VBPR (``src/models/vbpr.py``): users (U, 2d), items [e_i ; W [text ; image] + b] with
   *all* items projected every step, BPR + 2.0 EmbLoss (the first point of its grid).
+- SLMRec (``src/models/slmrec.py``, FAC task): all items projected and three full tables
+  propagated (3 layers) every step, concat fusion, in-batch InfoNCE + 0.01 FAC, Adam
+  weight_decay 1e-4.
+- LATTICE (``src/models/lattice.py``, lightgcn): MMRec's dense I x I graph learning (with
+  its O(I^3) ``diagflat`` products) on each epoch's first batch and at every evaluation,
+  a dense S @ E_i every step, 2 layers over D^-1 (A + I).
 
 Features are the issue's stand-ins: ``rng = np.random.default_rng(0)``, image (I, 4096)
 drawn first, then text (I, 384), standard normal. Ours is ``launch/train.py`` under
@@ -108,13 +114,7 @@ class Reference(nn.Module):
         return sym_adjacency(keep[0], keep[1], self.n_users, self.n_items)
 
     def forward(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ego = torch.cat([self.user.weight, self.item.weight])
-        layers = [ego]
-        for _ in range(2):
-            ego = torch.sparse.mm(adj, ego)
-            layers.append(ego)
-        out = torch.stack(layers, dim=1).mean(dim=1)
-        users, items = out[:self.n_users], out[self.n_users:]
+        users, items = light_out(adj, self.user.weight, self.item.weight, 2)
         if self.freedom:
             items = items + torch.sparse.mm(self.mm_adj, self.item.weight)
         return users, items
@@ -127,6 +127,18 @@ class Reference(nn.Module):
             return loss + 1e-4 * (bpr(users[u], t[p], t[n]) + bpr(users[u], v[p], v[n]))
         reg = self.user(u).norm() + self.item(p).norm() + self.item(n).norm()
         return loss + 1e-4 * reg / len(u)
+
+
+def light_out(adj: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+              layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MMRec's LightGCN: the mean of layers 0..L of torch.sparse.mm over [users; items]."""
+    ego = torch.cat([users, items])
+    out = [ego]
+    for _ in range(layers):
+        ego = torch.sparse.mm(adj, ego)
+        out.append(ego)
+    mean = torch.stack(out, dim=1).mean(dim=1)
+    return mean[:len(users)], mean[len(users):]
 
 
 def bpr(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -158,6 +170,118 @@ class ReferenceVBPR(nn.Module):
         return bpr(users[u], items[p], items[n]) + 2.0 * reg / len(u)
 
 
+class ReferenceSLMRec(nn.Module):
+    """SLMRec as MMRec computes it (``ssl_task: FAC``, concat fusion, 3 layers): every step
+    projects all items and propagates three full tables; Adam weight_decay 1e-4."""
+
+    weight_decay = 1e-4
+
+    def __init__(self, data, features: dict):
+        super().__init__()
+        self.user, self.item = nn.Embedding(data.num_users, 64), nn.Embedding(data.num_items, 64)
+        self.v_feat, self.t_feat = (F.normalize(features[k], dim=1) for k in ("image", "text"))
+        self.v_dense, self.t_dense = nn.Linear(self.v_feat.shape[1], 64), nn.Linear(self.t_feat.shape[1], 64)
+        self.fuse_user, self.fuse_item = nn.Linear(192, 64), nn.Linear(192, 64)
+        self.g_i_iv, self.g_v_iv, self.g_iv_iva = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64)
+        self.g_iva_ivat, self.g_t_ivat = nn.Linear(64, 32), nn.Linear(64, 32)
+        for w in (self.user, self.item, self.v_dense, self.t_dense, self.fuse_user, self.fuse_item, self.g_i_iv,
+                  self.g_v_iv, self.g_iv_iva, self.g_iva_ivat, self.g_t_ivat):
+            nn.init.xavier_uniform_(w.weight)
+        user, item = torch.from_numpy(data.train_user), torch.from_numpy(data.train_item)
+        self.norm_adj = sym_adjacency(user, item, data.num_users, data.num_items)
+
+    def epoch_adjacency(self) -> torch.Tensor:
+        return self.norm_adj
+
+    def views(self, adj):
+        return [light_out(adj, self.user.weight, x, 3) for x in (self.item.weight, self.v_dense(self.v_feat), self.t_dense(self.t_feat))]
+
+    def forward(self, adj) -> tuple[torch.Tensor, torch.Tensor]:
+        views = self.views(adj)
+        return (self.fuse_user(torch.cat([u for u, _ in views], dim=1)),
+                self.fuse_item(torch.cat([i for _, i in views], dim=1)))
+
+    def loss(self, adj, u, p, n) -> torch.Tensor:
+        views = self.views(adj)
+        users = self.fuse_user(torch.cat([v[0] for v in views], dim=1))
+        items = self.fuse_item(torch.cat([v[1] for v in views], dim=1))
+        main = nce(F.normalize(users[u], dim=1), F.normalize(items[p], dim=1), 0.2)
+        (_, ids), (_, vis), (_, txt) = views
+        x_iv = self.g_i_iv(ids[p])
+        fac = nce(x_iv, self.g_v_iv(vis[p]), 0.1) + nce(self.g_iva_ivat(self.g_iv_iva(x_iv)), self.g_t_ivat(txt[p]), 0.1)
+        return main + 0.01 * fac
+
+
+class ReferenceLATTICE(nn.Module):
+    """LATTICE as MMRec computes it (``cf_model: lightgcn``): dense I x I similarity, kNN and
+    normalisation (``build_sim``, ``build_knn_neighbourhood``, ``compute_normalized_laplacian``
+    with ``diagflat`` products) on the first batch of each epoch and at every evaluation, a
+    dense S @ E_i every step, all items projected when the graph is built."""
+
+    def __init__(self, data, features: dict):
+        super().__init__()
+        self.n_users, self.n_items = data.num_users, data.num_items
+        self.user, self.item = nn.Embedding(self.n_users, 64), nn.Embedding(self.n_items, 64)
+        nn.init.xavier_uniform_(self.user.weight)
+        nn.init.xavier_uniform_(self.item.weight)
+        self.image = nn.Embedding.from_pretrained(features["image"], freeze=False)
+        self.text = nn.Embedding.from_pretrained(features["text"], freeze=False)
+        self.image_trs, self.text_trs = nn.Linear(features["image"].shape[1], 64), nn.Linear(features["text"].shape[1], 64)
+        self.modal_weight = nn.Parameter(torch.tensor([0.5, 0.5]))
+        with torch.no_grad():
+            self.image_orig, self.text_orig = (lattice_laplacian(lattice_knn(f, 10)) for f in
+                                               (self.image.weight, self.text.weight))
+        user, item = torch.from_numpy(data.train_user), torch.from_numpy(data.train_item)
+        n = self.n_users + self.n_items
+        rows = torch.cat([user, item + self.n_users, torch.arange(n)])
+        cols = torch.cat([item + self.n_users, user, torch.arange(n)])
+        deg = torch.bincount(rows, minlength=n).float()
+        self.norm_adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n)).coalesce()
+        self.build, self.item_adj = True, None
+
+    def epoch_adjacency(self) -> torch.Tensor:
+        self.build = True
+        return self.norm_adj
+
+    def forward(self, adj, build: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        if build:
+            w = torch.softmax(self.modal_weight, 0)
+            learned = (w[0] * lattice_knn(self.image_trs(self.image.weight), 10)
+                       + w[1] * lattice_knn(self.text_trs(self.text.weight), 10))
+            self.item_adj = 0.1 * lattice_laplacian(learned) + 0.9 * (w[0] * self.image_orig + w[1] * self.text_orig)
+        else:
+            self.item_adj = self.item_adj.detach()
+        h = torch.mm(self.item_adj, self.item.weight)
+        users, items = light_out(adj, self.user.weight, self.item.weight, 2)
+        return users, items + F.normalize(h, p=2, dim=1)
+
+    def loss(self, adj, u, p, n) -> torch.Tensor:
+        users, items = self.forward(adj, self.build)
+        self.build = False
+        return bpr(users[u], items[p], items[n])  # reg_weight 0.0: the first point of its grid
+
+
+def lattice_knn(x: torch.Tensor, k: int) -> torch.Tensor:
+    normed = x.div(torch.norm(x, p=2, dim=-1, keepdim=True))
+    sim = normed @ normed.T
+    val, ind = sim.topk(k, dim=-1)
+    return torch.zeros_like(sim).scatter_(-1, ind, val)
+
+
+def lattice_laplacian(adj: torch.Tensor) -> torch.Tensor:
+    inv = adj.sum(-1).pow(-0.5)
+    inv[torch.isinf(inv)] = 0.0
+    d = torch.diagflat(inv)
+    return torch.mm(torch.mm(d, adj), d)
+
+
+def nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    return F.cross_entropy(a @ b.T / temperature, torch.arange(len(a)))
+
+
+REFERENCES = {"vbpr": ReferenceVBPR, "slmrec": ReferenceSLMRec, "lattice": ReferenceLATTICE}
+
+
 def reference(data_dir: str, model: str, epochs: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(999)
@@ -165,8 +289,8 @@ def reference(data_dir: str, model: str, epochs: int, threads: int) -> dict:
     features = None
     if model != "lightgcn":
         features = {k: torch.from_numpy(np.load(Path(data_dir) / f"{k}_feat.npy")) for k in ("image", "text")}
-    ref = ReferenceVBPR(d, features) if model == "vbpr" else Reference(d, features)
-    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    ref = REFERENCES.get(model, Reference)(d, features)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3, weight_decay=getattr(ref, "weight_decay", 0.0))
     rng = np.random.default_rng(999)
     random.seed(999)
     all_items = list(range(d.num_items))
@@ -242,7 +366,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ref-epochs", type=int, default=3)
     parser.add_argument("--layouts", default="1x1,1x2,2x1", help="RANKSxTHREADS per rank, comma-separated")
-    parser.add_argument("--models", default="lightgcn,freedom,vbpr")
+    parser.add_argument("--models", default="lightgcn,freedom,vbpr,slmrec,lattice")
     parser.add_argument("--ref-threads", default="1,2", help="reference thread counts")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

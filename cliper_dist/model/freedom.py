@@ -32,35 +32,14 @@ from cliper_dist.model.base import Batch, ModelConfig
 from cliper_dist.model.fusion import get_fusion
 from cliper_dist.model.graph import BipartiteGraph, degree_sensitive_prune
 from cliper_dist.model.item_graph import KnnSearch, freedom_item_graph
+from cliper_dist.model.layers import ColumnProjection
 from cliper_dist.model.lightgcn import LightGCN, bpr
-from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, normal, seeded_columns, uniform
-from cliper_dist.parallel.comm import sum_to_local_columns
+from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, seeded_columns, uniform
 from cliper_dist.sharding.tables import IdTables
 
 if TYPE_CHECKING:
     from cliper_dist.train.data import RecData
     from cliper_dist.train.features import Features
-
-
-class ColumnProjection(nn.Module):
-    """y = W x + b from D feature columns to d embedding columns (nn.Linear(D, d) with
-    FREEDOM's Xavier-normal weight): W split over D, b over d. ``forward`` takes this
-    rank's feature columns of x and returns its embedding columns of y."""
-
-    def __init__(self, in_width: int, out_width: int, split: ColumnSplit, seed: int, name: str,
-                 bias_bound: float | None = None):
-        super().__init__()
-        split.check(in_width, f"{name} input")
-        self.split = split
-        std = math.sqrt(2.0 / (in_width + out_width))
-        self.weight = ColumnParameter(seeded_columns(out_width, in_width, split, seed, f"{name}.weight", normal(std)),
-                                      in_width)
-        bound = 1.0 / math.sqrt(in_width) if bias_bound is None else bias_bound  # None: nn.Linear's bias init
-        self.bias = ColumnParameter(seeded_columns(1, out_width, split, seed, f"{name}.bias", uniform(bound))[0],
-                                    out_width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum_to_local_columns(x @ self.weight.T, self.split) + self.bias
 
 
 class _UniqueRows(torch.autograd.Function):

@@ -10,12 +10,15 @@ config key). MLP is trained with the recommender; the model builds it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from cliper_dist.errors import UserError
+
+if TYPE_CHECKING:
+    from cliper_dist.train.features import Features
 
 
 def view_similarity(text_views: torch.Tensor, image: torch.Tensor, tau: float) -> torch.Tensor:
@@ -59,3 +62,17 @@ def get_fusion(name: str) -> Fusion:
     if name not in FUSIONS:
         raise UserError(f"model.fusion must be one of {', '.join(FUSIONS)}; got '{name}'")
     return FUSIONS[name]
+
+
+def frozen_features(features: "Features", fusion_name: str, tau: float,
+                    model_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(text, image), each (I, D) float32 or None, for a model that takes its features frozen:
+    the text views fused by a parameter-free fusion (or the ready text feature), the image."""
+    fusion = get_fusion(fusion_name)
+    if fusion.trained and features.text_views is not None:
+        raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "
+                        "trained with the recommender (use sa, sum or concat)")
+    if fusion.needs_image and features.text_views is not None and features.image is None:
+        raise UserError(f"fusion {fusion_name} weighs the text views by their similarity to the image: "
+                        "it needs image features")
+    return features.fused_text(fusion, tau), features.whole_image()

@@ -4,7 +4,8 @@
   A = [[0, R], [R^T, 0]], R[u, i] = 1 / sqrt(d_u d_i), stored as R (U x I) and R^T (I x U)
   in CSR. One layer maps (users, items) -> (R items, R^T users): the user and item tables
   stay apart (no concatenated copy) and each product reads one table, which is faster
-  than one product with the (U+I) x (U+I) matrix.
+  than one product with the (U+I) x (U+I) matrix. LATTICE's D^-1 (A + I) adds self-loop
+  weights and, not being symmetric, its transpose for the backward.
 - ``ItemGraph``: FREEDOM's frozen item-item kNN graph as weighted bags: row i of S holds
   the weights of its neighbours, so (S x)[i] is a SUM-pooled weighted embedding-bag
   lookup of x.
@@ -88,13 +89,27 @@ class BatchRows:
     item_graph: torch.Tensor  # (S E_i) at the item rows, for an item graph S (else empty)
 
 
+def scattered_rows(workspace: Workspace, name: str, ctx, user_rows: torch.Tensor, item_rows: torch.Tensor,
+                   grad_u: torch.Tensor | None, grad_i: torch.Tensor | None,
+                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-size (users, items) blocks of ``workspace``, zero but for ``scale`` times the rows'
+    gradients added at their rows (a backward's seed; ``ctx.shapes``, ``ctx.like``: the tables')."""
+    s_u = workspace.block(f"{name}_u", ctx.shapes[0], ctx.like).zero_()
+    s_i = workspace.block(f"{name}_i", ctx.shapes[1], ctx.like).zero_()
+    if grad_u is not None:
+        s_u.index_add_(0, user_rows, grad_u * scale)
+    if grad_i is not None:
+        s_i.index_add_(0, item_rows, grad_i * scale)
+    return s_u, s_i
+
+
 class _BatchRows(torch.autograd.Function):
     """The rows of a step in one function, so that the tables' whole gradient is assembled in
     one full-size block per side (autograd would add each term's gradient to it as another
     full-size pass): LightGCN's layer mean (sum_{l=0..L} A^l x)[rows] / (L + 1) over a
     bipartite A, the ego rows x[rows], and one hop over an item graph, (S x_i)[rows].
 
-    Backward: sum_l (A^T)^l G = sum_l A^l G (A is symmetric), G the mean rows' gradient
+    Backward: sum_l (A^T)^l G (``graph.transposed()``), G the mean rows' gradient
     scattered to full size and divided by L + 1: the forward's computation on G, in the
     forward's workspace blocks, its last layer accumulated into G's block, which is handed
     over as the gradient; then the ego rows' and the item-graph rows' gradients are added
@@ -120,13 +135,8 @@ class _BatchRows(torch.autograd.Function):
         graph, ws, scale = ctx.graph, ctx.workspace, 1.0 / (ctx.layers + 1)
         # G takes a block the Horner layers below do not write ("a" at layer 0, "b" at 1)
         g_name = "b" if ctx.layers <= 2 else "c"
-        g_u = ws.block(f"{g_name}_u", ctx.shapes[0], ctx.like).zero_()
-        g_i = ws.block(f"{g_name}_i", ctx.shapes[1], ctx.like).zero_()
-        if grad_u is not None:
-            g_u.index_add_(0, user_rows, grad_u * scale)
-        if grad_i is not None:
-            g_i.index_add_(0, item_rows, grad_i * scale)
-        h_u, h_i = graph.layer_sum(g_u, g_i, ctx.layers, ws.block, into_x=True)
+        g_u, g_i = scattered_rows(ws, g_name, ctx, user_rows, item_rows, grad_u, grad_i, scale)
+        h_u, h_i = graph.transposed().layer_sum(g_u, g_i, ctx.layers, ws.block, into_x=True)
         ws.release(h_u)
         ws.release(h_i)
         if grad_ego_u is not None:
@@ -140,20 +150,100 @@ class _BatchRows(torch.autograd.Function):
 
 
 @dataclass
+class SourceRows:
+    """LightGCN's layer mean split by source, mean_l A^l [E_u; 0] and mean_l A^l [0; E_i], at a
+    step's rows (see ``BipartiteGraph.source_rows``); their sum is the ordinary layer mean."""
+
+    user_by_user: torch.Tensor  # the user table's propagation, at the user rows
+    user_by_item: torch.Tensor  # the item table's, at the user rows
+    item_by_user: torch.Tensor  # the user table's, at the item rows
+    item_by_item: torch.Tensor  # the item table's, at the item rows
+
+
+class _SourceRows(torch.autograd.Function):
+    """On a bipartite graph an even power of A keeps a node's side and an odd one swaps it, so
+    one ordinary propagation of x = [E_u; E_i] separates the two sources by layer parity:
+    the user rows of even layers come from E_u, of odd layers from E_i (items: the reverse).
+    Forward: the powers A^l x, accumulated at the rows only, even and odd apart.
+
+    Backward: the gradient of the tables is sum_{l even} A^l Z + sum_{l odd} A^l W (A is
+    symmetric), Z holding the even outputs' gradients at their rows and W the odd ones';
+    by Horner's rule with alternating seeds, t <- seed(l) + A t for l = L..0, one
+    propagation.
+    """
+
+    @staticmethod
+    def forward(ctx, users: torch.Tensor, items: torch.Tensor, graph: "BipartiteGraph", layers: int,
+                user_rows: torch.Tensor, item_rows: torch.Tensor, workspace: Workspace):
+        ctx.set_materialize_grads(False)
+        ctx.graph, ctx.layers, ctx.workspace = graph, layers, workspace
+        ctx.shapes, ctx.like = (users.shape, items.shape), users.new_empty(0)
+        ctx.save_for_backward(user_rows, item_rows)
+        even_u, even_i = users[user_rows], items[item_rows]
+        odd_u, odd_i = torch.zeros_like(even_u), torch.zeros_like(even_i)
+        for layer, (p_u, p_i) in enumerate(graph.powers(users, items, layers, workspace.block), start=1):
+            acc_u, acc_i = (odd_u, odd_i) if layer % 2 else (even_u, even_i)
+            acc_u += p_u[user_rows]
+            acc_i += p_i[item_rows]
+        scale = 1.0 / (layers + 1)
+        return even_u * scale, odd_u * scale, odd_i * scale, even_i * scale
+
+    @staticmethod
+    def backward(ctx, g_uu, g_ui, g_iu, g_ii):
+        user_rows, item_rows = ctx.saved_tensors
+        graph, ws, scale = ctx.graph, ctx.workspace, 1.0 / (ctx.layers + 1)
+
+        seeds = (scattered_rows(ws, "even", ctx, user_rows, item_rows, g_uu, g_ii, scale),
+                 scattered_rows(ws, "odd", ctx, user_rows, item_rows, g_ui, g_iu, scale))
+        t_u, t_i = seeds[ctx.layers % 2]
+        for layer in range(ctx.layers - 1, -1, -1):
+            s_u, s_i = seeds[layer % 2]
+            name = "a" if layer % 2 else "b"
+            out_u = (torch.empty_like(s_u) if layer == 0 else ws.block(f"{name}_u", s_u.shape, s_u)).copy_(s_u)
+            out_i = (torch.empty_like(s_i) if layer == 0 else ws.block(f"{name}_i", s_i.shape, s_i)).copy_(s_i)
+            t_u, t_i = out_u.addmm_(graph.r, t_i), out_i.addmm_(graph.r_t, t_u)
+        if ctx.layers == 0:
+            t_u, t_i = t_u.clone(), t_i.clone()
+        return t_u, t_i, None, None, None, None, None
+
+
+@dataclass
 class BipartiteGraph:
-    """Normalised user-item adjacency: ``r`` (U x I) and its transpose ``r_t`` (I x U), CSR."""
+    """A user-item propagation matrix [[diag(loop_u), R], [R_t, diag(loop_i)]]: ``r`` (U x I)
+    and ``r_t`` (I x U) in CSR, self-loop weights ``loop_u``/``loop_i`` ((n, 1), or None),
+    and ``adjoint``, its transpose (None: the matrix is symmetric)."""
 
     r: torch.Tensor
     r_t: torch.Tensor
+    loop_u: torch.Tensor | None = None
+    loop_i: torch.Tensor | None = None
+    adjoint: "BipartiteGraph | None" = None
 
     @classmethod
     def from_edges(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> "BipartiteGraph":
-        """From distinct (user, item) training pairs; degrees count the given edges."""
+        """D^-1/2 A D^-1/2 (LightGCN's) from distinct (user, item) training pairs; degrees count the given edges."""
         d_user = np.bincount(user, minlength=num_users).astype(np.float64)
         d_item = np.bincount(item, minlength=num_items).astype(np.float64)
         values = (d_user[user] * d_item[item]) ** -0.5
         return cls(csr_from_pairs(user, item, values, num_users, num_items),
                    csr_from_pairs(item, user, values, num_items, num_users))
+
+    @classmethod
+    def mean_with_self(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> "BipartiteGraph":
+        """D^-1 (A + I) (LATTICE's): each node averages itself and its neighbours; D = degree + 1.
+        Its transpose (A + I) D^-1 is the adjoint."""
+        d_user = np.bincount(user, minlength=num_users).astype(np.float64) + 1.0
+        d_item = np.bincount(item, minlength=num_items).astype(np.float64) + 1.0
+        loop_u = torch.from_numpy(1.0 / d_user).float()[:, None]
+        loop_i = torch.from_numpy(1.0 / d_item).float()[:, None]
+        forward = cls(csr_from_pairs(user, item, 1.0 / d_user[user], num_users, num_items),
+                      csr_from_pairs(item, user, 1.0 / d_item[item], num_items, num_users), loop_u, loop_i)
+        forward.adjoint = cls(csr_from_pairs(user, item, 1.0 / d_item[item], num_users, num_items),
+                              csr_from_pairs(item, user, 1.0 / d_user[user], num_items, num_users), loop_u, loop_i)
+        return forward
+
+    def transposed(self) -> "BipartiteGraph":
+        return self if self.adjoint is None else self.adjoint
 
     @property
     def num_users(self) -> int:
@@ -164,7 +254,12 @@ class BipartiteGraph:
         return self.r.shape[1]
 
     def to(self, device: torch.device) -> "BipartiteGraph":
-        return BipartiteGraph(self.r.to(device), self.r_t.to(device))
+        def moved(t):
+            return None if t is None else t.to(device)
+
+        graph = BipartiteGraph(self.r.to(device), self.r_t.to(device), moved(self.loop_u), moved(self.loop_i))
+        graph.adjoint = None if self.adjoint is None else self.adjoint.to(device)
+        return graph
 
     def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int, block, into_x: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """sum_{l=0..L} A^l x for x = (users, items), without autograd, by Horner's rule
@@ -181,7 +276,12 @@ class BipartiteGraph:
                 name = "a" if layer % 2 == 0 else "b"
                 out_u = block(f"{name}_u", users.shape, users).copy_(users)
                 out_i = block(f"{name}_i", items.shape, items).copy_(items)
-            t_u, t_i = out_u.addmm_(self.r, t_i), out_i.addmm_(self.r_t, t_u)  # reads the previous t_u
+            out_u.addmm_(self.r, t_i)
+            out_i.addmm_(self.r_t, t_u)
+            if self.loop_u is not None:
+                out_u.addcmul_(self.loop_u, t_u)
+                out_i.addcmul_(self.loop_i, t_i)
+            t_u, t_i = out_u, out_i
         return t_u, t_i
 
     @torch.no_grad()
@@ -204,6 +304,32 @@ class BipartiteGraph:
         mean and the ego rows at ``user_rows`` and ``item_rows``, and (S items)[item_rows]
         for an ``item_graph`` S."""
         return BatchRows(*_BatchRows.apply(users, items, self, layers, user_rows, item_rows, workspace, item_graph))
+
+    def powers(self, users: torch.Tensor, items: torch.Tensor, layers: int, block):
+        """Yield A^l x for l = 1..L, x = (users, items), in two alternating pairs of blocks
+        from ``block(name, shape, like)``: each yielded pair is valid until the next but one."""
+        p_u, p_i = users, items
+        for layer in range(layers):
+            name = "a" if layer % 2 == 0 else "b"
+            n_u = block(f"{name}_u", users.shape, users).addmm_(self.r, p_i, beta=0)
+            n_i = block(f"{name}_i", items.shape, items).addmm_(self.r_t, p_u, beta=0)
+            p_u, p_i = n_u, n_i
+            yield p_u, p_i
+
+    def source_rows(self, users: torch.Tensor, items: torch.Tensor, layers: int, user_rows: torch.Tensor,
+                    item_rows: torch.Tensor, workspace: Workspace) -> SourceRows:
+        """The layer mean of each table propagated alone, at a step's rows, differentiable in
+        the tables; one propagation forward and one backward (``_SourceRows``). Needs the
+        bipartite parity: no self-loops, symmetric."""
+        if self.loop_u is not None or self.adjoint is not None:
+            raise ValueError("source_rows needs a symmetric graph without self-loops")
+        return SourceRows(*_SourceRows.apply(users, items, self, layers, user_rows, item_rows, workspace))
+
+    @torch.no_grad()
+    def source_layer_mean(self, users: torch.Tensor, items: torch.Tensor, layers: int) -> SourceRows:
+        """``source_rows`` at every row (evaluation)."""
+        return self.source_rows(users, items, layers, torch.arange(self.num_users, device=users.device),
+                                torch.arange(self.num_items, device=items.device), Workspace())
 
     @torch.no_grad()
     def reach(self, user_rows: torch.Tensor, item_rows: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import Recommender
 from cliper_dist.model.freedom import FREEDOM
+from cliper_dist.model.lattice import LATTICE
 from cliper_dist.model.lightgcn import LightGCN
+from cliper_dist.model.slmrec import SLMRec
 from cliper_dist.model.vbpr import VBPR
 
-MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR}
+MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR, "slmrec": SLMRec,
+                                      "lattice": LATTICE}
 
 
 def model_class(name: str) -> type[Recommender]:

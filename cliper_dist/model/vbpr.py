@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cliper_dist.errors import UserError
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.freedom import ColumnProjection
-from cliper_dist.model.fusion import get_fusion
+from cliper_dist.model.fusion import frozen_features
+from cliper_dist.model.layers import ColumnProjection
 from cliper_dist.model.lightgcn import bpr
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, seeded_columns, uniform
 from cliper_dist.sharding.tables import IdTables
@@ -38,11 +37,7 @@ if TYPE_CHECKING:
 
 def content_features(features: "Features", fusion_name: str, tau: float) -> torch.Tensor:
     """x = [text ; image] for every item (MMRec's order), from whichever modalities exist."""
-    fusion = get_fusion(fusion_name)
-    if fusion.trained:
-        raise UserError(f"model.name=vbpr takes frozen content features; model.fusion={fusion_name} is trained "
-                        "with the recommender (use sa, sum or concat)")
-    parts = [features.fused_text(fusion, tau), features.whole_image()]
+    parts = frozen_features(features, fusion_name, tau, "vbpr")
     return torch.cat([p for p in parts if p is not None], dim=1)
 
 

@@ -11,6 +11,9 @@ added up across ranks:
   gradient covers only its columns, so the backward gathers the full gradient.
 
 Megatron-LM calls the same pair "reduce from" and "copy to" the tensor-parallel region.
+The third, ``sum_gradients``, is its "copy to" alone: a tensor already the same on every
+rank (LATTICE's learned item graph) that each rank applies to its own columns, so that
+each rank's gradient of it is a partial sum.
 Collectives run on the tensors' own device (gloo on CPU, nccl on CUDA). With one rank
 every function returns its input.
 """
@@ -66,6 +69,21 @@ def sum_to_local_columns(x: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
     if split.world_size == 1:
         return x
     return _SumToLocalColumns.apply(x, split)
+
+
+class _SumGradients(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _all_reduce(grad)
+
+
+def sum_gradients(x: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
+    """``x`` (the same on every rank) unchanged; backward: its gradient summed over ranks."""
+    return x if split.world_size == 1 else _SumGradients.apply(x)
 
 
 @torch.no_grad()

@@ -9,8 +9,13 @@ step when the gradient reaches only some of them:
   momentum decays and keeps pushing them.
 - ``rows="touched"`` (scalable): a table row steps only in steps whose gradient reaches
   it; its value and moments stay put otherwise (torch.optim.SparseAdam's and TF
-  LazyAdam's semantics). Bias correction uses the global step. For FREEDOM's fine-tuned
-  feature tables this replaces a pass over I x D per step by one over the batch's items.
+  LazyAdam's semantics). Bias correction uses the parameter's step count. For FREEDOM's
+  fine-tuned feature tables this replaces a pass over I x D per step by one over the
+  batch's items.
+
+A parameter without a gradient in a step (LATTICE's feature tables, trained on one batch
+per epoch) does not step, and its step count stays, as in torch.optim.Adam: bias
+correction counts each parameter's own steps.
 
 Both use torch's fused Adam kernel; the touched rows are gathered, stepped and written
 back, so on those rows the arithmetic is the same as the dense step's.
@@ -34,6 +39,8 @@ class OptimConfig:
     beta2: float = 0.999  # Adam second-moment decay
     eps: float = 1e-8  # Adam denominator epsilon
     weight_decay: float = 0.0  # L2 added to the gradient, as torch.optim.Adam(weight_decay=...)
+    lr_decay: float = 1.0  # epoch e trains at lr * lr_decay ** (e / lr_decay_epochs) (MMRec's learning_rate_scheduler)
+    lr_decay_epochs: int = 50
     rows: Literal["all", "touched"] = "all"  # see cliper_dist/parallel/optim.py
 
 
@@ -48,17 +55,17 @@ class ColumnAdam:
         unknown = tables - set(params)
         if unknown:
             raise ValueError(f"tables {sorted(unknown)} are not parameters")
-        self.params, self.tables, self.cfg = params, tables, cfg
+        self.params, self.tables, self.cfg, self.lr = params, tables, cfg, cfg.lr
         self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
-        device = next(iter(params.values())).device if params else torch.device("cpu")
-        self.steps = torch.zeros((), dtype=torch.float32, device=device)
+        # per parameter, as torch.optim.Adam; the fused kernel increments it
+        self.steps = {n: torch.zeros((), dtype=torch.float32, device=p.device) for n, p in params.items()}
         # name -> (dense gradient buffer, the rows the last sparse gradient wrote into it)
         self._dense: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _adam(self, p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: torch.Tensor) -> None:
         c = self.cfg
-        adam([p], [g], [m], [v], [], [step], fused=True, amsgrad=False, beta1=c.beta1, beta2=c.beta2, lr=c.lr,
+        adam([p], [g], [m], [v], [], [step], fused=True, amsgrad=False, beta1=c.beta1, beta2=c.beta2, lr=self.lr,
              weight_decay=c.weight_decay, eps=c.eps, maximize=False)
 
     def _rows(self, name: str, grad: torch.Tensor, touched: dict[str, torch.Tensor]):
@@ -102,14 +109,17 @@ class ColumnAdam:
             m, v = self.exp_avg[name], self.exp_avg_sq[name]
             rows, grad = self._rows(name, p.grad, touched or {})
             if rows is None:
-                self._adam(p, grad, m, v, self.steps.clone())
+                self._adam(p, grad, m, v, self.steps[name])
                 continue
             p_rows, m_rows, v_rows = p.index_select(0, rows), m.index_select(0, rows), v.index_select(0, rows)
-            self._adam(p_rows, grad, m_rows, v_rows, self.steps.clone())
+            self._adam(p_rows, grad, m_rows, v_rows, self.steps[name])
             p.index_copy_(0, rows, p_rows)
             m.index_copy_(0, rows, m_rows)
             v.index_copy_(0, rows, v_rows)
-        self.steps += 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch's learning rate under ``lr_decay``."""
+        self.lr = self.cfg.lr * self.cfg.lr_decay ** (epoch / self.cfg.lr_decay_epochs)
 
     def zero_grad(self) -> None:
         for p in self.params.values():

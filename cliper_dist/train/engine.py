@@ -75,6 +75,7 @@ class Engine:
         """The epoch's mean loss; ``phases`` gets its "graph" (pruning) and "steps" seconds."""
         phases = phases or Phases()
         self.model.train()
+        self.optimizer.set_epoch(epoch)
         with phases("graph"):
             graph = self.model.train_graph(epoch)
         device = self.info.device

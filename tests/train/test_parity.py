@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from cliper_dist import dist
 from cliper_dist.model.base import Batch, ModelConfig
 from cliper_dist.model.graph import degree_sensitive_prune
+from cliper_dist.parallel.columns import ColumnParameter
 from cliper_dist.parallel.comm import gather_columns
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.train.data import epoch_batches, load_rec_data
@@ -45,6 +46,8 @@ class Case:
     users: int = 40
     items: int = 30
     batch: int = 64
+    weight_decay: float = 0.0
+    eps: float = EPS  # Adam's
 
 
 # The row-sparse cases use a larger graph and a small batch, so that a step's receptive
@@ -66,6 +69,16 @@ CASES = {
                     features="views"),
     "vbpr-mmrec-touched": Case({"name": "vbpr", "embedding_dim": 8, "reg_weight": 0.01}, "touched", "mmrec",
                                users=400, items=300, batch=8),
+    "slmrec-sa": Case({"name": "slmrec", "embedding_dim": 8, "n_ui_layers": 3, "fusion": "sa", "tau": 0.2,
+                       "nce_temp": 0.2, "ssl_temp": 0.5, "ssl_alpha": 0.3}, features="views", weight_decay=1e-3),
+    "slmrec-mmrec-touched": Case({"name": "slmrec", "embedding_dim": 8, "n_ui_layers": 2, "ssl_alpha": 0.1},
+                                 "touched", "mmrec", users=400, items=300, batch=8),
+    # eps 1e-5: one item's gradient nearly cancels here and Adam's 1/(sqrt(v) + eps) turns its
+    # float32 rounding into 8e-6 at eps 1e-6 (2e-6 at 1e-5); the equations are the same
+    "lattice-sa": Case({"name": "lattice", "embedding_dim": 8, "knn_k": 4, "lambda_coeff": 0.7, "reg_weight": 0.1,
+                        "fusion": "sa", "tau": 0.2}, features="views", eps=1e-5),
+    "lattice-mmrec-touched": Case({"name": "lattice", "embedding_dim": 8, "knn_k": 3, "n_mm_layers": 2},
+                                  "touched", "mmrec", users=400, items=300, batch=8),
 }
 
 
@@ -87,11 +100,13 @@ def run_case(data_dir: str, feat_dir: str, case: Case) -> dict:
     parameters after them, the gathered final embeddings and the distributed metrics."""
     info = dist.init()
     cfg = TrainConfig(data=data_dir, features=feat_dir, out="", seed=SEED, batch_size=case.batch,
-                      model=ModelConfig(**case.model), optim=OptimConfig(lr=LR, eps=EPS, rows=case.rows))
+                      model=ModelConfig(**case.model),
+                      optim=OptimConfig(lr=LR, eps=case.eps, rows=case.rows, weight_decay=case.weight_decay))
     engine = build_engine(cfg, info)
 
-    def full_params():
-        return {n: gather_columns(p.detach(), p.width, engine.split).clone() for n, p in engine.params.items()}
+    def full_params():  # column blocks gathered; replicated parameters as they are
+        return {n: (gather_columns(p.detach(), p.width, engine.split) if isinstance(p, ColumnParameter)
+                    else p.detach()).clone() for n, p in engine.params.items()}
 
     before = full_params()
     graph = engine.model.train_graph(EPOCH)
@@ -109,6 +124,7 @@ def run_case(data_dir: str, feat_dir: str, case: Case) -> dict:
     return {"before": before, "after": full_params(), "losses": losses, "batches": batches,
             "users": gathered(users), "items": gathered(items),
             "metrics": evaluate(engine.model, engine.data, engine.split, batch_users=7),
+            "tables": set(engine.model.tables),
             "blocks": {n: tuple(p.shape) for n, p in engine.params.items()}}
 
 
@@ -138,6 +154,21 @@ def dense_knn(feat: torch.Tensor, k: int) -> torch.Tensor:
     return dense_norm(a)  # rows have k entries: values 1/k as FREEDOM's normalisation gives
 
 
+def dense_sim_knn(feat: torch.Tensor, k: int) -> torch.Tensor:
+    """LATTICE's K: each row's top-k cosine similarities (self included) kept as values."""
+    x = feat / feat.norm(dim=1, keepdim=True)
+    sim = x @ x.T
+    top = sim.topk(k, dim=1)
+    return torch.zeros_like(sim).scatter(1, top.indices, top.values)
+
+
+def dense_sym_norm(a: torch.Tensor) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 with D the row sums (LATTICE's compute_normalized_laplacian)."""
+    inv = a.sum(1).pow(-0.5)
+    inv = torch.where(torch.isinf(inv), torch.zeros_like(inv), inv)
+    return inv[:, None] * a * inv[None, :]
+
+
 def dense_sa(views: torch.Tensor, image: torch.Tensor, tau: float) -> torch.Tensor:
     """views (I, C, D): softmax_j(cos(view_j, image) / tau)-weighted sum, one view at a time."""
     cos = torch.stack([F.cosine_similarity(views[:, j].double(), image.double(), dim=1)
@@ -158,7 +189,10 @@ class DenseModel:
         self.p = {n: t.double().clone().requires_grad_() for n, t in params.items()}
         self.full_adj = dense_ui_adj(torch.from_numpy(data.train_user), torch.from_numpy(data.train_item),
                                      data.num_users, data.num_items)
-        if cfg.name in ("freedom", "vbpr"):
+        if cfg.name == "lattice":  # D^-1 (A + I)
+            a = self.full_adj.ne(0).double() + torch.eye(len(self.full_adj), dtype=torch.float64)
+            self.full_adj = a / a.sum(1, keepdim=True)
+        if cfg.name in ("freedom", "vbpr", "slmrec", "lattice"):
             image = feats["image"]
             text = feats.get("text")
             if feats.get("views") is not None:
@@ -166,24 +200,57 @@ class DenseModel:
             w = cfg.mm_image_weight
             self.mm = w * dense_knn(image, cfg.knn_k) + (1 - w) * dense_knn(text, cfg.knn_k)
             self.content = torch.cat([text.double(), image.double()], dim=1)  # VBPR's x = [text ; image]
+            self.normed = {"image": F.normalize(image.double(), dim=1), "text": F.normalize(text.double(), dim=1)}
+            self.original = {"image": dense_sym_norm(dense_sim_knn(image.double(), cfg.knn_k)),
+                             "text": dense_sym_norm(dense_sim_knn(text.double(), cfg.knn_k))}
+
+    def lattice_item_adj(self) -> torch.Tensor:
+        """LATTICE's S from the current parameters, differentiable: the learned kNN graphs of the
+        projected feature tables and the original ones, mixed by softmax(modal_weight)."""
+        p, lam = self.p, self.cfg.lambda_coeff
+        w = torch.softmax(p["modal_weight"], 0)
+        learned = sum(w[m] * dense_sim_knn(self.linear(f"branches.{name}.project", p[f"branches.{name}.table"]),
+                                           self.cfg.knn_k) for m, name in enumerate(("image", "text")))
+        original = w[0] * self.original["image"] + w[1] * self.original["text"]
+        return (1 - lam) * dense_sym_norm(learned) + lam * original
+
+    def layer_mean(self, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        layers = [x]
+        for _ in range(self.cfg.n_ui_layers):
+            layers.append(adj @ layers[-1])
+        return torch.stack(layers).mean(0)
+
+    def linear(self, name: str, *xs: torch.Tensor) -> torch.Tensor:
+        """A linear layer on the concatenated inputs; a PartialLinear's weight is (k, out, in)."""
+        w = self.p[f"{name}.weight"]
+        w = torch.cat(list(w), dim=1) if w.dim() == 3 else w
+        return torch.cat(xs, dim=1) @ w.T + self.p[f"{name}.bias"]
+
+    def slmrec_views(self, adj: torch.Tensor):
+        """SLMRec's id, vis and txt propagations (MMRec's three compute_graph calls), each (U + I) x d."""
+        p, n_users = self.p, self.data.num_users
+        views = [self.layer_mean(adj, torch.cat([p["user_table"], p["item_table"]]))]
+        for name in ("image", "text"):
+            dense = self.linear(f"features.{name}.project", self.normed[name])
+            views.append(self.layer_mean(adj, torch.cat([p["user_table"], dense])))
+        return [v[:n_users] for v in views], [v[n_users:] for v in views]
 
     def propagate(self, adj: torch.Tensor):
+        if self.cfg.name == "slmrec":
+            user_views, item_views = self.slmrec_views(adj)
+            return self.linear("fuse_user", *user_views), self.linear("fuse_item", *item_views)
         if self.cfg.name == "vbpr":  # no graph: u = [p_u ; q_u], i = [e_i ; W x_i + b]
             p = self.p
             items = torch.cat([p["item_table"], self.content @ p["project.weight"].T + p["project.bias"]], dim=1)
             return torch.cat([p["user_table"], p["user_content"]], dim=1), items
         n_users = self.data.num_users
-        ego = torch.cat([self.p["user_table"], self.p["item_table"]])
-        layers = [ego]
-        for _ in range(self.cfg.n_ui_layers):
-            layers.append(adj @ layers[-1])
-        out = torch.stack(layers).mean(0)
+        out = self.layer_mean(adj, torch.cat([self.p["user_table"], self.p["item_table"]]))
         users, items = out[:n_users], out[n_users:]
-        if self.cfg.name == "freedom":
+        if self.cfg.name in ("freedom", "lattice"):
             h = self.p["item_table"]
             for _ in range(self.cfg.n_mm_layers):
-                h = self.mm @ h
-            items = items + h
+                h = (self.mm if self.cfg.name == "freedom" else self.item_adj) @ h
+            items = items + (h if self.cfg.name == "freedom" else F.normalize(h, dim=1))
         return users, items
 
     def modality(self, name: str) -> torch.Tensor:
@@ -196,7 +263,23 @@ class DenseModel:
             x = p[f"branches.{name}.table"]
         return x @ p[f"branches.{name}.project.weight"].T + p[f"branches.{name}.project.bias"]
 
+    def slmrec_loss(self, adj, users, pos) -> torch.Tensor:
+        def nce(a, b, temp):
+            return F.cross_entropy(a @ b.T / temp, torch.arange(len(a)))
+
+        cfg = self.cfg
+        ou, oi = self.propagate(adj)
+        main = nce(F.normalize(ou[users], dim=1), F.normalize(oi[pos], dim=1), cfg.nce_temp)
+        _, (ids, vis, txt) = self.slmrec_views(adj)
+        x_iv = self.linear("g_i_iv", ids[pos])
+        fac = (nce(x_iv, self.linear("g_v_iv", vis[pos]), cfg.ssl_temp)
+               + nce(self.linear("g_iva_ivat", self.linear("g_iv_iva", x_iv)), self.linear("g_t_ivat", txt[pos]),
+                     cfg.ssl_temp))
+        return main + cfg.ssl_alpha * fac
+
     def loss(self, adj, users, pos, neg) -> torch.Tensor:
+        if self.cfg.name == "slmrec":
+            return self.slmrec_loss(adj, users, pos)
         ou, oi = self.propagate(adj)
         u = ou[users]
         loss = bpr((u * (oi[pos] - oi[neg])).sum(1))
@@ -204,6 +287,9 @@ class DenseModel:
             for name in ("image", "text"):
                 f = self.modality(name)
                 loss = loss + self.cfg.reg_weight * bpr((u * (f[pos] - f[neg])).sum(1))
+        elif self.cfg.name == "lattice":  # L2 on the output rows
+            sq = u.pow(2).sum() + oi[pos].pow(2).sum() + oi[neg].pow(2).sum()
+            loss = loss + self.cfg.reg_weight * 0.5 * sq / len(users)
         elif self.cfg.name == "vbpr":  # EmbLoss on the whole (ID and content) rows
             loss = loss + self.cfg.reg_weight * (u.norm() + oi[pos].norm() + oi[neg].norm()) / len(users)
         else:
@@ -213,17 +299,23 @@ class DenseModel:
         return loss
 
 
-def adam_reference(params: dict, state: dict, step: int, rows: str, tables: set[str]) -> None:
-    """One Adam step (lr LR, betas 0.9/0.999, eps EPS), written out; under rows="touched" a
-    table row steps only when its gradient row is nonzero."""
-    b1, b2, eps = 0.9, 0.999, EPS
+def adam_reference(params: dict, state: dict, rows: str, tables: set[str], weight_decay: float, eps: float) -> None:
+    """One Adam step (lr LR, betas 0.9/0.999, eps EPS, L2 ``weight_decay`` added to the
+    gradient), written out, as torch.optim.Adam: a parameter without a gradient does not
+    step, and bias correction counts each parameter's own steps. Under rows="touched" a
+    row of a table steps only when its gradient row is nonzero."""
+    b1, b2 = 0.9, 0.999
     with torch.no_grad():
         for name, p in params.items():
-            g = p.grad
-            m, v = state.setdefault(name, (torch.zeros_like(p), torch.zeros_like(p)))
+            if p.grad is None:
+                continue
+            m, v, steps = state.setdefault(name, (torch.zeros_like(p), torch.zeros_like(p), [0]))
+            steps[0] += 1
+            step = steps[0]
             mask = torch.ones(p.shape[0], dtype=torch.bool)
             if rows == "touched" and name in tables:
-                mask = g.reshape(len(g), -1).ne(0).any(1)
+                mask = p.grad.reshape(len(p), -1).ne(0).any(1)
+            g = p.grad + weight_decay * p
             m[mask] = b1 * m[mask] + (1 - b1) * g[mask]
             v[mask] = b2 * v[mask] + (1 - b2) * g[mask] ** 2
             m_hat, v_hat = m[mask] / (1 - b1 ** step), v[mask] / (1 - b2 ** step)
@@ -231,22 +323,27 @@ def adam_reference(params: dict, state: dict, step: int, rows: str, tables: set[
             p.grad = None
 
 
-def reference(res: dict, data, model: dict, rows: str, feats: dict | None):
-    cfg = ModelConfig(**model)
+def reference(res: dict, data, case: Case, feats: dict | None):
+    cfg, rows = ModelConfig(**case.model), case.rows
     dense = DenseModel(cfg, data, feats, res["before"])
     edges = (data.train_user, data.train_item)
     if cfg.name == "freedom" and cfg.edge_dropout > 0:
         edges = degree_sensitive_prune(*edges, data.num_users, data.num_items, 1 - cfg.edge_dropout,
                                        np.random.default_rng([SEED, EPOCH, 7]))
     adj = dense_ui_adj(torch.from_numpy(edges[0]), torch.from_numpy(edges[1]), data.num_users, data.num_items)
-    tables = {n for n in dense.p if n.endswith("_table") or n.endswith(".table") or n == "user_content"}
+    if cfg.name == "lattice":
+        adj = dense.full_adj
     losses, state = [], {}
-    for step, (users, pos, neg) in enumerate(res["batches"], start=1):
+    for step, (users, pos, neg) in enumerate(res["batches"]):
+        if cfg.name == "lattice":  # the epoch's first batch learns the item graph; the others use it detached
+            dense.item_adj = dense.lattice_item_adj() if step == 0 else dense.item_adj.detach()
         loss = dense.loss(adj, *(torch.from_numpy(a) for a in (users, pos, neg)))
         loss.backward()
-        adam_reference(dense.p, state, step, rows, tables)
+        adam_reference(dense.p, state, rows, res["tables"], case.weight_decay, case.eps)
         losses.append(float(loss.detach()))
     with torch.no_grad():
+        if cfg.name == "lattice":  # evaluation learns the graph again from the final parameters
+            dense.item_adj = dense.lattice_item_adj()
         users, items = dense.propagate(dense.full_adj)
     return losses, {n: t.detach() for n, t in dense.p.items()}, users, items
 
@@ -288,13 +385,15 @@ def test_engine_matches_the_dense_equations(ranks, tmp_path, nproc):
         res = res[0]
         moved = (res["after"]["user_table"] != res["before"]["user_table"]).any(1)
         assert moved.all() if case.rows == "all" else not moved.all(), f"{name}: rows={case.rows}"
-        losses, after, users, items = reference(res, data, case.model, case.rows, feats)
+        losses, after, users, items = reference(res, data, case, feats)
         for step, (got, want) in enumerate(zip(res["losses"], losses)):
             _close(got, want, f"{name}: loss at step {step}")
         assert sorted(after) == sorted(res["after"])
         for param, want in after.items():
-            if param.startswith("branches.") and param.endswith("project.bias"):
-                # b_m cancels in every difference f_m(i+) - f_m(i-): its exact gradient is 0, and
+            if (param.startswith("branches.") and param.endswith("project.bias")
+                    or param in ("g_v_iv.bias", "g_t_ivat.bias") and case.weight_decay == 0):
+                # b_m cancels in every difference f_m(i+) - f_m(i-), and SLMRec's g2/g6 biases add
+                # a constant to each row of an in-batch softmax: their exact gradient is 0, and
                 # Adam turns float rounding (~1e-9) into steps of up to lr, here as in MMRec
                 continue
             _close(res["after"][param], want, f"{name}: {param} after {STEPS} Adam steps")
