@@ -19,6 +19,8 @@ negative sampler (``TrainDataLoader``: a random item redrawn while it is a train
 - LATTICE (``src/models/lattice.py``, lightgcn): MMRec's dense I x I graph learning (with
   its O(I^3) ``diagflat`` products) on each epoch's first batch and at every evaluation,
   a dense S @ E_i every step, 2 layers over D^-1 (A + I).
+- DualGNN (``src/models/dualgnn.py``): both modalities' MLPs over all items and two
+  propagations of the whole table per modality every step, the user graph for every user.
 
 Features are the issue's stand-ins: ``rng = np.random.default_rng(0)``, image (I, 4096)
 drawn first, then text (I, 384), standard normal. Ours is ``launch/train.py`` under
@@ -261,6 +263,54 @@ class ReferenceLATTICE(nn.Module):
         return bpr(users[u], items[p], items[n])  # reg_weight 0.0: the first point of its grid
 
 
+class ReferenceDualGNN(nn.Module):
+    """DualGNN as MMRec computes it (weighted_sum, aggr add): every step both modalities'
+    MLPs over all items, two propagations of the whole (U + I) table per modality
+    (``torch.sparse.mm`` here, where MMRec's PyG message passing is slower), the user graph
+    gathered for every user; log2 BPR and its L2 terms (reg_weight 0.1). The user graph's
+    per-epoch sample is ours (MMRec's is a Python loop over users)."""
+
+    def __init__(self, data, features: dict):
+        super().__init__()
+        from cliper_dist.model.dualgnn import co_occurrence_top, sample_user_graph
+
+        self.n_users, self.sample = data.num_users, sample_user_graph
+        self.top = co_occurrence_top(data.train_user, data.train_item, data.num_users, data.num_items, 40)
+        self.feats = features
+        self.pref = nn.ParameterDict({m: nn.Parameter(nn.init.xavier_normal_(torch.empty(data.num_users, 64)))
+                                      for m in features})
+        self.mlp = nn.ModuleDict({m: nn.Linear(f.shape[1], 256) for m, f in features.items()})
+        self.mlp_1 = nn.ModuleDict({m: nn.Linear(256, 64) for m in features})
+        self.weight_u = nn.Parameter(torch.softmax(nn.init.xavier_normal_(torch.empty(data.num_users, 2, 1)), dim=1))
+        user, item = torch.from_numpy(data.train_user), torch.from_numpy(data.train_item)
+        self.norm_adj = sym_adjacency(user, item, data.num_users, data.num_items)
+        self.epoch_adjacency()
+
+    def epoch_adjacency(self) -> torch.Tensor:
+        self.user_graph = self.sample(*self.top, np.random.default_rng())
+        return self.norm_adj
+
+    def forward(self, adj) -> tuple[torch.Tensor, torch.Tensor]:
+        reps = {}
+        for m in ("image", "text"):
+            temp = self.mlp_1[m](F.leaky_relu(self.mlp[m](self.feats[m])))
+            x = F.normalize(torch.cat([self.pref[m], temp]))
+            h = torch.sparse.mm(adj, x)
+            reps[m] = h + x + torch.sparse.mm(adj, h)
+        both = reps["image"] + reps["text"]
+        users = torch.matmul(torch.stack([both[:self.n_users], reps["text"][:self.n_users]], dim=2),
+                             self.weight_u).squeeze(-1)
+        nbr, w = self.user_graph
+        users = users + torch.matmul(w.unsqueeze(1), users[nbr]).squeeze(1)
+        return users, both[self.n_users:]
+
+    def loss(self, adj, u, p, n) -> torch.Tensor:
+        users, items = self.forward(adj)
+        score = (users[u] * items[p]).sum(1) - (users[u] * items[n]).sum(1)
+        reg = sum((self.pref[m][u] ** 2).mean() for m in self.pref) + (self.weight_u ** 2).mean()
+        return -torch.mean(torch.log2(torch.sigmoid(score))) + 0.1 * reg
+
+
 def lattice_knn(x: torch.Tensor, k: int) -> torch.Tensor:
     normed = x.div(torch.norm(x, p=2, dim=-1, keepdim=True))
     sim = normed @ normed.T
@@ -279,7 +329,8 @@ def nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(a @ b.T / temperature, torch.arange(len(a)))
 
 
-REFERENCES = {"vbpr": ReferenceVBPR, "slmrec": ReferenceSLMRec, "lattice": ReferenceLATTICE}
+REFERENCES = {"vbpr": ReferenceVBPR, "slmrec": ReferenceSLMRec, "lattice": ReferenceLATTICE,
+              "dualgnn": ReferenceDualGNN}
 
 
 def reference(data_dir: str, model: str, epochs: int, threads: int) -> dict:
@@ -366,7 +417,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ref-epochs", type=int, default=3)
     parser.add_argument("--layouts", default="1x1,1x2,2x1", help="RANKSxTHREADS per rank, comma-separated")
-    parser.add_argument("--models", default="lightgcn,freedom,vbpr,slmrec,lattice")
+    parser.add_argument("--models", default="lightgcn,freedom,vbpr,slmrec,lattice,dualgnn")
     parser.add_argument("--ref-threads", default="1,2", help="reference thread counts")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

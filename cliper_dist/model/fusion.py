@@ -64,10 +64,15 @@ def get_fusion(name: str) -> Fusion:
     return FUSIONS[name]
 
 
-def frozen_features(features: "Features", fusion_name: str, tau: float,
-                    model_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(text, image), each (I, D) float32 or None, for a model that takes its features frozen:
-    the text views fused by a parameter-free fusion (or the ready text feature), the image."""
+def frozen_features(features: "Features | None", fusion_name: str, tau: float, model_name: str,
+                    need_both: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(text, image), each (I, D) float32 or None, for a model that fuses its text views once:
+    the views fused by a parameter-free fusion (or the ready text feature), the image.
+    ``need_both``: the model reads both modalities."""
+    if features is None:
+        raise ValueError(f"{model_name} needs item features (the job checks this before building)")
+    if need_both and (features.image is None or (features.text is None and features.text_views is None)):
+        raise UserError(f"model.name={model_name} needs image and text features (MMRec's takes both)")
     fusion = get_fusion(fusion_name)
     if fusion.trained and features.text_views is not None:
         raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "

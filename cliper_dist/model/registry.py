@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import Recommender
+from cliper_dist.model.dualgnn import DualGNN
 from cliper_dist.model.freedom import FREEDOM
 from cliper_dist.model.lattice import LATTICE
 from cliper_dist.model.lightgcn import LightGCN
@@ -11,7 +12,7 @@ from cliper_dist.model.slmrec import SLMRec
 from cliper_dist.model.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR, "slmrec": SLMRec,
-                                      "lattice": LATTICE}
+                                      "lattice": LATTICE, "dualgnn": DualGNN}
 
 
 def model_class(name: str) -> type[Recommender]:

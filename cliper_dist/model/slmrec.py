@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cliper_dist.errors import UserError
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
 from cliper_dist.model.fusion import frozen_features
 from cliper_dist.model.graph import BipartiteGraph, SourceRows, Workspace
@@ -95,11 +94,7 @@ class SLMRec(Recommender):
     def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
                  features: "Features | None" = None):
         super().__init__()
-        if features is None:
-            raise ValueError("SLMRec needs item features (the job checks this before building)")
-        text, image = frozen_features(features, cfg.fusion, cfg.tau, "slmrec")
-        if text is None or image is None:
-            raise UserError("model.name=slmrec needs image and text features (MMRec's SLMRec takes both)")
+        text, image = frozen_features(features, cfg.fusion, cfg.tau, "slmrec", need_both=True)
         self.cfg, self.split = cfg, split
         dim, layers = cfg.embedding_dim, cfg.n_ui_layers
         self.user_table = ColumnParameter(tables.user, dim)

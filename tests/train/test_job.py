@@ -157,8 +157,9 @@ def test_two_nodes_of_one_process(tmp_path):
 
 
 # ---- bad input: one clear error, raised before any training -------------------------------
-def _trainer(data, features="", model="freedom"):
-    cfg = TrainConfig(data=str(data), features=str(features), out="", model=ModelConfig(name=model, embedding_dim=4))
+def _trainer(data, features="", model="freedom", fusion="sa"):
+    cfg = TrainConfig(data=str(data), features=str(features), out="",
+                      model=ModelConfig(name=model, embedding_dim=4, fusion=fusion))
     return build_engine(cfg, DistInfo(0, 0, 1, __import__("torch").device("cpu"), "gloo"))
 
 
@@ -208,6 +209,32 @@ def test_freedom_without_features(tmp_path):
     data = make_mmrec_folder(tmp_path / "d", image=False, text=False)
     with pytest.raises(UserError, match=r"model freedom needs features"):
         _trainer(data)
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group: the ID tables are torchrec modules, built before the model."""
+    import torch.distributed as torch_dist
+
+    torch_dist.init_process_group("gloo", store=torch_dist.FileStore(str(tmp_path / "store"), 1), rank=0,
+                                  world_size=1)
+    yield
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("model", ["slmrec", "dualgnn"])
+def test_models_of_both_modalities_refuse_one(tmp_path, process_group, model):
+    data = make_mmrec_folder(tmp_path / "d", text=False)
+    with pytest.raises(UserError, match=rf"model.name={model} needs image and text features"):
+        _trainer(data, model=model)
+
+
+@pytest.mark.parametrize("model", ["vbpr", "slmrec", "lattice", "dualgnn"])
+def test_models_of_fixed_text_refuse_a_trained_fusion(tmp_path, process_group, model):
+    data = make_mmrec_folder(tmp_path / "d", image=False, text=False)
+    feats = make_encode_dir(tmp_path / "f")
+    with pytest.raises(UserError, match=rf"model.name={model} takes frozen content features; model.fusion=mlp"):
+        _trainer(data, feats, model=model, fusion="mlp")
 
 
 def test_bad_input_under_torchrun_is_one_line(ranks, tmp_path):

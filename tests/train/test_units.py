@@ -124,3 +124,76 @@ def test_negatives_reject_training_positives_and_batches_cover_the_epoch(data):
     a = [b[0] for b in epoch_batches(data, keys, 3, 7, 32)]
     c = [b[0] for b in epoch_batches(data, keys, 4, 7, 32)]
     assert any(not np.array_equal(x, y) for x, y in zip(a, c))  # a new permutation every epoch
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2, 3])
+def test_source_rows_split_the_layer_mean_by_source(data, layers):
+    """SLMRec's M([E_u; 0]) and M([0; E_i]) at a step's rows, and their backward (one Horner
+    pass with alternating seeds), against dense powers of each source alone."""
+    graph = BipartiteGraph.from_edges(data.train_user, data.train_item, data.num_users, data.num_items)
+    a = dense_adjacency(data)
+    g = torch.Generator().manual_seed(layers)
+    users = torch.randn(data.num_users, 3, generator=g, requires_grad=True)
+    items = torch.randn(data.num_items, 3, generator=g, requires_grad=True)
+    u_rows, i_rows = torch.tensor([3, 3, 17, 0]), torch.tensor([5, 29, 5])
+    rows = graph.source_rows(users, items, layers, u_rows, i_rows, Workspace())
+    got = [rows.user_by_user, rows.user_by_item, rows.item_by_user, rows.item_by_item]
+    weights = [torch.randn(t.shape, generator=g) for t in got]
+    sum((t * w).sum() for t, w in zip(got, weights)).backward()
+
+    eu = users.detach().double().requires_grad_()
+    ei = items.detach().double().requires_grad_()
+    zeros_u, zeros_i = torch.zeros_like(eu), torch.zeros_like(ei)
+    def mean(x):
+        return sum(torch.linalg.matrix_power(a, l) @ x for l in range(layers + 1)) / (layers + 1)
+    by_user, by_item = mean(torch.cat([eu, zeros_i])), mean(torch.cat([zeros_u, ei]))
+    n = data.num_users
+    dense = [by_user[u_rows], by_item[u_rows], by_user[n + i_rows], by_item[n + i_rows]]
+    for t, d in zip(got, dense):
+        torch.testing.assert_close(t.double(), d.detach(), atol=1e-6, rtol=0)
+    sum((d * w.double()).sum() for d, w in zip(dense, weights)).backward()
+    torch.testing.assert_close(users.grad.double(), eu.grad, atol=1e-6, rtol=0)
+    torch.testing.assert_close(items.grad.double(), ei.grad, atol=1e-6, rtol=0)
+
+
+def test_mean_with_self_propagates_and_back_propagates_d_inv_a_plus_i(data):
+    """LATTICE's P = D^-1 (A + I) is not symmetric: the backward must use its transpose."""
+    graph = BipartiteGraph.mean_with_self(data.train_user, data.train_item, data.num_users, data.num_items)
+    n = data.num_users + data.num_items
+    a = torch.zeros(n, n, dtype=torch.float64)
+    a[data.train_user, data.num_users + data.train_item] = 1.0
+    a[data.num_users + data.train_item, data.train_user] = 1.0
+    p = (a + torch.eye(n, dtype=torch.float64)) / (a.sum(1, keepdim=True) + 1.0)
+    g = torch.Generator().manual_seed(0)
+    users = torch.randn(data.num_users, 3, generator=g, requires_grad=True)
+    items = torch.randn(data.num_items, 3, generator=g, requires_grad=True)
+    u_rows, i_rows = torch.tensor([1, 8, 8]), torch.tensor([0, 13])
+    rows = graph.batch_rows(users, items, 2, u_rows, i_rows, Workspace())
+    w = torch.randn(5, 3, generator=g)
+    (torch.cat([rows.users, rows.items]) * w).sum().backward()
+    x = torch.cat([users, items]).detach().double().requires_grad_()
+    mean = (x + p @ x + p @ (p @ x)) / 3
+    picked = mean[torch.cat([u_rows, i_rows + data.num_users])]
+    torch.testing.assert_close(torch.cat([rows.users, rows.items]).double(), picked.detach(), atol=1e-6, rtol=0)
+    (picked * w.double()).sum().backward()
+    torch.testing.assert_close(torch.cat([users.grad, items.grad]).double(), x.grad, atol=1e-6, rtol=0)
+
+
+def test_co_occurrence_top_is_the_same_in_any_block_size(data):
+    """DualGNN's user graph from R R^T a block of users at a time, against one block; the
+    shared counts are those of a dense R R^T, in descending order, lower ids first on ties."""
+    from cliper_dist.model.dualgnn import co_occurrence_top
+
+    one = co_occurrence_top(data.train_user, data.train_item, data.num_users, data.num_items, 6)
+    tiny = co_occurrence_top(data.train_user, data.train_item, data.num_users, data.num_items, 6,
+                             block_floats=3 * data.num_users)
+    for x, y in zip(one, tiny):
+        assert torch.equal(x, y)
+    r = torch.zeros(data.num_users, data.num_items)
+    r[data.train_user, data.train_item] = 1.0
+    shared = (r @ r.T).fill_diagonal_(0)
+    ids, counts, found = one
+    assert torch.equal(found, (shared > 0).sum(1))
+    for u in range(data.num_users):
+        want = sorted(range(data.num_users), key=lambda v: (-shared[u, v].item(), v))[:6]
+        assert ids[u].tolist() == want and torch.equal(counts[u], shared[u, want])

@@ -84,7 +84,7 @@ def test_rows_touched_steps_only_the_touched_rows(sparse):
                               else grads["table"].clone())
         opt.step(None if sparse else {"table": rows})
         opt.zero_grad()
-        with torch.no_grad():  # Adam on the touched rows only, bias-corrected by the global step
+        with torch.no_grad():  # Adam on the touched rows only, bias-corrected by the table's step count
             for n, p in ref.items():
                 keep = rows if n == "table" else torch.arange(len(p))
                 g = grads[n][keep]
@@ -94,3 +94,29 @@ def test_rows_touched_steps_only_the_touched_rows(sparse):
     for n in ours:
         torch.testing.assert_close(ours[n], ref[n])
     assert torch.equal(ours["table"][[2, 3, 5]], _params()["table"][[2, 3, 5]])  # never touched: never moved
+
+
+def test_a_parameter_without_gradient_does_not_step_and_keeps_its_own_count():
+    """torch.optim.Adam's semantics, which LATTICE's once-per-epoch feature tables rely on: a
+    parameter whose gradient is None neither steps nor advances its bias-correction count."""
+    ours, ref = _params(), _params()
+    opt = ColumnAdam(ours, set(), OptimConfig(lr=0.1))
+    torch_opt = torch.optim.Adam(ref.values(), lr=0.1)
+    for step in range(5):
+        for params in (ours, ref):
+            for n, g in _grads(step).items():
+                params[n].grad = g.clone() if n == "dense" or step % 3 == 0 else None
+        opt.step()
+        opt.zero_grad()
+        torch_opt.step()
+        torch_opt.zero_grad()
+    for n in ours:
+        torch.testing.assert_close(ours[n], ref[n])
+    assert int(opt.steps["table"]) == 2 and int(opt.steps["dense"]) == 5
+
+
+def test_lr_decays_per_epoch_as_mmrecs_scheduler():
+    opt = ColumnAdam(_params(), set(), OptimConfig(lr=1e-3, lr_decay=0.96, lr_decay_epochs=50))
+    for epoch, factor in ((0, 1.0), (50, 0.96), (100, 0.96 ** 2), (25, 0.96 ** 0.5)):
+        opt.set_epoch(epoch)
+        assert opt.lr == pytest.approx(1e-3 * factor)
