@@ -52,12 +52,17 @@ if TYPE_CHECKING:
 NORM_EPS = 1e-12  # F.normalize's
 
 
-def knn_bags(features: torch.Tensor, k: int, split: ColumnSplit) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_bags(features: torch.Tensor, k: int, split: ColumnSplit,
+             block_floats: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
     """K(features) as bags: (I, k) neighbours and their cosine similarities, differentiable
-    in ``features`` (whole rows, the same on every rank)."""
+    in ``features`` (whole rows, the same on every rank). The similarities gather a block
+    of rows' neighbours at a time (block x k x D floats, never I x k x D)."""
     neighbours = knn_graph_neighbours(features.detach(), k, split)
     unit = features / features.norm(dim=1, keepdim=True)  # MMRec's build_sim: no epsilon
-    return neighbours, (unit.unsqueeze(1) * unit[neighbours]).sum(-1)
+    block = max(1, block_floats // (neighbours.shape[1] * unit.shape[1]))
+    cosines = [torch.bmm(unit[lo:lo + block, None], unit[neighbours[lo:lo + block]].transpose(1, 2))[:, 0]
+               for lo in range(0, len(unit), block)]
+    return neighbours, torch.cat(cosines)
 
 
 def sym_normalised(neighbours: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
