@@ -213,9 +213,14 @@ def test_freedom_without_features(tmp_path):
 
 @pytest.fixture
 def process_group(tmp_path):
-    """A one-process gloo group: the ID tables are torchrec modules, built before the model."""
+    """A one-process gloo group: the ID tables are torchrec modules, built before the model.
+    An earlier test of this process may have left its world of one initialised."""
     import torch.distributed as torch_dist
 
+    if torch_dist.is_initialized():
+        assert torch_dist.get_world_size() == 1
+        yield
+        return
     torch_dist.init_process_group("gloo", store=torch_dist.FileStore(str(tmp_path / "store"), 1), rank=0,
                                   world_size=1)
     yield
