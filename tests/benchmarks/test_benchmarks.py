@@ -33,7 +33,8 @@ def test_train_epoch_against_its_references(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     rows = _rows(result.stdout)
     assert {(r["impl"], r["model"]) for r in rows} == {(i, m) for i in ("reference-mmrec-style", "cliper-dist")
-                                                       for m in ("lightgcn", "freedom", "vbpr")}
+                                                       for m in ("lightgcn", "freedom", "vbpr", "slmrec", "lattice",
+                                                                 "dualgnn")}
     assert all(r["epoch_speedup_vs_ref"] > 0 for r in rows if r["impl"] == "cliper-dist")
 
 
