@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cliper_dist.train.features import Features
 
 LOG2 = math.log(2.0)
+HOPS = 2  # MMRec applies its weightless conv twice: x + A x + A^2 x
 
 
 def co_occurrence_top(train_user: np.ndarray, train_item: np.ndarray, num_users: int, num_items: int, k: int,
@@ -122,7 +123,7 @@ class DualGNN(Recommender):
                  features: "Features | None" = None):
         super().__init__()
         text, image = frozen_features(features, cfg.fusion, cfg.tau, "dualgnn", need_both=True)
-        self.cfg, self.split, self.seed, self.data = cfg, split, seed, data
+        self.cfg, self.split, self.seed = cfg, split, seed
         dim, device = cfg.embedding_dim, tables.user.device
         self.graph = BipartiteGraph.from_edges(data.train_user, data.train_item, data.num_users,
                                                data.num_items).to(device)
@@ -163,13 +164,12 @@ class DualGNN(Recommender):
         both_u, both_i, text_u = 0, 0, None
         for name, tower in self.towers.items():
             users, items = tower(self.preferences()[name])
-            layers = 2
             if user_rows is None:
-                r_u, r_i = graph.layer_mean(users, items, layers)
+                r_u, r_i = graph.layer_mean(users, items, HOPS)
             else:
-                rows = graph.batch_rows(users, items, layers, user_rows, item_rows, self.workspace)
+                rows = graph.batch_rows(users, items, HOPS, user_rows, item_rows, self.workspace)
                 r_u, r_i = rows.users, rows.items
-            r_u, r_i = r_u * (layers + 1), r_i * (layers + 1)  # x + A x + A^2 x: a sum, not a mean
+            r_u, r_i = r_u * (HOPS + 1), r_i * (HOPS + 1)  # x + A x + A^2 x: a sum, not a mean
             both_u, both_i = both_u + r_u, both_i + r_i
             if name == "text":
                 text_u = r_u
@@ -203,7 +203,7 @@ class DualGNN(Recommender):
     def touched(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
         nbr, w = self.user_graph[0][batch.users], self.user_graph[1][batch.users]
         rows = torch.unique(torch.cat([batch.users, nbr[w > 0]]))  # a zero-weight neighbour is no dependence
-        users, _ = graph.reach(rows, torch.cat([batch.pos, batch.neg]), 2)
+        users, _ = graph.reach(rows, torch.cat([batch.pos, batch.neg]), HOPS)
         return {name: users for name in self.tables}
 
     @torch.no_grad()
