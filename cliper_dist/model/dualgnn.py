@@ -63,17 +63,18 @@ def co_occurrence_top(train_user: np.ndarray, train_item: np.ndarray, num_users:
     ids = torch.zeros(num_users, k, dtype=torch.int64)
     counts = torch.zeros(num_users, k)
     found = torch.zeros(num_users, dtype=torch.int64)
-    order = torch.arange(num_users, dtype=torch.float64)
+    user_ids = torch.arange(num_users, dtype=torch.float64)
+    by_user = np.argsort(train_user, kind="stable")  # a block's pairs are then one slice
+    pair_users, pair_items = torch.from_numpy(train_user[by_user]), torch.from_numpy(train_item[by_user])
     for lo in range(0, num_users, block):
         hi = min(num_users, lo + block)
+        first, last = np.searchsorted(pair_users.numpy(), [lo, hi])
         items_of = torch.zeros(hi - lo, num_items)
-        rows = torch.from_numpy(train_user)
-        mine = (rows >= lo) & (rows < hi)
-        items_of[rows[mine] - lo, torch.from_numpy(train_item)[mine]] = 1.0
+        items_of[pair_users[first:last] - lo, pair_items[first:last]] = 1.0
         shared = (r @ items_of.T).T.double()  # (block, U): items each pair of users shares
         shared[torch.arange(hi - lo), torch.arange(lo, hi)] = 0.0  # not one's own neighbour
         found[lo:hi] = (shared > 0).sum(1)
-        key = shared * (num_users + 1) - order  # more shared first, then the lower id
+        key = shared * (num_users + 1) - user_ids  # more shared first, then the lower id
         top = key.topk(min(k, num_users), dim=1).indices
         ids[lo:hi, :top.shape[1]] = top
         counts[lo:hi, :top.shape[1]] = shared.gather(1, top).float()

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cliper_dist import dist
-from cliper_dist.errors import UserError
 from cliper_dist.model.base import Batch, ModelConfig
-from cliper_dist.model.fusion import get_fusion
+from cliper_dist.model.fusion import fused_features, get_fusion
 from cliper_dist.model.graph import BipartiteGraph, degree_sensitive_prune
 from cliper_dist.model.item_graph import KnnSearch, freedom_item_graph
 from cliper_dist.model.layers import ColumnProjection
@@ -104,11 +103,8 @@ class FREEDOM(LightGCN):
             raise ValueError("FREEDOM needs item features (the job checks this before building)")
         device = self.user_table.device
         fusion = get_fusion(cfg.fusion)
-        if features.text_views is not None and fusion.needs_image and features.image is None:
-            raise UserError(f"fusion {cfg.fusion} weighs the text views by their similarity to the image: "
-                            "it needs image features")
         # whole features, on the device (nccl gathers the kNN graph from device tensors)
-        image, text = features.whole_image(), features.fused_text(fusion, cfg.tau)
+        text, image = fused_features(features, fusion, cfg.fusion, cfg.tau)
         image, text = (None if t is None else t.to(device) for t in (image, text))
         if features.text is not None:
             dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)

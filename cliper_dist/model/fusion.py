@@ -77,6 +77,12 @@ def frozen_features(features: "Features | None", fusion_name: str, tau: float, m
     if fusion.trained and features.text_views is not None:
         raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "
                         "trained with the recommender (use sa, sum or concat)")
+    return fused_features(features, fusion, fusion_name, tau)
+
+
+def fused_features(features: "Features", fusion: Fusion, fusion_name: str,
+                   tau: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(text, image), whole: the views fused by ``fusion.fixed`` (or the ready text feature), the image."""
     if fusion.needs_image and features.text_views is not None and features.image is None:
         raise UserError(f"fusion {fusion_name} weighs the text views by their similarity to the image: "
                         "it needs image features")

@@ -29,7 +29,7 @@ from cliper_dist.parallel.comm import sum_to_local_columns
 WeightInit = Literal["xavier_normal", "xavier_uniform", "default"]
 
 
-def xavier(in_width: int, out_width: int, kind: WeightInit) -> Sampler:
+def weight_sampler(in_width: int, out_width: int, kind: WeightInit) -> Sampler:
     """The sampler of an (out, in) weight; "default" is nn.Linear's, U(+-1/sqrt(in))."""
     if kind == "xavier_normal":
         return normal(math.sqrt(2.0 / (in_width + out_width)))
@@ -53,7 +53,7 @@ class ColumnProjection(nn.Module):
         split.check(in_width, f"{name} input")
         self.split = split
         self.weight = ColumnParameter(seeded_columns(out_width, in_width, split, seed, f"{name}.weight",
-                                                     xavier(in_width, out_width, weight_init)), in_width)
+                                                     weight_sampler(in_width, out_width, weight_init)), in_width)
         self.bias = ColumnParameter(seeded_columns(1, out_width, split, seed, f"{name}.bias",
                                                    uniform(_bias_bound(in_width, bias_bound)))[0], out_width)
 
@@ -75,7 +75,7 @@ class PartialLinear(nn.Module):
         split.check(out_width, f"{name} output")
         fan_in = blocks * in_width
         weight = seeded_columns(blocks * out_width, in_width, split, seed, f"{name}.weight",
-                                xavier(fan_in, out_width, weight_init))
+                                weight_sampler(fan_in, out_width, weight_init))
         self.weight = ColumnParameter(weight.view(blocks, out_width, -1), in_width)
         self.bias = ColumnParameter(seeded_columns(1, out_width, split, seed, f"{name}.bias",
                                                    uniform(_bias_bound(fan_in, None)))[0], out_width)
@@ -95,7 +95,7 @@ class ReplicatedLinear(nn.Module):
         super().__init__()
         whole = ColumnSplit()
         self.weight = nn.Parameter(seeded_columns(out_width, in_width, whole, seed, f"{name}.weight",
-                                                  xavier(in_width, out_width, weight_init)))
+                                                  weight_sampler(in_width, out_width, weight_init)))
         self.bias = nn.Parameter(seeded_columns(1, out_width, whole, seed, f"{name}.bias",
                                                 uniform(_bias_bound(in_width, None)))[0])
 
