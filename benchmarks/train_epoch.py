@@ -311,6 +311,53 @@ class ReferenceDualGNN(nn.Module):
         return -torch.mean(torch.log2(torch.sigmoid(score))) + 0.1 * reg
 
 
+class ReferenceMMGCN(nn.Module):
+    """MMGCN as MMRec computes it: every step both modalities' three-layer GCN over all
+    U + I nodes (image through its 4096 -> 256 MLP, text at its 384 width), mean
+    aggregation (``torch.sparse.mm`` with D^-1 A here, where MMRec's PyG message passing
+    gathers every edge's row), the concatenating g-layers (its ``concate = 'False'``), and
+    the id embedding and preferences as untrained tensors that autograd still reaches."""
+
+    def __init__(self, data, features: dict):
+        super().__init__()
+        n = data.num_users + data.num_items
+        self.n_users, self.feats = data.num_users, features
+        self.ids = nn.init.xavier_normal_(torch.rand(n, 64, requires_grad=True))
+        self.pref = {"image": nn.init.xavier_normal_(torch.rand(data.num_users, 256, requires_grad=True)),
+                     "text": nn.init.xavier_normal_(torch.rand(data.num_users, 384, requires_grad=True))}
+        self.mlp = nn.Linear(features["image"].shape[1], 256)
+        widths = {"image": [256, 64, 64], "text": [features["text"].shape[1], 64, 64]}
+        self.conv = nn.ParameterDict({f"{m}{l}": nn.Parameter(torch.empty(w, w).uniform_(-w ** -0.5, w ** -0.5))
+                                      for m, ws in widths.items() for l, w in enumerate(ws)})
+        self.linear = nn.ModuleDict({f"{m}{l}": nn.Linear(w, 64) for m, ws in widths.items() for l, w in enumerate(ws)})
+        self.g = nn.ModuleDict({f"{m}{l}": nn.Linear(w + 64, 64) for m, ws in widths.items() for l, w in enumerate(ws)})
+        user, item = torch.from_numpy(data.train_user), torch.from_numpy(data.train_item)
+        rows, cols = torch.cat([user, item + data.num_users]), torch.cat([item + data.num_users, user])
+        degree = torch.bincount(rows, minlength=n).float()
+        self.mean_adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / degree[rows], (n, n)).to_sparse_csr()
+        self.norm_adj = self.mean_adj
+
+    def epoch_adjacency(self) -> torch.Tensor:
+        return self.mean_adj
+
+    def gcn(self, m: str, adj) -> torch.Tensor:
+        items = self.mlp(self.feats[m]) if m == "image" else self.feats[m]
+        x = F.normalize(torch.cat([self.pref[m], items]))
+        for l in range(3):
+            h = F.leaky_relu(torch.sparse.mm(adj, x @ self.conv[f"{m}{l}"]))
+            x_hat = F.leaky_relu(self.linear[f"{m}{l}"](x)) + self.ids
+            x = F.leaky_relu(self.g[f"{m}{l}"](torch.cat([h, x_hat], dim=1)))
+        return x
+
+    def forward(self, adj) -> tuple[torch.Tensor, torch.Tensor]:
+        r = (self.gcn("image", adj) + self.gcn("text", adj)) / 2
+        return r[:self.n_users], r[self.n_users:]
+
+    def loss(self, adj, u, p, n) -> torch.Tensor:
+        users, items = self.forward(adj)
+        return bpr(users[u], items[p], items[n])
+
+
 def lattice_knn(x: torch.Tensor, k: int) -> torch.Tensor:
     normed = x.div(torch.norm(x, p=2, dim=-1, keepdim=True))
     sim = normed @ normed.T
@@ -330,7 +377,7 @@ def nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 REFERENCES = {"vbpr": ReferenceVBPR, "slmrec": ReferenceSLMRec, "lattice": ReferenceLATTICE,
-              "dualgnn": ReferenceDualGNN}
+              "dualgnn": ReferenceDualGNN, "mmgcn": ReferenceMMGCN}
 
 
 def reference(data_dir: str, model: str, epochs: int, threads: int) -> dict:
@@ -417,7 +464,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ref-epochs", type=int, default=3)
     parser.add_argument("--layouts", default="1x1,1x2,2x1", help="RANKSxTHREADS per rank, comma-separated")
-    parser.add_argument("--models", default="lightgcn,freedom,vbpr,slmrec,lattice,dualgnn")
+    parser.add_argument("--models", default="lightgcn,freedom,vbpr,slmrec,lattice,dualgnn,mmgcn")
     parser.add_argument("--ref-threads", default="1,2", help="reference thread counts")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

@@ -26,9 +26,9 @@ from cliper_dist.model.graph import BipartiteGraph
 
 @dataclass
 class ModelConfig:
-    name: Literal["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn"] = "freedom"  # the recommender (cliper_dist/model/registry.py)
+    name: Literal["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"] = "freedom"  # the recommender (cliper_dist/model/registry.py)
     embedding_dim: int = 64  # width of the ID embeddings and modality projections (split across ranks)
-    n_ui_layers: int = 2  # hops over the user-item graph
+    n_ui_layers: int = 2  # hops over the user-item graph (mmgcn: GCN layers, 3 in MMRec)
     n_mm_layers: int = 1  # freedom, lattice: hops over the item-item graph
     knn_k: int = 10  # freedom, lattice: neighbours per item in each modality's kNN graph
     knn: Literal["exact", "hnsw"] = "exact"  # freedom: kNN search, exact (blockwise) or FAISS HNSW (large catalogs)
@@ -36,7 +36,7 @@ class ModelConfig:
     hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
-    reg_weight: float = 1e-4  # lightgcn, vbpr: weight of MMRec's EmbLoss; lattice: of the L2 on output rows; dualgnn: of its L2 terms; freedom: weight of the modality BPR losses
+    reg_weight: float = 1e-4  # lightgcn, vbpr: weight of MMRec's EmbLoss; mmgcn: of its (constant) L2 on the frozen ids; lattice: of the L2 on output rows; dualgnn: of its L2 terms; freedom: weight of the modality BPR losses
     fusion: Literal["sa", "sum", "concat", "mlp"] = "sa"  # CLIPER fusion of the text views (model/fusion.py)
     tau: float = 0.1  # CLIPER eq. 2 temperature of the view weights softmax(cos / tau)
     nce_temp: float = 0.2  # slmrec: temperature of the in-batch user-item InfoNCE (MMRec's temp)

@@ -38,9 +38,9 @@ from torch import nn
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
 from cliper_dist.model.fusion import frozen_features
 from cliper_dist.model.graph import BipartiteGraph, Workspace, csr_from_pairs
-from cliper_dist.model.layers import ColumnProjection
+from cliper_dist.model.layers import ColumnProjection, row_norms
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, normal, seeded_columns
-from cliper_dist.parallel.comm import sum_gradients, sum_partials
+from cliper_dist.parallel.comm import sum_gradients
 from cliper_dist.sharding.tables import IdTables
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class ModalityTower(nn.Module):
     def forward(self, preference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = self.mlp_1(F.leaky_relu(self.mlp(self.features)))
         squares = torch.cat([preference.pow(2).sum(1), items.pow(2).sum(1)])
-        norm = sum_gradients(sum_partials(squares, self.split), self.split).sqrt().clamp_min(1e-12)
+        norm = row_norms(squares, self.split)
         return preference / norm[:len(preference), None], items / norm[len(preference):, None]
 
 

@@ -207,6 +207,17 @@ class _SourceRows(torch.autograd.Function):
         return t_u, t_i, None, None, None, None, None
 
 
+class _Hop(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, graph: "BipartiteGraph") -> torch.Tensor:
+        ctx.graph = graph
+        return graph.apply(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.graph.transposed().apply(grad), None
+
+
 @dataclass
 class BipartiteGraph:
     """A user-item propagation matrix [[diag(loop_u), R], [R_t, diag(loop_i)]]: ``r`` (U x I)
@@ -232,10 +243,22 @@ class BipartiteGraph:
     def mean_with_self(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> "BipartiteGraph":
         """D^-1 (A + I) (LATTICE's): each node averages itself and its neighbours; D = degree + 1.
         Its transpose (A + I) D^-1 is the adjoint."""
-        d_user = np.bincount(user, minlength=num_users).astype(np.float64) + 1.0
-        d_item = np.bincount(item, minlength=num_items).astype(np.float64) + 1.0
-        loop_u = torch.from_numpy(1.0 / d_user).float()[:, None]
-        loop_i = torch.from_numpy(1.0 / d_item).float()[:, None]
+        return cls._row_mean(user, item, num_users, num_items, self_loops=True)
+
+    @classmethod
+    def neighbour_mean(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> "BipartiteGraph":
+        """D^-1 A (MMGCN's mean aggregation): each node averages its neighbours; a node without
+        any gets zeros. Its transpose A D^-1 is the adjoint."""
+        return cls._row_mean(user, item, num_users, num_items, self_loops=False)
+
+    @classmethod
+    def _row_mean(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int,
+                  self_loops: bool) -> "BipartiteGraph":
+        loop = 1.0 if self_loops else 0.0
+        d_user = np.bincount(user, minlength=num_users).astype(np.float64) + loop
+        d_item = np.bincount(item, minlength=num_items).astype(np.float64) + loop
+        loop_u = torch.from_numpy(1.0 / d_user).float()[:, None] if self_loops else None
+        loop_i = torch.from_numpy(1.0 / d_item).float()[:, None] if self_loops else None
         forward = cls(csr_from_pairs(user, item, 1.0 / d_user[user], num_users, num_items),
                       csr_from_pairs(item, user, 1.0 / d_item[item], num_items, num_users), loop_u, loop_i)
         forward.adjoint = cls(csr_from_pairs(user, item, 1.0 / d_item[item], num_users, num_items),
@@ -330,6 +353,21 @@ class BipartiteGraph:
         """``source_rows`` at every row (evaluation)."""
         return self.source_rows(users, items, layers, torch.arange(self.num_users, device=users.device),
                                 torch.arange(self.num_items, device=items.device), Workspace())
+
+    def hop(self, x: torch.Tensor) -> torch.Tensor:
+        """A x for the stacked rows x = [users; items] ((U + I) x columns), differentiable in x
+        (backward: the adjoint's product)."""
+        return _Hop.apply(x, self)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """A x for stacked rows, without autograd."""
+        u, out = self.num_users, torch.empty_like(x)
+        out[:u].addmm_(self.r, x[u:], beta=0)
+        out[u:].addmm_(self.r_t, x[:u], beta=0)
+        if self.loop_u is not None:
+            out[:u].addcmul_(self.loop_u, x[:u])
+            out[u:].addcmul_(self.loop_i, x[u:])
+        return out
 
     @torch.no_grad()
     def reach(self, user_rows: torch.Tensor, item_rows: torch.Tensor, layers: int) -> tuple[torch.Tensor, torch.Tensor]:

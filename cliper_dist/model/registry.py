@@ -8,11 +8,12 @@ from cliper_dist.model.dualgnn import DualGNN
 from cliper_dist.model.freedom import FREEDOM
 from cliper_dist.model.lattice import LATTICE
 from cliper_dist.model.lightgcn import LightGCN
+from cliper_dist.model.mmgcn import MMGCN
 from cliper_dist.model.slmrec import SLMRec
 from cliper_dist.model.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR, "slmrec": SLMRec,
-                                      "lattice": LATTICE, "dualgnn": DualGNN}
+                                      "lattice": LATTICE, "dualgnn": DualGNN, "mmgcn": MMGCN}
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -57,10 +57,11 @@ class ColumnParameter(nn.Parameter):
 
     The block shares storage with the tensor it is made from (a torchrec shard stays
     torchrec's), so in-place optimizer steps update that storage.
+    ``requires_grad=False``: a frozen block (no optimizer state), checkpointed all the same.
     """
 
-    def __new__(cls, block: torch.Tensor, width: int):
-        param = super().__new__(cls, block, requires_grad=True)
+    def __new__(cls, block: torch.Tensor, width: int, requires_grad: bool = True):
+        param = super().__new__(cls, block, requires_grad=requires_grad)
         param.width = width
         return param
 

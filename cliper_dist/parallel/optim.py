@@ -129,7 +129,7 @@ class ColumnAdam:
 def checkpoint_views(params: dict[str, torch.nn.Parameter], optimizer: ColumnAdam, split: ColumnSplit,
                      skip: tuple[str, ...] = ()) -> dict:
     """DCP views of the parameters (but ``skip``, held elsewhere: torchrec's tables) and of
-    every parameter's Adam moments: ShardedTensors of column blocks, replicated tensors as
+    every trained parameter's Adam moments: ShardedTensors of column blocks, replicated tensors as
     they are. Loading writes into the live tensors. A collective: build it once, on every rank."""
     def view(name: str, t: torch.Tensor):
         p = params[name]
@@ -137,4 +137,4 @@ def checkpoint_views(params: dict[str, torch.nn.Parameter], optimizer: ColumnAda
 
     return {"params": {n: view(n, p) for n, p in params.items() if n not in skip},
             "optim": {n: {"exp_avg": view(n, optimizer.exp_avg[n]), "exp_avg_sq": view(n, optimizer.exp_avg_sq[n])}
-                      for n in params}}
+                      for n in optimizer.params}}

@@ -52,7 +52,8 @@ class Engine:
         self.model: Recommender = model_class(model_cfg.name)(model_cfg, data, self.tables, self.split, seed,
                                                              features)
         self.params = dict(self.model.named_parameters())
-        self.optimizer = ColumnAdam(self.params, set(self.model.tables), optim_cfg)
+        trainable = {n: p for n, p in self.params.items() if p.requires_grad}  # MMGCN's ID tables are frozen
+        self.optimizer = ColumnAdam(trainable, set(self.model.tables), optim_cfg)
         self.row_sparse = optim_cfg.rows == "touched"
         self.train_keys = data.train_keys()
         self._sharded = checkpoint_views(self.params, self.optimizer, self.split, ID_TABLE_PARAMS)

@@ -29,7 +29,7 @@ def test_encode_launcher_two_ranks(demo_features, demo_dataset):
     assert sorted(r["rank"] for r in stats["ranks"]) == [0, 1] and sum(r["items"] for r in stats["ranks"]) == n
 
 
-@pytest.mark.parametrize("model_name", ["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn"])
+@pytest.mark.parametrize("model_name", ["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"])
 def test_train_launcher_two_ranks(model_name, demo_features, demo_dataset, tmp_path):
     out = tmp_path / "run"
     result = run_with_timeout(torchrun_cmd(2, REPO / "launch" / "train.py", [

@@ -88,6 +88,10 @@ CASES = {
                                   "touched", "mmrec", users=400, items=300, batch=8, eps=1e-3),
     "lattice-mmrec-touched": Case({"name": "lattice", "embedding_dim": 8, "knn_k": 3, "n_mm_layers": 2},
                                   "touched", "mmrec", users=400, items=300, batch=8),
+    "mmgcn-sa": Case({"name": "mmgcn", "embedding_dim": 8, "n_ui_layers": 3, "reg_weight": 0.1, "fusion": "sa",
+                      "tau": 0.2}, features="views"),
+    "mmgcn-mmrec": Case({"name": "mmgcn", "embedding_dim": 8, "n_ui_layers": 2, "reg_weight": 0.01},
+                        features="mmrec", weight_decay=1e-3),
 }
 
 
@@ -134,6 +138,7 @@ def run_case(data_dir: str, feat_dir: str, case: Case) -> dict:
             "users": gathered(users), "items": gathered(items),
             "metrics": evaluate(engine.model, engine.data, engine.split, batch_users=7),
             "tables": set(engine.model.tables),
+            "frozen": {n for n, p in engine.params.items() if not p.requires_grad},
             "blocks": {n: tuple(p.shape) for n, p in engine.params.items()}}
 
 
@@ -193,9 +198,10 @@ def bpr(diff: torch.Tensor) -> torch.Tensor:
 class DenseModel:
     """The equations, dense, float64, with parameters keyed like the engine's."""
 
-    def __init__(self, cfg: ModelConfig, data, feats: dict | None, params: dict[str, torch.Tensor]):
+    def __init__(self, cfg: ModelConfig, data, feats: dict | None, params: dict[str, torch.Tensor],
+                 frozen: set[str] = frozenset()):
         self.cfg, self.data, self.feats = cfg, data, feats
-        self.p = {n: t.double().clone().requires_grad_() for n, t in params.items()}
+        self.p = {n: t.double().clone().requires_grad_(n not in frozen) for n, t in params.items()}
         self.full_adj = dense_ui_adj(torch.from_numpy(data.train_user), torch.from_numpy(data.train_item),
                                      data.num_users, data.num_items)
         if cfg.name == "dualgnn":
@@ -203,7 +209,10 @@ class DenseModel:
         if cfg.name == "lattice":  # D^-1 (A + I)
             a = self.full_adj.ne(0).double() + torch.eye(len(self.full_adj), dtype=torch.float64)
             self.full_adj = a / a.sum(1, keepdim=True)
-        if cfg.name in ("freedom", "vbpr", "slmrec", "lattice", "dualgnn"):
+        if cfg.name == "mmgcn":  # D^-1 A: each node's mean over its neighbours
+            a = self.full_adj.ne(0).double()
+            self.mean_adj = a / a.sum(1, keepdim=True).clamp_min(1.0)
+        if cfg.name in ("freedom", "vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"):
             image = feats["image"]
             text = feats.get("text")
             if feats.get("views") is not None:
@@ -249,6 +258,24 @@ class DenseModel:
         users = w[:, :1] * both[:n_users] + w[:, 1:] * reps["text"][:n_users]
         return users + self.user_graph @ users, both[n_users:]
 
+    def mmgcn_propagate(self):
+        """Each modality's GCN (image through the MLP, text as is), averaged."""
+        p, n_users = self.p, self.data.num_users
+        ids = torch.cat([p["user_table"], p["item_table"]])
+        outs = []
+        for name in ("image", "text"):
+            t = f"towers.{name}"
+            items = self.linear(f"{t}.mlp", self.raw[name]) if f"{t}.mlp.weight" in p else self.raw[name]
+            x = F.normalize(torch.cat([p[f"{t}.preference"], items]), dim=1)
+            for layer in range(self.cfg.n_ui_layers):
+                h = F.leaky_relu(self.mean_adj @ x @ p[f"{t}.conv.{layer}.weight"].T)
+                x_hat = F.leaky_relu(self.linear(f"{t}.linear.{layer}", x)) + ids
+                g = torch.cat([p[f"{t}.gate.{layer}.parts.0.weight"], p[f"{t}.gate.{layer}.parts.1.weight"]], dim=1)
+                x = F.leaky_relu(torch.cat([h, x_hat], dim=1) @ g.T + p[f"{t}.gate.{layer}.bias"])
+            outs.append(x)
+        r = sum(outs) / len(outs)
+        return r[:n_users], r[n_users:]
+
     def lattice_item_adj(self) -> torch.Tensor:
         """LATTICE's S from the current parameters, differentiable: the learned kNN graphs of the
         projected feature tables and the original ones, mixed by softmax(modal_weight)."""
@@ -281,6 +308,8 @@ class DenseModel:
         return [v[:n_users] for v in views], [v[n_users:] for v in views]
 
     def propagate(self, adj: torch.Tensor):
+        if self.cfg.name == "mmgcn":
+            return self.mmgcn_propagate()
         if self.cfg.name == "dualgnn":
             return self.dualgnn_propagate(adj)
         if self.cfg.name == "slmrec":
@@ -339,6 +368,13 @@ class DenseModel:
             loss = loss / np.log(2.0) + self.cfg.reg_weight * (
                 p["user_table"][users].pow(2).mean() + p["text_preference"][users].pow(2).mean()
                 + p["weight_u"].pow(2).mean())
+        elif self.cfg.name == "mmgcn":  # MMRec's L2 of the (frozen) ids over interleaved pairs, and of P_v
+            p = self.p
+            user_tensor = users.repeat_interleave(2)
+            item_tensor = torch.stack([pos, neg]).t().reshape(-1) + self.data.num_users
+            ids = torch.cat([p["user_table"], p["item_table"]])
+            loss = loss + self.cfg.reg_weight * ((ids[user_tensor] ** 2 + ids[item_tensor] ** 2).mean()
+                                                 + p["towers.image.preference"].pow(2).mean())
         elif self.cfg.name == "lattice":  # L2 on the output rows
             sq = u.pow(2).sum() + oi[pos].pow(2).sum() + oi[neg].pow(2).sum()
             loss = loss + self.cfg.reg_weight * 0.5 * sq / len(users)
@@ -377,7 +413,7 @@ def adam_reference(params: dict, state: dict, rows: str, tables: set[str], weigh
 
 def reference(res: dict, data, case: Case, feats: dict | None):
     cfg, rows = ModelConfig(**case.model), case.rows
-    dense = DenseModel(cfg, data, feats, res["before"])
+    dense = DenseModel(cfg, data, feats, res["before"], res["frozen"])
     edges = (data.train_user, data.train_item)
     if cfg.name == "freedom" and cfg.edge_dropout > 0:
         edges = degree_sensitive_prune(*edges, data.num_users, data.num_items, 1 - cfg.edge_dropout,
@@ -395,7 +431,7 @@ def reference(res: dict, data, case: Case, feats: dict | None):
         losses.append(float(loss.detach()))
     # the evaluated embeddings: the equations at the engine's final parameters (compared above
     # with the trajectory's), so that Adam-amplified rounding is not counted twice
-    final = DenseModel(cfg, data, feats, res["after"])
+    final = DenseModel(cfg, data, feats, res["after"], res["frozen"])
     with torch.no_grad():
         if cfg.name == "lattice":  # evaluation learns the graph again from the final parameters
             final.item_adj = final.lattice_item_adj()
@@ -443,7 +479,10 @@ def test_engine_matches_the_dense_equations(ranks, tmp_path, nproc):
                 assert torch.equal(r["after"][n], res[0]["after"][n])
         res = res[0]
         moved = (res["after"]["user_table"] != res["before"]["user_table"]).any(1)
-        assert moved.all() if case.rows == "all" else not moved.all(), f"{name}: rows={case.rows}"
+        if "user_table" in res["frozen"]:  # MMGCN's ids, never trained (MMRec's)
+            assert not moved.any(), f"{name}: a frozen table moved"
+        else:
+            assert moved.all() if case.rows == "all" else not moved.all(), f"{name}: rows={case.rows}"
         losses, after, users, items = reference(res, data, case, feats)
         for step, (got, want) in enumerate(zip(res["losses"], losses)):
             _close(got, want, f"{name}: loss at step {step}")
