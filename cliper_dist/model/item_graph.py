@@ -12,7 +12,9 @@ Two searches (``model.knn``), both split across ranks by item blocks:
 - ``hnsw``: each rank builds a FAISS HNSW index of its own block of items (the build and the
   index memory split P ways), every item queries every rank's index, and the per-block top-k
   merge into the global top-k, as ``faiss.IndexShards`` does. Approximate: the graph depends
-  on the number of ranks, and is the same on every rank of a run.
+  on the number of ranks, and is the same on every rank of a run. Its recall is measured
+  on a seeded sample of items against their exact neighbours, logged, and warned about
+  when low (unstructured features: every ANN index degrades on them).
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from cliper_dist import dist as cdist
 from cliper_dist.model.graph import ItemGraph, knn_neighbours
 from cliper_dist.parallel.columns import ColumnSplit
+
+
+RECALL_SAMPLE = 256  # items whose exact neighbours check an approximate graph (sample x I x D products)
+RECALL_WARN = 0.9  # below this sampled recall@k the job warns
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,25 @@ def hnsw_neighbours(features: torch.Tensor, k: int, split: ColumnSplit, search: 
     sims, ids = hnsw_block_candidates(unit, split.bounds(len(unit)), k, search)
     if split.world_size > 1:
         sims, ids = (gather_blocks(t.to(features.device), split).cpu() for t in (sims, ids))
-    return merge_candidates(sims, ids, k).to(features.device)
+    neighbours = merge_candidates(sims, ids, k)
+    recall = sampled_recall(unit, neighbours, k)
+    cdist.log.info("hnsw kNN graph: recall@%d %.3f against the exact neighbours of %d sampled items", k, recall,
+                   min(RECALL_SAMPLE, len(unit)))
+    if recall < RECALL_WARN:
+        cdist.log.warning("hnsw kNN graph: recall@%d is only %.3f (< %.2f): the features look unstructured to "
+                          "HNSW; raise model.hnsw_ef (now %d) or model.hnsw_m (now %d), or use model.knn=exact",
+                          k, recall, RECALL_WARN, search.hnsw_ef, search.hnsw_m)
+    return neighbours.to(features.device)
+
+
+def sampled_recall(unit: np.ndarray, neighbours: torch.Tensor, k: int, sample: int = RECALL_SAMPLE) -> float:
+    """recall@k of ``neighbours`` (I, k) against the exact top-k by inner product of the unit
+    rows, on a seeded sample of items (the same on every rank)."""
+    rows = np.sort(np.random.default_rng(0).choice(len(unit), size=min(sample, len(unit)), replace=False))
+    whole = torch.from_numpy(unit)
+    exact = (whole[rows] @ whole.T).topk(k, dim=1).indices
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(neighbours[rows], exact))
+    return hits / (len(rows) * k)
 
 
 def hnsw_block_candidates(unit: np.ndarray, block: tuple[int, int], k: int,

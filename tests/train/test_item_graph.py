@@ -45,3 +45,21 @@ def test_hnsw_finds_the_exact_neighbours_at_one_and_two_ranks(ranks):
 def test_exact_search_does_not_depend_on_the_world_size(ranks):
     one, two = (ranks.run(neighbours_on_every_rank, "exact", nproc=p)[0] for p in (1, 2))
     assert torch.equal(torch.tensor(one).sort(1).values, torch.tensor(two).sort(1).values)
+
+
+def test_low_hnsw_recall_is_measured_and_warned_about(caplog):
+    """On unstructured vectors with a starved index the sampled recall is low: the job warns,
+    naming the keys that fix it; on clustered ones it only logs the recall."""
+    rng = np.random.default_rng(0)
+    unstructured = torch.from_numpy(rng.standard_normal((3000, 48), dtype=np.float32))
+    with caplog.at_level("INFO", logger="cliper_dist"):
+        starved = knn_graph_neighbours(unstructured, K, ColumnSplit(), KnnSearch("hnsw", 4, 4))
+    exact = knn_graph_neighbours(unstructured, K, ColumnSplit())
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert recall(starved, exact) < 0.9 and len(warned) == 1, (recall(starved, exact), warned)
+    assert "model.hnsw_ef (now 4)" in warned[0] and "model.knn=exact" in warned[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cliper_dist"):
+        knn_graph_neighbours(clustered(), K, ColumnSplit(), KnnSearch("hnsw", 16, 64))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("recall@11" in r.getMessage() for r in caplog.records)
