@@ -327,7 +327,7 @@ class ReferenceMMGCN(nn.Module):
                      "text": nn.init.xavier_normal_(torch.rand(data.num_users, 384, requires_grad=True))}
         self.mlp = nn.Linear(features["image"].shape[1], 256)
         widths = {"image": [256, 64, 64], "text": [features["text"].shape[1], 64, 64]}
-        self.conv = nn.ParameterDict({f"{m}{l}": nn.Parameter(torch.empty(w, w).uniform_(-w ** -0.5, w ** -0.5))
+        self.conv = nn.ParameterDict({f"{m}{l}": nn.Parameter(nn.init.xavier_normal_(torch.empty(w, w)))
                                       for m, ws in widths.items() for l, w in enumerate(ws)})
         self.linear = nn.ModuleDict({f"{m}{l}": nn.Linear(w, 64) for m, ws in widths.items() for l, w in enumerate(ws)})
         self.g = nn.ModuleDict({f"{m}{l}": nn.Linear(w + 64, 64) for m, ws in widths.items() for l, w in enumerate(ws)})

@@ -14,6 +14,13 @@ projects the epoch from them (labelled ``projected``), and ``--skip-eval`` leave
 evaluation: on 2 cores an x60 epoch of full-graph propagation takes hours, and so does
 scoring 1M users against 300k items. One JSON line per layout; the ratios compare layouts
 measured in the same run (``speedup_vs_1x1``: same model, 1 rank x 1 thread).
+
+``--job`` runs the whole train job instead (``launch/train.py``, FREEDOM, one epoch at
+``--batch``, HNSW item graph, a sampled evaluation of ``--eval-users``, row-sparse Adam) on
+CLIPER-shaped features: a 768-d image and 5 x 768 text views, each a mixture of Gaussians
+around 2,000 centres (an item's image and views share its centre), as real CLIP embeddings
+cluster. It reports wall time, the job's phase times and per-rank peak RSS (issue 9's x60
+check: ``--size x60 --job --layouts 2x1``).
 """
 
 from __future__ import annotations
@@ -76,6 +83,58 @@ def make_folder(size: str, work: Path, model: str) -> Path:
         np.save(folder / "image_feat.npy", rng.standard_normal((n_items, 4096), dtype=np.float32))
         np.save(folder / "text_feat.npy", rng.standard_normal((n_items, 384), dtype=np.float32))
     return folder
+
+
+def make_feature_store(size: str, work: Path, dim: int = 768, views: int = 5, centres: int = 2000,
+                       noise: float = 0.7, block: int = 50_000) -> Path:
+    """An encode-output directory (image.npy (I, dim), text_views.npy (views, I, dim)), written a
+    block of items at a time into memory-mapped files: never the whole 4.6 GB at x60."""
+    folder = work / f"{size}_features"
+    if (folder / "manifest.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    n_items = SIZES[size][1]
+    rng = np.random.default_rng(1)
+    image_centres = rng.standard_normal((centres, dim), dtype=np.float32)
+    text_centres = rng.standard_normal((views, centres, dim), dtype=np.float32)  # each view its own
+    centre_of = rng.integers(centres, size=n_items)
+    image = np.lib.format.open_memmap(folder / "image.npy", mode="w+", dtype=np.float32, shape=(n_items, dim))
+    text = np.lib.format.open_memmap(folder / "text_views.npy", mode="w+", dtype=np.float32,
+                                     shape=(views, n_items, dim))
+    for lo in range(0, n_items, block):
+        hi = min(n_items, lo + block)
+        c = centre_of[lo:hi]
+        image[lo:hi] = image_centres[c] + noise * rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        for v in range(views):
+            text[v, lo:hi] = text_centres[v, c] + noise * rng.standard_normal((hi - lo, dim), dtype=np.float32)
+    image.flush()
+    text.flush()
+    del image, text
+    (folder / "manifest.json").write_text(json.dumps({"num_items": n_items, "views": views, "synthetic": True}))
+    return folder
+
+
+def run_job(folder: Path, features: Path, ranks: int, threads: int, work: Path, args) -> dict:
+    """launch/train.py on the size's data: load, kNN, one epoch, one sampled evaluation."""
+    out = work / f"job_{ranks}x{threads}_{int(time.time())}"
+    scale = (args.batch / 2048) ** 0.5  # docs/train.md's large-batch rule: lr and reg_weight x sqrt(B / B0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+           str(REPO / "launch/train.py"), "--config", str(REPO / "configs/train/baby_freedom.yaml"),
+           "--data", str(folder), "--features", str(features), "--out", str(out), "epochs=1",
+           f"batch_size={args.batch}", f"eval_users={args.eval_users}", "checkpoint_every=0", "save_best=false",
+           "resume=never", f"threads={threads}", "model.knn=hnsw", f"model.embedding_dim={args.dim}",
+           f"optim.lr={1e-3 * scale:g}", f"model.reg_weight={1e-4 * scale:g}", f"optim.rows={args.rows}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}")
+    final = json.loads((out / "final.json").read_text())
+    recall = [line for line in proc.stdout.splitlines() if "hnsw kNN graph: recall" in line]
+    return {"wall_s": round(wall, 1), "phase_s": final["phase_s"], "peak_rss_mb": final["peak_rss_mb"],
+            "batch": args.batch, "eval_users": args.eval_users, "valid_recall@20_estimate": final["valid"]["recall@20"],
+            "knn_recall_log": recall}
 
 
 def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_eval: bool) -> None:
@@ -145,11 +204,21 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="time this many steps and project the epoch")
     parser.add_argument("--skip-eval", action="store_true", help="no evaluation (x60: hours of scoring on 2 cores)")
     parser.add_argument("--workdir", default=None, help="keeps the generated data between runs")
+    parser.add_argument("--job", action="store_true", help="the whole FREEDOM train job on clustered 768-d features")
+    parser.add_argument("--batch", type=int, default=131072, help="--job: batch size")
+    parser.add_argument("--eval-users", type=int, default=20000, help="--job: sampled users evaluated")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="train_scale_"))
     t0 = time.perf_counter()
-    folder = make_folder(args.size, work, args.model)
+    folder = make_folder(args.size, work, "lightgcn" if args.job else args.model)
+    features = make_feature_store(args.size, work) if args.job else None
     print(f"data: {folder} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    if args.job:
+        for layout in args.layouts.split(","):
+            ranks, threads = (int(x) for x in layout.split("x"))
+            print(json.dumps({"bench": "train_scale_job", "size": args.size, "model": "freedom", "ranks": ranks,
+                              "threads": threads, **run_job(folder, features, ranks, threads, work, args)}), flush=True)
+        return
     rows = []
     for layout in args.layouts.split(","):
         ranks, threads = (int(x) for x in layout.split("x"))

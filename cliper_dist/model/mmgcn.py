@@ -70,9 +70,9 @@ class ModalityGCN(nn.Module):
         self.register_buffer("features", split.local(features), persistent=False)
         self._frozen_ego: tuple[torch.Tensor, torch.Tensor] | None = None
         widths = [ego_width] + [dim] * (cfg.n_ui_layers - 1)
-        # MMRec's inits: conv weights PyG's uniform(1/sqrt(in)), L_l and G_1 Xavier-normal, G_2.. nn.Linear's
-        self.conv = nn.ModuleList(ColumnProjection(w, w, split, seed, f"{name}_conv{l}", weight_init="default",
-                                                   bias=False) for l, w in enumerate(widths))
+        # MMRec's inits: W_l (PyG's uniform, then overwritten), L_l and G_1 Xavier-normal; G_2.. nn.Linear's
+        self.conv = nn.ModuleList(ColumnProjection(w, w, split, seed, f"{name}_conv{l}", bias=False)
+                                  for l, w in enumerate(widths))
         self.linear = nn.ModuleList(ColumnProjection(w, dim, split, seed, f"{name}_linear{l}")
                                     for l, w in enumerate(widths))
         self.gate = nn.ModuleList(ConcatProjection((w, dim), dim, split, seed, f"{name}_g{l}",
