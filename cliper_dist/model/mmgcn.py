@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cliper_dist import dist
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
 from cliper_dist.model.fusion import frozen_features
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from cliper_dist.train.features import Features
 
 IMAGE_LATENT = 256  # MMRec's dim_latent for the image GCN; its text GCN works at the feature width
+MMREC_LAYERS = 3  # MMRec's GCN.forward runs three layers whatever its n_layers says
 
 
 def xavier_normal_std(rows: int, width: int) -> float:
@@ -115,6 +117,9 @@ class MMGCN(Recommender):
         if cfg.n_ui_layers < 1:
             raise UserError("model.name=mmgcn needs model.n_ui_layers >= 1 (MMRec runs 3)")
         text, image = frozen_features(features, cfg.fusion, cfg.tau, "mmgcn")
+        if cfg.n_ui_layers != MMREC_LAYERS:
+            dist.log.info("mmgcn: %d GCN layers (model.n_ui_layers); MMRec's code runs %d", cfg.n_ui_layers,
+                          MMREC_LAYERS)
         self.cfg, self.split, self.num_users = cfg, split, data.num_users
         dim, device = cfg.embedding_dim, tables.user.device
         self.graph = BipartiteGraph.neighbour_mean(data.train_user, data.train_item, data.num_users,

@@ -252,3 +252,36 @@ def test_bad_input_under_torchrun_is_one_line(ranks, tmp_path):
     assert errors == [f"cliper-dist: error: {data / 'image_feat.npy'} has 28 item rows, but the dataset has 30 "
                       f"items (features must be aligned by item index)"]
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained
+
+
+def test_mmgcn_is_initialised_and_frozen_as_mmrec_runs_it(tmp_path, process_group):
+    """Which tensors train, the widths and layer count, and each layer's init (MMRec's code:
+    Xavier-normal conv, linear and first g-layer; nn.Linear's default for the later g-layers;
+    Xavier-normal ids over (U + I) x d and preferences over U x width)."""
+    import torch
+
+    data = make_mmrec_folder(tmp_path / "d", num_users=400, num_items=300)
+    cfg = TrainConfig(data=str(data), out="", model=ModelConfig(name="mmgcn", embedding_dim=64, n_ui_layers=3))
+    engine = build_engine(cfg, DistInfo(0, 0, 1, torch.device("cpu"), "gloo"))
+    p = engine.params
+    frozen = {"user_table", "item_table", "towers.image.preference", "towers.text.preference"}
+    assert {n for n, t in p.items() if not t.requires_grad} == frozen
+    assert frozen.isdisjoint(engine.optimizer.params)
+    assert p["towers.image.mlp.weight"].shape == (256, 16) and p["towers.image.conv.0.weight"].shape == (256, 256)
+    assert p["towers.text.conv.0.weight"].shape == (24, 24) and "towers.text.mlp.weight" not in p
+    assert len([n for n in p if n.startswith("towers.image.conv.")]) == 3
+
+    def std_is(name, want):
+        got = p[name].detach().std().item()
+        assert abs(got / want - 1) < 0.05, (name, got, want)
+
+    std_is("towers.image.conv.0.weight", (2 / 512) ** 0.5)
+    std_is("towers.image.conv.1.weight", (2 / 128) ** 0.5)
+    std_is("towers.image.linear.0.weight", (2 / 320) ** 0.5)
+    std_is("towers.image.gate.0.parts.0.weight", (2 / 384) ** 0.5)
+    std_is("towers.image.gate.0.parts.1.weight", (2 / 384) ** 0.5)
+    std_is("towers.image.gate.1.parts.0.weight", 128 ** -0.5 / 3 ** 0.5)  # U(+-1/sqrt(fan_in 128))
+    assert p["towers.image.gate.1.parts.1.weight"].abs().max() <= 128 ** -0.5
+    std_is("user_table", (2 / (700 + 64)) ** 0.5)
+    std_is("item_table", (2 / (700 + 64)) ** 0.5)
+    std_is("towers.image.preference", (2 / (400 + 256)) ** 0.5)
