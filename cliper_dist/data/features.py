@@ -7,6 +7,7 @@ read it through here only, so the directory contract lives beside the dataset's.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,16 @@ import numpy as np
 from cliper_dist import dirs, files
 from cliper_dist.data import schema
 from cliper_dist.errors import UserError
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Unmap the pages that reading a memory-mapped ``array`` brought into this process. They
+    stay in the page cache, but a blockwise pass over a file-backed array would otherwise
+    leave the whole file in the process's RSS (5.5 GB of features at 300k items). No-op for
+    an array in memory."""
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None:
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 @dataclass(frozen=True)

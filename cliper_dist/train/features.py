@@ -10,6 +10,8 @@ Two layouts are read, memory-mapped (nothing is copied until the model reads its
   single view: fusion is bypassed).
 
 Every array is checked before training starts: row count = number of items, all finite.
+Each read of a memory-mapped array is followed by ``release_pages``, so that the pages read
+do not stay in the process's RSS.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from cliper_dist import dirs
 from cliper_dist.data import schema
-from cliper_dist.data.features import FeatureStore
+from cliper_dist.data.features import FeatureStore, release_pages
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import Fusion
 
@@ -43,23 +45,33 @@ class Features:
 
     def views_of(self, items: np.ndarray) -> torch.Tensor:
         """Raw view embeddings of ``items``, (n, C, D)."""
-        return torch.from_numpy(np.ascontiguousarray(self.text_views[:, items].transpose(1, 0, 2), dtype=np.float32))
+        views = np.ascontiguousarray(self.text_views[:, items].transpose(1, 0, 2), dtype=np.float32)
+        release_pages(self.text_views)
+        return torch.from_numpy(views)
 
     def whole_image(self) -> torch.Tensor | None:
         """(I, D_image) float32, read whole (None without image features)."""
-        return None if self.image is None else torch.from_numpy(np.array(self.image, dtype=np.float32))
+        if self.image is None:
+            return None
+        image = np.array(self.image, dtype=np.float32)
+        release_pages(self.image)
+        return torch.from_numpy(image)
 
     def fused_text(self, fusion: Fusion, tau: float, block: int = 16384) -> torch.Tensor | None:
         """(I, D_text) float32: the ready text feature, or the views fused by ``fusion.fixed`` a
         block of items at a time (bounding the fusion's intermediates); None without text."""
         if self.text is not None:
-            return torch.from_numpy(np.array(self.text, dtype=np.float32))
+            text = np.array(self.text, dtype=np.float32)
+            release_pages(self.text)
+            return torch.from_numpy(text)
         if self.text_views is None:
             return None
         blocks = []
         for lo in range(0, self.num_items, block):
             hi = min(self.num_items, lo + block)
             image = None if self.image is None else torch.from_numpy(np.array(self.image[lo:hi], dtype=np.float32))
+            if self.image is not None:
+                release_pages(self.image)
             blocks.append(fusion.fixed(self.views_of(np.arange(lo, hi)), image, tau))
         return torch.cat(blocks)
 
@@ -78,6 +90,7 @@ def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, 
                         f"(features must be aligned by item index)")
     for lo in range(0, rows, block):
         part = np.take(arr, np.arange(lo, min(rows, lo + block)), axis=item_axis)
+        release_pages(arr)
         bad = ~np.isfinite(part)
         if bad.any():
             item = lo + int(np.argwhere(bad)[0][item_axis])
