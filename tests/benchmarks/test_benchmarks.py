@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_python
@@ -26,6 +27,17 @@ def test_train_scale_two_layouts(tmp_path):
     assert rows[1]["projected"] and rows[1]["speedup_vs_1x1"] > 0 and len(rows[1]["peak_rss_mb"]) == 2
 
 
+def test_train_scale_whole_job_on_clustered_features(tmp_path):
+    result = run_python([REPO / "benchmarks/train_scale.py", "--size", "baby", "--job", "--layouts", "1x1",
+                         "--batch", "16384", "--eval-users", "2000", "--workdir", tmp_path], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    (row,) = _rows(result.stdout)
+    assert {"load", "knn", "steps", "eval"} <= set(row["phase_s"]) and len(row["peak_rss_mb"]) == 1
+    assert len(row["knn_recall_log"]) == 2  # one logged recall per modality's graph
+    views = np.load(tmp_path / "baby_features" / "text_views.npy", mmap_mode="r")
+    assert views.shape == (5, 7050, 768)
+
+
 def test_train_epoch_against_its_references(tmp_path):
     data = make_mmrec_folder(tmp_path / "data", num_users=300, num_items=200, image=False, text=False)
     result = run_python([REPO / "benchmarks/train_epoch.py", "--data", data, "--epochs", "2", "--ref-epochs", "2",
@@ -34,7 +46,7 @@ def test_train_epoch_against_its_references(tmp_path):
     rows = _rows(result.stdout)
     assert {(r["impl"], r["model"]) for r in rows} == {(i, m) for i in ("reference-mmrec-style", "cliper-dist")
                                                        for m in ("lightgcn", "freedom", "vbpr", "slmrec", "lattice",
-                                                                 "dualgnn")}
+                                                                 "dualgnn", "mmgcn")}
     assert all(r["epoch_speedup_vs_ref"] > 0 for r in rows if r["impl"] == "cliper-dist")
 
 

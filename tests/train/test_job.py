@@ -234,7 +234,7 @@ def test_models_of_both_modalities_refuse_one(tmp_path, process_group, model):
         _trainer(data, model=model)
 
 
-@pytest.mark.parametrize("model", ["vbpr", "slmrec", "lattice", "dualgnn"])
+@pytest.mark.parametrize("model", ["vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"])
 def test_models_of_fixed_text_refuse_a_trained_fusion(tmp_path, process_group, model):
     data = make_mmrec_folder(tmp_path / "d", image=False, text=False)
     feats = make_encode_dir(tmp_path / "f")
