@@ -30,6 +30,13 @@ def release_pages(array: np.ndarray) -> None:
         mapped.madvise(mmap.MADV_DONTNEED)
 
 
+def read_block(array: np.ndarray, key, dtype: np.dtype | None = None) -> np.ndarray:
+    """A copy of ``array[key]`` (as ``dtype``), its mapped pages then released (``release_pages``)."""
+    block = np.array(array[key], dtype=dtype)
+    release_pages(array)
+    return block
+
+
 @dataclass(frozen=True)
 class FeatureCounts:
     items: int

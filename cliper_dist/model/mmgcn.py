@@ -27,7 +27,6 @@ and backward. The row norms of x^0 are one all-reduce of (U + I) partial sums.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,9 +38,9 @@ from cliper_dist.errors import UserError
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
 from cliper_dist.model.fusion import frozen_features
 from cliper_dist.model.graph import BipartiteGraph
-from cliper_dist.model.layers import ColumnProjection, ConcatProjection, row_norms
+from cliper_dist.model.layers import ColumnProjection, ConcatProjection, row_norms, weight_sampler
 from cliper_dist.model.lightgcn import bpr
-from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, normal, seeded_columns
+from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, seeded_columns
 from cliper_dist.sharding.tables import IdTables
 
 if TYPE_CHECKING:
@@ -50,10 +49,6 @@ if TYPE_CHECKING:
 
 IMAGE_LATENT = 256  # MMRec's dim_latent for the image GCN; its text GCN works at the feature width
 MMREC_LAYERS = 3  # MMRec's GCN.forward runs three layers whatever its n_layers says
-
-
-def xavier_normal_std(rows: int, width: int) -> float:
-    return math.sqrt(2.0 / (rows + width))
 
 
 class ModalityGCN(nn.Module):
@@ -67,8 +62,9 @@ class ModalityGCN(nn.Module):
         self.split = split
         self.preference = ColumnParameter(
             seeded_columns(num_users, ego_width, split, seed, f"{name}_preference",
-                           normal(xavier_normal_std(num_users, ego_width))), ego_width, requires_grad=False)
-        self.mlp = ColumnProjection(width, latent, split, seed, f"{name}_mlp", weight_init="default") if latent else None
+                           weight_sampler(ego_width, num_users, "xavier_normal")), ego_width, requires_grad=False)
+        self.mlp = (ColumnProjection(width, latent, split, seed, f"{name}_mlp", weight_init="default")
+                    if latent else None)
         self.register_buffer("features", split.local(features), persistent=False)
         self._frozen_ego: tuple[torch.Tensor, torch.Tensor] | None = None
         widths = [ego_width] + [dim] * (cfg.n_ui_layers - 1)
@@ -125,10 +121,10 @@ class MMGCN(Recommender):
         self.graph = BipartiteGraph.neighbour_mean(data.train_user, data.train_item, data.num_users,
                                                    data.num_items).to(device)
         # e: torchrec's ID tables, overwritten with MMRec's Xavier-normal of the (U + I) x d tensor, frozen
-        std = xavier_normal_std(data.num_users + data.num_items, dim)
+        xavier = weight_sampler(dim, data.num_users + data.num_items, "xavier_normal")
         with torch.no_grad():
             for table, rows, tag in ((tables.user, data.num_users, "user"), (tables.item, data.num_items, "item")):
-                table.copy_(seeded_columns(rows, dim, split, seed, f"mmgcn_{tag}_id", normal(std)))
+                table.copy_(seeded_columns(rows, dim, split, seed, f"mmgcn_{tag}_id", xavier))
         self.user_table = ColumnParameter(tables.user, dim, requires_grad=False)
         self.item_table = ColumnParameter(tables.item, dim, requires_grad=False)
         towers = {}

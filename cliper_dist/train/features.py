@@ -10,7 +10,7 @@ Two layouts are read, memory-mapped (nothing is copied until the model reads its
   single view: fusion is bypassed).
 
 Every array is checked before training starts: row count = number of items, all finite.
-Each read of a memory-mapped array is followed by ``release_pages``, so that the pages read
+Every read goes through ``read_block``, so that the pages of a memory-mapped array it reads
 do not stay in the process's RSS.
 """
 
@@ -24,7 +24,7 @@ import torch
 
 from cliper_dist import dirs
 from cliper_dist.data import schema
-from cliper_dist.data.features import FeatureStore, release_pages
+from cliper_dist.data.features import FeatureStore, read_block
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import Fusion
 
@@ -45,33 +45,24 @@ class Features:
 
     def views_of(self, items: np.ndarray) -> torch.Tensor:
         """Raw view embeddings of ``items``, (n, C, D)."""
-        views = np.ascontiguousarray(self.text_views[:, items].transpose(1, 0, 2), dtype=np.float32)
-        release_pages(self.text_views)
-        return torch.from_numpy(views)
+        views = read_block(self.text_views, (slice(None), items), np.float32)
+        return torch.from_numpy(np.ascontiguousarray(views.transpose(1, 0, 2)))
 
     def whole_image(self) -> torch.Tensor | None:
         """(I, D_image) float32, read whole (None without image features)."""
-        if self.image is None:
-            return None
-        image = np.array(self.image, dtype=np.float32)
-        release_pages(self.image)
-        return torch.from_numpy(image)
+        return None if self.image is None else torch.from_numpy(read_block(self.image, slice(None), np.float32))
 
     def fused_text(self, fusion: Fusion, tau: float, block: int = 16384) -> torch.Tensor | None:
         """(I, D_text) float32: the ready text feature, or the views fused by ``fusion.fixed`` a
         block of items at a time (bounding the fusion's intermediates); None without text."""
         if self.text is not None:
-            text = np.array(self.text, dtype=np.float32)
-            release_pages(self.text)
-            return torch.from_numpy(text)
+            return torch.from_numpy(read_block(self.text, slice(None), np.float32))
         if self.text_views is None:
             return None
         blocks = []
         for lo in range(0, self.num_items, block):
             hi = min(self.num_items, lo + block)
-            image = None if self.image is None else torch.from_numpy(np.array(self.image[lo:hi], dtype=np.float32))
-            if self.image is not None:
-                release_pages(self.image)
+            image = None if self.image is None else torch.from_numpy(read_block(self.image, slice(lo, hi), np.float32))
             blocks.append(fusion.fixed(self.views_of(np.arange(lo, hi)), image, tau))
         return torch.cat(blocks)
 
@@ -89,8 +80,7 @@ def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, 
         raise UserError(f"{name} has {rows} item rows, but the dataset has {num_items} items "
                         f"(features must be aligned by item index)")
     for lo in range(0, rows, block):
-        part = np.take(arr, np.arange(lo, min(rows, lo + block)), axis=item_axis)
-        release_pages(arr)
+        part = read_block(arr, (slice(None),) * item_axis + (slice(lo, min(rows, lo + block)),))
         bad = ~np.isfinite(part)
         if bad.any():
             item = lo + int(np.argwhere(bad)[0][item_axis])
