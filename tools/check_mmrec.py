@@ -45,10 +45,10 @@ def main() -> int:
         report["splits_source"] = np.bincount(source[:, 2], minlength=3).tolist()
         report["splits_dataset"] = np.bincount(converted[:, 2], minlength=3).tolist()
     items = [row["item_id"] for row in files.read_jsonl(ds.path / schema.ITEMS)]
-    report["items_identical"] = items == read_id_map(args.item_map, ITEM_NAMES, "itemID")[0]
+    report["items_identical"] = items == list(read_id_map(args.item_map, ITEM_NAMES, "itemID")[0])
     if args.user_map:
         users = [row["user_id"] for row in files.read_jsonl(ds.path / schema.USERS)]
-        report["users_identical"] = users == read_id_map(args.user_map, USER_NAMES, "userID")[0]
+        report["users_identical"] = users == list(read_id_map(args.user_map, USER_NAMES, "userID")[0])
     splits_ok = not labelled or report["splits_source"] == report["splits_dataset"] == report["splits_manifest"]
     ok = report["rows_identical"] and splits_ok and report["items_identical"] and report.get("users_identical", True)
     report["ok"] = bool(ok)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from cliper_dist.convert.images import index_image_dir
 from cliper_dist.convert.interactions import InteractionBuilder, SourceInteractions, k_core
 from cliper_dist.convert.rejects import Rejects
@@ -42,7 +44,8 @@ def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, image
              review: Callable[[dict], Review], item: Callable[[dict], Item]) -> dict | None:
     inter = _read_reviews(reviews, writer.rejects, review)
     core = k_core(inter.user, inter.item, k)
-    core_items = {inter.item_ids[c] for c in set(inter.item[core].tolist())}
+    in_core = np.zeros(len(inter.item_ids) + 1, dtype=bool)  # by item code; the last entry: unknown (-1)
+    in_core[inter.item[core]] = True
     writer.set_interactions(inter.subset(core))
     image_files = index_image_dir(images) if images is not None else {}
     outside_core = 0
@@ -52,7 +55,7 @@ def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, image
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             writer.rejects.add("malformed_line", f"unexpected record layout ({e.__class__.__name__}: {e})", where)
             continue
-        if item_id not in core_items:
+        if not in_core[inter.item_ids.get(item_id)]:
             outside_core += 1
             continue
         writer.add_item(item_id, fields, image_files.get(item_id, url), where)

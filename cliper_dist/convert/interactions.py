@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cliper_dist.convert.ids import IdCodes
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_table
 from cliper_dist.errors import UserError
@@ -23,7 +24,7 @@ ITEM_COLUMNS = ("item_id", "itemID")
 
 @dataclass
 class SourceInteractions:
-    """One row per event: ``user``/``item`` are codes into ``user_ids``/``item_ids``.
+    """One row per event: ``user``/``item`` are codes of ``user_ids``/``item_ids``.
 
     ``fixed_users``: the user code already is the user index (MMRec ids), not a first-seen code.
     """
@@ -34,8 +35,8 @@ class SourceInteractions:
     line: np.ndarray
     split: np.ndarray | None
     timestamp: np.ndarray | None
-    user_ids: list[str]
-    item_ids: list[str]
+    user_ids: IdCodes
+    item_ids: IdCodes
     fixed_users: bool = False
 
     def __len__(self) -> int:
@@ -48,32 +49,44 @@ class SourceInteractions:
 
 
 class InteractionBuilder:
-    """Appends rows into compact arrays, coding string ids in order of first appearance."""
+    """Appends rows into compact arrays, coding string ids in order of first appearance a
+    chunk of rows at a time (no Python object per id: ``IdCodes``)."""
+
+    CHUNK = 1 << 18  # rows whose string ids wait to be coded together
 
     def __init__(self, path: str | Path, with_split: bool, with_timestamp: bool):
         self.path = str(path)
         self._cols = {"user": array("q"), "item": array("q"), "line": array("q")}
         self._split = array("b") if with_split else None
         self._timestamp = array("d") if with_timestamp else None
-        self.user_codes: dict[str, int] = {}
-        self.item_codes: dict[str, int] = {}
+        self.user_codes, self.item_codes = IdCodes(), IdCodes()
+        self._users: list[str] = []
+        self._items: list[str] = []
 
     def add(self, user: str, item: str, line: int, split: int | None = None, timestamp: float | None = None) -> None:
-        self._cols["user"].append(self.user_codes.setdefault(user, len(self.user_codes)))
-        self._cols["item"].append(self.item_codes.setdefault(item, len(self.item_codes)))
+        self._users.append(user)
+        self._items.append(item)
         self._cols["line"].append(line)
         if self._split is not None:
             self._split.append(split)
         if self._timestamp is not None:
             self._timestamp.append(timestamp)
+        if len(self._users) >= self.CHUNK:
+            self._code()
+
+    def _code(self) -> None:
+        self._cols["user"].frombytes(self.user_codes.code(self._users).tobytes())
+        self._cols["item"].frombytes(self.item_codes.code(self._items).tobytes())
+        self._users, self._items = [], []
 
     def build(self) -> SourceInteractions:
+        self._code()
         arr = {k: np.frombuffer(v, dtype=np.int64).copy() if len(v) else np.zeros(0, np.int64)
                for k, v in self._cols.items()}
         split = None if self._split is None else np.asarray(self._split, dtype=np.int64)
         timestamp = None if self._timestamp is None else np.asarray(self._timestamp, dtype=np.float64)
         return SourceInteractions(self.path, arr["user"], arr["item"], arr["line"], split, timestamp,
-                                  list(self.user_codes), list(self.item_codes))
+                                  self.user_codes, self.item_codes)
 
 
 def read_table(path: str | Path, rejects: Rejects) -> SourceInteractions:

@@ -35,6 +35,7 @@ import numpy as np
 
 from cliper_dist import files
 from cliper_dist.convert.download import Downloader, is_url
+from cliper_dist.convert.ids import IdCodes
 from cliper_dist.convert.images import local_path
 from cliper_dist.convert.interactions import SourceInteractions
 from cliper_dist.convert.rejects import Rejects
@@ -100,7 +101,7 @@ class DatasetWriter:
         self.rejects = Rejects(self.out if rank == 0 else None, options.strict)
         self.counts: Counter = Counter()
         self.resumed_shards = 0  # shards kept from an earlier run: this rank's; after ``finish``, all ranks'
-        self.item_index: dict[str, int] = {}
+        self.item_index = IdCodes()
         self.shards: list[ShardInfo] = []
         self._interactions: SourceInteractions | None = None
         self._pending: list[PendingItem] = []
@@ -164,8 +165,7 @@ class DatasetWriter:
                 self.counts["image_urls_not_fetched"] += 1
         elif image:
             file = str(local_path(image, self.image_dir))
-        index = len(self.item_index)
-        self.item_index[item_id] = index
+        index = self.item_index.add(item_id)
         self._pending.append(PendingItem(index, item_id, fields, image or None, where, file))
         if len(self._pending) >= self.options.shard_size:
             self._flush()
@@ -306,13 +306,13 @@ class DatasetWriter:
                             "directory, or pass --allow-missing-images (launch/convert.py: allow_missing_images=true) "
                             "to convert without them")
 
-    def _index_interactions(self) -> tuple[Interactions, list[str], str]:
+    def _index_interactions(self) -> tuple[Interactions, IdCodes, str]:
         """Source interactions -> index space; rows naming unknown items become rejects."""
         src = self._interactions
         if src is None:
             empty = np.zeros(0, dtype=np.int64)
-            return Interactions(empty, empty, empty), [], "none"
-        code_index = np.fromiter((self.item_index.get(i, -1) for i in src.item_ids), np.int64, len(src.item_ids))
+            return Interactions(empty, empty, empty), IdCodes(), "none"
+        code_index = self.item_index.find(src.item_ids.names)
         item = code_index[src.item]
         for row in np.flatnonzero(item < 0):
             item_id = src.item_ids[src.item[row]]
@@ -341,12 +341,12 @@ class DatasetWriter:
                 path.unlink()
 
 
-def _first_seen(codes: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+def _first_seen(codes: np.ndarray, names: IdCodes) -> tuple[np.ndarray, IdCodes]:
     """Renumber codes 0.. in order of first appearance; the names of the new numbers."""
     if len(codes) == 0:
-        return codes, []
+        return codes, IdCodes()
     uniq, first = np.unique(codes, return_index=True)
     order = uniq[np.argsort(first)]
     remap = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
     remap[order] = np.arange(len(order))
-    return remap[codes], [names[c] for c in order]
+    return remap[codes], names.take(order)

@@ -1,7 +1,12 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from cliper_dist.convert.mmrec import ITEM_NAMES, read_id_map
+from cliper_dist.errors import UserError
 
 from tests.convert.helpers import image_bytes, read_inter, read_manifest, read_rows, run_convert, run_tool, write_lines
 
@@ -84,3 +89,14 @@ def test_mmrec_item_map_defects_are_errors(tmp_path, capsys):
     bad_map = write_lines(tmp_path / "bad_map.csv", ["asin\titemID", "B000A\t0", "B000B\t2"])
     assert run_convert("mmrec", "--inter", p["inter"], "--item-map", bad_map, "--out", tmp_path / "o") == 2
     assert f"{bad_map}:3: itemID '2' is not in 0..1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["B000A\t0", "B000B\tx"], ":3: itemID 'x' is not a non-negative integer"),
+    (["B000A\t1", "B000B\t0", "B000C\t1"], ":4: itemID 1 appears twice (first at line 2)"),
+    (["B000A\t0", "B000A\t1"], ": repeated asin values"),
+])
+def test_mmrec_item_map_numbering_errors(tmp_path, capsys, rows, message):
+    bad_map = write_lines(tmp_path / "bad_map.csv", ["asin\titemID"] + rows)
+    with pytest.raises(UserError, match=re.escape(message)):
+        read_id_map(bad_map, ITEM_NAMES, "itemID")

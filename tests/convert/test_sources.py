@@ -52,7 +52,7 @@ def test_read_table_csv_tsv_inter_and_bad_rows(tmp_path, rejects):
     csv_path = write_lines(tmp_path / "i.csv", ["user_id,item_id,timestamp,rating", "u1,A,10,5", "u2,B,x,4",
                                                 "u1,B,12", "u2,A,11,3"])
     t = read_table(csv_path, rejects)
-    assert t.user_ids == ["u1", "u2"] and t.item_ids == ["A"]
+    assert list(t.user_ids) == ["u1", "u2"] and list(t.item_ids) == ["A"]
     assert [(t.user_ids[u], t.item_ids[i]) for u, i in zip(t.user, t.item)] == [("u1", "A"), ("u2", "A")]
     assert t.line.tolist() == [2, 5] and t.timestamp.tolist() == [10.0, 11.0] and t.split is None
     assert rejects.counts["malformed_line"] == 2  # bad timestamp, missing field
