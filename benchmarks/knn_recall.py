@@ -7,8 +7,8 @@
 The stand-in features are a mixture of Gaussians around ``--centres`` centres, as real CLIP
 embeddings cluster (on unstructured random vectors every ANN index degrades). The exact
 neighbours of a seeded sample of ``--sample`` items are the reference. For each number of
-blocks P the index is built the way P ranks build it (``hnsw_block_candidates`` per block,
-then ``merge_candidates``), here one block after the other in one process: ``build_s_max``
+blocks P the index is built the way P ranks build it (``hnsw_index`` and ``block_candidates``
+per block, then ``merge_candidates``), here one block after the other in one process: ``build_s_max``
 is what the slowest rank would take. One JSON line per P, then the exact search's time for
 the sample and its extrapolation to every item, measured in the same run.
 """
@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cliper_dist.model.item_graph import KnnSearch, hnsw_block_candidates, merge_candidates  # noqa: E402
+from cliper_dist.data.features import ItemVectors  # noqa: E402
+from cliper_dist.model.item_graph import (KnnSearch, block_candidates, hnsw_index, merge_candidates,  # noqa: E402
+                                          overlap)
 from cliper_dist.parallel.columns import ColumnSplit  # noqa: E402
 
 
@@ -66,12 +68,13 @@ def main() -> None:
         per_block, candidates = [], []
         for rank in range(blocks):
             start = time.perf_counter()
-            candidates.append(hnsw_block_candidates(unit.numpy(), ColumnSplit(rank, blocks).bounds(args.items),
-                                                    args.k, search))
+            block = ColumnSplit(rank, blocks).bounds(args.items)
+            index = hnsw_index(ItemVectors.of(unit), block, search)
+            candidates.append(block_candidates(index, unit, args.k, block, search))
             per_block.append(time.perf_counter() - start)
         sims, ids = (torch.cat([c[i] for c in candidates], dim=1) for i in (0, 1))
         approx = merge_candidates(sims, ids, args.k)[sample]
-        recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / args.k for a, b in zip(approx, exact)])
+        recall = overlap(approx, exact)
         print(json.dumps({"bench": "knn_recall", "items": args.items, "dim": args.dim, "k": args.k,
                           "features": "unstructured" if args.unstructured else f"{args.centres} centres",
                           "blocks": blocks, "hnsw_m": args.hnsw_m, "hnsw_ef": args.hnsw_ef,

@@ -27,7 +27,7 @@ from cliper_dist.adapt.model import MCR, AdaptModelConfig
 from cliper_dist.adapt.pairs import epoch_steps
 from cliper_dist.data import schema
 from cliper_dist.errors import UserError
-from cliper_dist.model.fusion import get_fusion
+from cliper_dist.model.fusion import get_fusion, modality_vectors
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
 from cliper_dist.sharding.tables import ITEM_TABLE, IdTables
@@ -68,8 +68,8 @@ class Adapter:
         self.cfg, self.data, self.info = cfg, data, info
         self.split = ColumnSplit(info.rank, info.world_size)
         device = info.device
-        image, text = features.whole_image(), features.fused_text(get_fusion(cfg.fusion), cfg.tau)
-        self.image, self.text = (None if t is None else t.to(device) for t in (image, text))
+        text, image = modality_vectors(features, get_fusion(cfg.fusion), cfg.fusion, cfg.tau)
+        self.image, self.text = (None if v is None else v.whole().to(device) for v in (image, text))
         if self.image is None and self.text is None:
             raise UserError(f"{features.source}: no image or text features to adapt")
         self.tables = IdTables({ITEM_TABLE: data.num_items}, cfg.model.id_dim, self.split, cfg.seed, device,

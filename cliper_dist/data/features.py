@@ -11,9 +11,10 @@ import mmap
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
+import torch
 
 from cliper_dist import dirs, files
 from cliper_dist.data import schema
@@ -35,6 +36,44 @@ def read_block(array: np.ndarray, key, dtype: np.dtype | None = None) -> np.ndar
     block = np.array(array[key], dtype=dtype)
     release_pages(array)
     return block
+
+
+@dataclass(frozen=True)
+class ItemVectors:
+    """One modality's item vectors, (num_items, width) float32, read a block of items at a time.
+
+    The features of 300k items are gigabytes: a rank that needs some of their rows (an item
+    block for its kNN index) or some columns (its block of a fine-tuned table) reads them
+    through this, and never holds them whole.
+    """
+
+    num_items: int
+    width: int
+    read: Callable[[slice | np.ndarray], torch.Tensor]  # the rows of some items, (n, width) float32
+    block: int = 8192  # items per read: 5 views x 768 floats of 8192 items, and the fusion's temporaries: ~0.5 GB
+
+    @classmethod
+    def of(cls, table: np.ndarray | torch.Tensor) -> "ItemVectors":
+        """A table's rows: a tensor's as they are, an array's (memory-mapped or not) as float32 copies."""
+        if isinstance(table, torch.Tensor):
+            return cls(table.shape[0], table.shape[1], lambda key: table[key])
+        return cls(table.shape[0], table.shape[1], lambda key: torch.from_numpy(read_block(table, key, np.float32)))
+
+    def blocks(self, lo: int = 0, hi: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first item, rows) of consecutive blocks of at most ``block`` items in [lo, hi)."""
+        hi = self.num_items if hi is None else hi
+        for start in range(lo, hi, self.block):
+            yield start, self.read(slice(start, min(hi, start + self.block)))
+
+    def whole(self) -> torch.Tensor:
+        return torch.cat([rows for _, rows in self.blocks()]) if self.num_items else self.read(slice(0, 0))
+
+    def columns(self, lo: int, hi: int) -> torch.Tensor:
+        """Columns [lo, hi) of every item, (num_items, hi - lo), contiguous."""
+        out = torch.empty(self.num_items, hi - lo)
+        for start, rows in self.blocks():
+            out[start:start + len(rows)] = rows[:, lo:hi]
+        return out
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cliper_dist import dist
+from cliper_dist.data.features import ItemVectors
 from cliper_dist.model.base import Batch, ModelConfig
-from cliper_dist.model.fusion import fused_features, get_fusion
+from cliper_dist.model.fusion import get_fusion, modality_vectors
 from cliper_dist.model.graph import BipartiteGraph, degree_sensitive_prune
 from cliper_dist.model.item_graph import KnnSearch, freedom_item_graph
 from cliper_dist.model.layers import ColumnProjection
@@ -62,10 +63,11 @@ class FeatureBranch(nn.Module):
     """A fine-tuned feature table (MMRec: nn.Embedding.from_pretrained(freeze=False)) and its
     projection. The lookup gives a sparse gradient: Adam sees only the batch's rows."""
 
-    def __init__(self, table: torch.Tensor, width: int, dim: int, split: ColumnSplit, seed: int, name: str):
+    def __init__(self, features: ItemVectors, dim: int, split: ColumnSplit, seed: int, name: str):
         super().__init__()
-        self.table = ColumnParameter(table, width)
-        self.project = ColumnProjection(width, dim, split, seed, f"{name}_trs")
+        split.check(features.width, f"{name} feature")
+        self.table = ColumnParameter(features.columns(*split.bounds(features.width)), features.width)
+        self.project = ColumnProjection(features.width, dim, split, seed, f"{name}_trs")
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``items``: sorted, distinct."""
@@ -103,28 +105,24 @@ class FREEDOM(LightGCN):
             raise ValueError("FREEDOM needs item features (the job checks this before building)")
         device = self.user_table.device
         fusion = get_fusion(cfg.fusion)
-        # whole features, on the device (nccl gathers the kNN graph from device tensors)
-        text, image = fused_features(features, fusion, cfg.fusion, cfg.tau)
-        image, text = (None if t is None else t.to(device) for t in (image, text))
+        # read a block of items at a time: no rank holds whole feature tables
+        text, image = modality_vectors(features, fusion, cfg.fusion, cfg.tau)
         if features.text is not None:
             dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
         search = KnnSearch(cfg.knn, cfg.hnsw_m, cfg.hnsw_ef)
         start = time.perf_counter()
-        self.item_graph = freedom_item_graph(image, text, cfg.knn_k, cfg.mm_image_weight, split, search).to(device)
+        self.item_graph = freedom_item_graph(image, text, cfg.knn_k, cfg.mm_image_weight, split, search,
+                                             device).to(device)
         self.build_seconds = {"knn": time.perf_counter() - start}
         dist.log.info("item graph: %s kNN, k=%d, %.1f s", cfg.knn, cfg.knn_k, self.build_seconds["knn"])
         self.branches = nn.ModuleDict()
         if image is not None:
-            split.check(image.shape[1], "image feature")
-            self.branches["image"] = FeatureBranch(split.local(image), image.shape[1], cfg.embedding_dim, split,
-                                                   seed, "image").to(device)
+            self.branches["image"] = FeatureBranch(image, cfg.embedding_dim, split, seed, "image").to(device)
         if features.text_views is not None and fusion.trained:
             self.branches["text"] = MLPTextBranch(features, cfg.embedding_dim, split, seed).to(device)
         elif text is not None:
-            split.check(text.shape[1], "text feature")
-            self.branches["text"] = FeatureBranch(split.local(text), text.shape[1], cfg.embedding_dim, split,
-                                                  seed, "text").to(device)
+            self.branches["text"] = FeatureBranch(text, cfg.embedding_dim, split, seed, "text").to(device)
         self.tables += tuple(f"branches.{m}.table" for m, b in self.branches.items() if isinstance(b, FeatureBranch))
 
     def train_graph(self, epoch: int) -> BipartiteGraph:

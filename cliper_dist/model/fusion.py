@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from cliper_dist.errors import UserError
 
 if TYPE_CHECKING:
+    from cliper_dist.data.features import ItemVectors
     from cliper_dist.train.features import Features
 
 
@@ -77,13 +78,14 @@ def frozen_features(features: "Features | None", fusion_name: str, tau: float, m
     if fusion.trained and features.text_views is not None:
         raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "
                         "trained with the recommender (use sa, sum or concat)")
-    return fused_features(features, fusion, fusion_name, tau)
+    return tuple(None if v is None else v.whole() for v in modality_vectors(features, fusion, fusion_name, tau))
 
 
-def fused_features(features: "Features", fusion: Fusion, fusion_name: str,
-                   tau: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(text, image), whole: the views fused by ``fusion.fixed`` (or the ready text feature), the image."""
+def modality_vectors(features: "Features", fusion: Fusion, fusion_name: str,
+                     tau: float) -> tuple["ItemVectors | None", "ItemVectors | None"]:
+    """(text, image), read a block of items at a time: the views fused by ``fusion.fixed`` (or
+    the ready text feature), the image."""
     if fusion.needs_image and features.text_views is not None and features.image is None:
         raise UserError(f"fusion {fusion_name} weighs the text views by their similarity to the image: "
                         "it needs image features")
-    return features.fused_text(fusion, tau), features.whole_image()
+    return features.text_vectors(fusion, tau), features.image_vectors()

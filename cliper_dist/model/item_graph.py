@@ -11,7 +11,8 @@ Two searches (``model.knn``), both split across ranks by item blocks:
   block of rows at a time (never I x I); the blocks are summed into the whole graph.
 - ``hnsw``: each rank builds a FAISS HNSW index of its own block of items (the build and the
   index memory split P ways), every item queries every rank's index, and the per-block top-k
-  merge into the global top-k, as ``faiss.IndexShards`` does. Approximate: the graph depends
+  merge into the global top-k, as ``faiss.IndexShards`` does. The queries stream a block
+  at a time (``ItemVectors``): no rank holds all the features. Approximate: the graph depends
   on the number of ranks, and is the same on every rank of a run. Its recall is measured
   on a seeded sample of items against their exact neighbours, logged, and warned about
   when low (unstructured features: every ANN index degrades on them).
@@ -28,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cliper_dist import dist as cdist
+from cliper_dist.data.features import ItemVectors
 from cliper_dist.model.graph import ItemGraph, knn_neighbours
 from cliper_dist.parallel.columns import ColumnSplit
 
@@ -43,11 +45,16 @@ class KnnSearch:
     hnsw_ef: int = 64
 
 
-def knn_graph_neighbours(features: torch.Tensor, k: int, split: ColumnSplit,
-                         search: KnnSearch = KnnSearch()) -> torch.Tensor:
-    """(I, k) top-k cosine neighbours of every item, the same on every rank."""
+def knn_graph_neighbours(vectors: torch.Tensor | ItemVectors, k: int, split: ColumnSplit,
+                         search: KnnSearch = KnnSearch(), device: torch.device | None = None) -> torch.Tensor:
+    """(I, k) top-k cosine neighbours of every item, the same on every rank, on ``device``
+    (a tensor's own when given one)."""
+    if isinstance(vectors, torch.Tensor):
+        vectors, device = ItemVectors.of(vectors), vectors.device
+    device = device or torch.device("cpu")
     if search.method == "hnsw":
-        return hnsw_neighbours(features, k, split, search)
+        return hnsw_neighbours(vectors, k, split, search, device).to(device)
+    features = vectors.whole().to(device)  # exact search is for catalogs that fit
     n = features.shape[0]
     lo, hi = split.bounds(n)
     mine = knn_neighbours(features, k, rows=(lo, hi))
@@ -59,47 +66,84 @@ def knn_graph_neighbours(features: torch.Tensor, k: int, split: ColumnSplit,
     return whole
 
 
-def hnsw_neighbours(features: torch.Tensor, k: int, split: ColumnSplit, search: KnnSearch) -> torch.Tensor:
+def hnsw_neighbours(vectors: ItemVectors, k: int, split: ColumnSplit, search: KnnSearch,
+                    device: torch.device) -> torch.Tensor:
     """Approximate top-k by inner product of the unit rows: this rank indexes its block, every
-    row queries it, and the ranks' candidates (P x k per row) merge into the top k."""
-    k = min(k, features.shape[0])
-    unit = F.normalize(features.float(), dim=1).cpu().numpy()
-    sims, ids = hnsw_block_candidates(unit, split.bounds(len(unit)), k, search)
+    row queries it, and the ranks' candidates (P x k per row) merge into the top k.
+
+    The vectors stream a block at a time: the queries, and with them the exact neighbours of
+    the recall sample. A rank holds its block's index, never all the vectors.
+    """
+    n = vectors.num_items
+    k = min(k, n)
+    lo, hi = split.bounds(n)
+    index = hnsw_index(vectors, (lo, hi), search)
+    sample = recall_sample(n)
+    sample_unit = unit(vectors.read(sample))
+    found, exact = [], None
+    for start, block in vectors.blocks():
+        block = unit(block)
+        found.append(block_candidates(index, block, k, (lo, hi), search))
+        exact = merge_top_k(exact, sample_unit @ block.T, start, k)
+    sims, ids = (torch.cat(parts) for parts in zip(*found))
     if split.world_size > 1:
-        sims, ids = (gather_blocks(t.to(features.device), split).cpu() for t in (sims, ids))
+        sims, ids = (gather_blocks(t.to(device), split).cpu() for t in (sims, ids))
     neighbours = merge_candidates(sims, ids, k)
-    recall = sampled_recall(unit, neighbours, k)
+    recall = overlap(neighbours[torch.from_numpy(sample)], exact[1])
     cdist.log.info("hnsw kNN graph: recall@%d %.3f against the exact neighbours of %d sampled items", k, recall,
-                   min(RECALL_SAMPLE, len(unit)))
+                   len(sample))
     if recall < RECALL_WARN:
         cdist.log.warning("hnsw kNN graph: recall@%d is only %.3f (< %.2f): the features look unstructured to "
                           "HNSW; raise model.hnsw_ef (now %d) or model.hnsw_m (now %d), or use model.knn=exact",
                           k, recall, RECALL_WARN, search.hnsw_ef, search.hnsw_m)
-    return neighbours.to(features.device)
+    return neighbours
 
 
-def sampled_recall(unit: np.ndarray, neighbours: torch.Tensor, k: int, sample: int = RECALL_SAMPLE) -> float:
-    """recall@k of ``neighbours`` (I, k) against the exact top-k by inner product of the unit
-    rows, on a seeded sample of items (the same on every rank)."""
-    rows = np.sort(np.random.default_rng(0).choice(len(unit), size=min(sample, len(unit)), replace=False))
-    whole = torch.from_numpy(unit)
-    exact = (whole[rows] @ whole.T).topk(k, dim=1).indices
-    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(neighbours[rows], exact))
-    return hits / (len(rows) * k)
+def unit(rows: torch.Tensor) -> torch.Tensor:
+    return F.normalize(rows.float(), dim=1).cpu()
 
 
-def hnsw_block_candidates(unit: np.ndarray, block: tuple[int, int], k: int,
-                          search: KnnSearch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(similarities, item ids), each (n, <= k): every row's best matches among rows [lo, hi)
-    by an HNSW index of that block (-inf where the block holds fewer)."""
+def recall_sample(num_items: int, size: int = RECALL_SAMPLE) -> np.ndarray:
+    """The items whose exact neighbours check an approximate graph: seeded, the same on every rank."""
+    return np.sort(np.random.default_rng(0).choice(num_items, size=min(size, num_items), replace=False))
+
+
+def merge_top_k(best: tuple[torch.Tensor, torch.Tensor] | None, sims: torch.Tensor, first: int,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, ids) of the top k so far, updated with ``sims`` of the items from ``first`` on."""
+    vals, ids = sims.topk(min(k, sims.shape[1]), dim=1)
+    if best is not None:
+        vals, ids = torch.cat([best[0], vals], dim=1), torch.cat([best[1], ids + first], dim=1)
+        top = vals.topk(k, dim=1).indices
+        return vals.gather(1, top), ids.gather(1, top)
+    return vals, ids + first
+
+
+def overlap(found: torch.Tensor, truth: torch.Tensor) -> float:
+    """recall of ``found`` (n, k) against ``truth`` (n, k): the share of true ids found."""
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth))
+    return hits / truth.numel()
+
+
+def hnsw_index(vectors: ItemVectors, block: tuple[int, int], search: KnnSearch):
+    """A FAISS HNSW index of the unit rows of items [lo, hi), by inner product, added a block
+    of ``vectors.block`` items at a time."""
     import faiss  # here: only this search needs it
 
-    lo, hi = block
-    index = faiss.IndexHNSWFlat(unit.shape[1], search.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWFlat(vectors.width, search.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = search.hnsw_ef
-    index.add(unit[lo:hi])
+    for _, rows in vectors.blocks(*block):
+        index.add(unit(rows).numpy())
+    return index
+
+
+def block_candidates(index, queries: torch.Tensor, k: int, block: tuple[int, int],
+                     search: KnnSearch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, item ids), each (n, <= k): the best matches of every query in ``index``,
+    which holds items [lo, hi) (-inf where the block holds fewer)."""
+    lo, hi = block
     index.hnsw.efSearch = max(search.hnsw_ef, k)
-    sims, ids = index.search(unit, min(k, hi - lo))
+    sims, ids = index.search(queries.numpy(), min(k, hi - lo))
     sims, ids = torch.from_numpy(sims), torch.from_numpy(ids) + lo
     sims[ids < lo] = -torch.inf  # FAISS's -1: not found
     return sims, ids
@@ -119,15 +163,16 @@ def gather_blocks(t: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def freedom_item_graph(image: torch.Tensor | None, text: torch.Tensor | None, k: int, image_weight: float,
-                       split: ColumnSplit, search: KnnSearch = KnnSearch()) -> ItemGraph:
+def freedom_item_graph(image: torch.Tensor | ItemVectors | None, text: torch.Tensor | ItemVectors | None, k: int,
+                       image_weight: float, split: ColumnSplit, search: KnnSearch = KnnSearch(),
+                       device: torch.device | None = None) -> ItemGraph:
     """mm_adj = w * kNN(image) + (1 - w) * kNN(text); with one modality, its kNN graph alone."""
     parts = [(f, w) for f, w in ((image, image_weight), (text, 1.0 - image_weight)) if f is not None]
     if len(parts) == 1:
         parts = [(parts[0][0], 1.0)]
     neighbours, weights = [], []
     for features, mix in parts:
-        nbr = knn_graph_neighbours(features, k, split, search)
+        nbr = knn_graph_neighbours(features, k, split, search, device)
         neighbours.append(nbr)
         weights.append(torch.full(nbr.shape, mix / nbr.shape[1]))  # FREEDOM's normalisation: 1/k per entry
     return ItemGraph(torch.cat(neighbours, dim=1), torch.cat(weights, dim=1))

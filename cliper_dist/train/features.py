@@ -24,7 +24,7 @@ import torch
 
 from cliper_dist import dirs
 from cliper_dist.data import schema
-from cliper_dist.data.features import FeatureStore, read_block
+from cliper_dist.data.features import FeatureStore, ItemVectors, read_block
 from cliper_dist.errors import UserError
 from cliper_dist.model.fusion import Fusion
 
@@ -43,35 +43,34 @@ class Features:
                  if a is not None]
         return f"{self.source}: " + ", ".join(parts)
 
-    def views_of(self, items: np.ndarray) -> torch.Tensor:
+    def views_of(self, items: slice | np.ndarray) -> torch.Tensor:
         """Raw view embeddings of ``items``, (n, C, D)."""
         views = read_block(self.text_views, (slice(None), items), np.float32)
         return torch.from_numpy(np.ascontiguousarray(views.transpose(1, 0, 2)))
 
-    def whole_image(self) -> torch.Tensor | None:
-        """(I, D_image) float32, read whole (None without image features)."""
-        return None if self.image is None else torch.from_numpy(read_block(self.image, slice(None), np.float32))
+    def image_vectors(self) -> ItemVectors | None:
+        return None if self.image is None else ItemVectors.of(self.image)
 
-    def fused_text(self, fusion: Fusion, tau: float, block: int = 16384) -> torch.Tensor | None:
-        """(I, D_text) float32: the ready text feature, or the views fused by ``fusion.fixed`` a
-        block of items at a time (bounding the fusion's intermediates); None without text."""
+    def text_vectors(self, fusion: Fusion, tau: float) -> ItemVectors | None:
+        """The ready text feature, or the views fused by ``fusion.fixed``, a block of items at a
+        time; None without text."""
         if self.text is not None:
-            return torch.from_numpy(read_block(self.text, slice(None), np.float32))
+            return ItemVectors.of(self.text)
         if self.text_views is None:
             return None
-        blocks = []
-        for lo in range(0, self.num_items, block):
-            hi = min(self.num_items, lo + block)
-            image = None if self.image is None else torch.from_numpy(read_block(self.image, slice(lo, hi), np.float32))
-            blocks.append(fusion.fixed(self.views_of(np.arange(lo, hi)), image, tau))
-        return torch.cat(blocks)
+
+        def fused(items: slice | np.ndarray) -> torch.Tensor:
+            image = None if self.image is None else torch.from_numpy(read_block(self.image, items, np.float32))
+            return fusion.fixed(self.views_of(items), image, tau)
+
+        return ItemVectors(self.num_items, fused(slice(0, 1)).shape[1], fused)
 
 
 def has_mmrec_features(path: str | Path) -> bool:
     return any((Path(path) / name).is_file() for name in (schema.MMREC_IMAGE, schema.MMREC_TEXT))
 
 
-def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, block: int = 65536) -> None:
+def check_array(arr: np.ndarray, name: str, num_items: int, item_axis: int = 0, block: int = 16384) -> None:
     """Row count and finiteness, checked a block of items at a time (arrays may be memory-mapped)."""
     if arr.ndim < 2:
         raise UserError(f"{name}: expected a 2-D (items x dim) array, got shape {arr.shape}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from cliper_dist import dist
+from cliper_dist.data.features import ItemVectors
 from cliper_dist.model.item_graph import KnnSearch, knn_graph_neighbours
 from cliper_dist.parallel.columns import ColumnSplit
 
@@ -24,8 +27,12 @@ def recall(approx: torch.Tensor, exact: torch.Tensor) -> float:
 
 
 def neighbours_on_every_rank(search: str) -> list[list[int]]:
+    """The job's way in: the features stream in blocks (here 700 rows, not a divisor of the
+    items or of a rank's block)."""
     info = dist.init()
-    graph = knn_graph_neighbours(clustered(), K, ColumnSplit(info.rank, info.world_size), KnnSearch(search, 16, 64))
+    features = ItemVectors.of(clustered())
+    graph = knn_graph_neighbours(dataclasses.replace(features, block=700), K, ColumnSplit(info.rank, info.world_size),
+                                 KnnSearch(search, 16, 64))
     return graph.tolist()
 
 
