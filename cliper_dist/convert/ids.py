@@ -4,7 +4,8 @@ A dict of a million Python strings costs about 150 bytes per id and grows with e
 conversion meets; here an id costs its UTF-8 length (padded to the longest) in the names,
 the same again in a sorted copy, and 8 bytes for its code. Lookups are binary searches of
 the sorted copy, vectorised over a chunk of ids; ids added one at a time wait in a small
-dict until ``FLUSH`` of them are merged into the arrays.
+dict until ``FLUSH`` of them are merged into the arrays. (numpy's ``S`` dtype pads with NUL
+bytes, so an id ending in NUL would read as the same id without it; text ids do not.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from cliper_dist.convert.interactions import k_core, read_table
+from cliper_dist.convert.interactions import InteractionBuilder, k_core, read_table
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_lines, parse_record
 from cliper_dist.data.text import clean_categories, clean_text, text_fields
@@ -70,3 +70,20 @@ def test_k_core_is_iterative():
     item = np.array([i for _ in range(6) for i in range(5)] + [0, 1, 2, 3, 5])
     assert (k_core(user, item, 5) == (user < 6)).all()
     assert k_core(user, item, 0).all()
+
+
+def test_read_table_codes_ids_the_same_across_chunk_boundaries(tmp_path, rejects, monkeypatch):
+    """Ids are coded a chunk of rows at a time: a chunk of 3 rows must give the codes of one
+    chunk, first appearance order included, with ids that widen the arrays mid-file."""
+    rng = np.random.default_rng(0)
+    users = [f"user{'x' * int(rng.integers(0, 9))}{rng.integers(20)}" for _ in range(40)]
+    rows = [f"{u},item\u00e9{rng.integers(15)},{t}" for t, u in enumerate(users)]
+    path = write_lines(tmp_path / "i.csv", ["user_id,item_id,timestamp"] + rows)
+    whole = read_table(path, rejects)
+    monkeypatch.setattr(InteractionBuilder, "CHUNK", 3)
+    chunked = read_table(path, rejects)
+    assert list(chunked.user_ids) == list(whole.user_ids) == list(dict.fromkeys(users))
+    assert list(chunked.item_ids) == list(whole.item_ids)
+    assert np.array_equal(chunked.user, whole.user) and np.array_equal(chunked.item, whole.item)
+    assert [chunked.user_ids[c] for c in chunked.user] == users
+    assert chunked.timestamp.tolist() == list(range(40)) and chunked.line.tolist() == list(range(2, 42))
