@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 FLUSH = 1 << 16  # ids held in the one-at-a-time dict before a merge into the arrays
+CHUNK = 1 << 18  # ids a reader collects as strings before coding (or encoding) them together
 
 
 def encode(ids: Iterable[str]) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cliper_dist.convert import ids
 from cliper_dist.convert.ids import IdCodes
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_table
@@ -52,7 +53,7 @@ class InteractionBuilder:
     """Appends rows into compact arrays, coding string ids in order of first appearance a
     chunk of rows at a time (no Python object per id: ``IdCodes``)."""
 
-    CHUNK = 1 << 18  # rows whose string ids wait to be coded together
+    CHUNK = ids.CHUNK  # rows whose string ids wait to be coded together
 
     def __init__(self, path: str | Path, with_split: bool, with_timestamp: bool):
         self.path = str(path)

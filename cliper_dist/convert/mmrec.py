@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from cliper_dist.convert.images import index_image_dir
-from cliper_dist.convert.ids import IdCodes, encode
-from cliper_dist.convert.interactions import InteractionBuilder, SourceInteractions, read_table
+from cliper_dist.convert.ids import CHUNK, IdCodes, encode
+from cliper_dist.convert.interactions import SourceInteractions, read_table
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_records, iter_table
 from cliper_dist.convert.writer import DatasetWriter
@@ -99,7 +99,7 @@ def read_id_map(path: str | Path, name_cols: tuple[str, ...], id_col: str) -> tu
             raise UserError(f"{where}: {id_col} {row[id_col]!r} is not a non-negative integer; the ids must number "
                             "the rows 0..N-1")
         lines.append(line_no)
-        if len(names) >= InteractionBuilder.CHUNK:
+        if len(names) >= CHUNK:
             blocks.append(encode(names))
             names = []
     ids, lines = np.frombuffer(ids, dtype=np.int64), np.frombuffer(lines, dtype=np.int64)
