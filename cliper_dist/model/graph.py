@@ -16,7 +16,7 @@ each rank propagates its own columns with no communication.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -144,8 +144,7 @@ class _BatchRows(torch.autograd.Function):
         if grad_ego_i is not None:
             h_i.index_add_(0, item_rows, grad_ego_i)
         if grad_graph is not None and ctx.item_graph is not None:
-            nbr, w = ctx.item_graph.neighbours[item_rows], ctx.item_graph.weights[item_rows]
-            h_i.index_add_(0, nbr.reshape(-1), (w.unsqueeze(-1) * grad_graph.unsqueeze(1)).flatten(0, 1))
+            ctx.item_graph.add_row_gradient(h_i, item_rows, grad_graph, ws.block("graph_i", ctx.shapes[1], ctx.like))
         return h_u, h_i, None, None, None, None, None, None
 
 
@@ -403,6 +402,7 @@ class ItemGraph:
 
     neighbours: torch.Tensor  # (I, K) int64
     weights: torch.Tensor  # (I, K) float32
+    _transposed: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def to(self, device: torch.device) -> "ItemGraph":
         return ItemGraph(self.neighbours.to(device), self.weights.to(device))
@@ -417,6 +417,25 @@ class ItemGraph:
         for _ in range(hops - 1):
             x = self.rows(x)
         return self.rows(x, items) if hops > 0 else (x if items is None else x[items])
+
+    def transposed(self) -> torch.Tensor:
+        """S^T in CSR, repeated neighbours summed; built on first use (a training step's
+        backward) and kept: S is frozen."""
+        if self._transposed is None:
+            n, k = self.neighbours.shape
+            key = self.neighbours.cpu().numpy().reshape(-1) * n + np.repeat(np.arange(n), k)
+            key, where = np.unique(key, return_inverse=True)
+            values = np.bincount(where, weights=self.weights.detach().cpu().numpy().reshape(-1))
+            self._transposed = csr_from_pairs(key // n, key % n, values, n, n).to(self.neighbours.device)
+        return self._transposed
+
+    @torch.no_grad()
+    def add_row_gradient(self, out: torch.Tensor, items: torch.Tensor, grad: torch.Tensor,
+                         scratch: torch.Tensor) -> torch.Tensor:
+        """out += the gradient of (S x)[items] with respect to x, S^T G for the rows' gradient
+        ``grad`` scattered to full size G (in ``scratch``, shaped as x): one sparse product,
+        where adding each row's K weighted neighbours one by one costs about four times it."""
+        return out.addmm_(self.transposed(), scratch.zero_().index_add_(0, items, grad))
 
     @torch.no_grad()
     def reach(self, items: torch.Tensor, hops: int) -> torch.Tensor:

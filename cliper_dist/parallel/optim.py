@@ -88,11 +88,11 @@ class ColumnAdam:
 
     def _densify(self, name: str, rows: torch.Tensor, values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """The dense gradient of distinct ``rows``, in a buffer kept across steps: only the
-        previous step's rows are zeroed, instead of the whole table (I x 4096 for FREEDOM's
-        image table)."""
+        previous step's rows that this step does not overwrite are zeroed, instead of the
+        whole table (I x 4096 for FREEDOM's image table)."""
         if name in self._dense:
             buf, last = self._dense[name]
-            buf.index_fill_(0, last, 0.0)
+            buf.index_fill_(0, last[~torch.isin(last, rows)], 0.0)
         else:
             buf = torch.zeros(shape, dtype=values.dtype, device=values.device)
         self._dense[name] = (buf, rows)

@@ -82,6 +82,13 @@ def test_item_graph_bags_are_the_sparse_product_and_reach_its_support():
         x.grad = None
         graph.power_rows(x, hops, items).sum().backward()
         assert torch.equal(graph.reach(items, hops), x.grad.ne(0).any(1).nonzero()[:, 0])
+    # a training step's backward of (S x)[items]: S^T G, with repeated neighbours and items
+    nbr[:, 1] = nbr[:, 0]
+    graph, grad, out = ItemGraph(nbr, w), torch.randn(3, 3, generator=g), torch.randn(9, 3, generator=g)
+    s = torch.zeros(9, 9).index_put_((torch.arange(9).repeat_interleave(4), nbr.reshape(-1)), w.reshape(-1),
+                                     accumulate=True)
+    expected = out + s.T @ torch.zeros(9, 3).index_add_(0, items, grad)
+    torch.testing.assert_close(graph.add_row_gradient(out, items, grad, torch.full((9, 3), 7.0)), expected)
 
 
 def test_pruning_keeps_the_right_count_and_prefers_low_degree_edges():
