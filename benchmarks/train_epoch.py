@@ -26,7 +26,9 @@ Features are the issue's stand-ins: ``rng = np.random.default_rng(0)``, image (I
 drawn first, then text (I, 384), standard normal. Ours is ``launch/train.py`` under
 torchrun with the shipped configs (no checkpoints) at RANKSxTHREADS layouts. One JSON line
 per measurement (median over the epochs after the first), then a summary; speedups compare
-the same model on the same number of cores.
+the same model on the same number of cores. ``--rounds R`` repeats every measurement R
+times, references and ours alternating, and the summary gives medians over the rounds: the
+host's speed drifts by 15-25% within minutes, so a ratio from one round is that noisy.
 """
 
 from __future__ import annotations
@@ -466,34 +468,43 @@ def main() -> None:
     parser.add_argument("--layouts", default="1x1,1x2,2x1", help="RANKSxTHREADS per rank, comma-separated")
     parser.add_argument("--models", default="lightgcn,freedom,vbpr,slmrec,lattice,dualgnn,mmgcn")
     parser.add_argument("--ref-threads", default="1,2", help="reference thread counts")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, alternating")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="train_bench_"))
-    rows, refs = [], {}
-    for model in args.models.split(","):
-        data = Path(args.data) if model == "lightgcn" else features_folder(args.data, work)
-        for threads in (int(t) for t in args.ref_threads.split(",")):
-            # a fresh process per measurement (torch's thread pool is set once per process)
-            proc = subprocess.run([sys.executable, __file__, "--_reference", str(data), model, str(threads),
-                                   str(args.ref_epochs)], stdout=subprocess.PIPE, text=True)
-            refs[(model, threads)] = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(json.dumps({"bench": "train_epoch", **refs[(model, threads)]}), flush=True)
-        for layout in args.layouts.split(","):
-            ranks, threads = (int(x) for x in layout.split("x"))
-            row = ours(model, ranks, data, work, args.epochs, threads)
-            ref = refs.get((model, ranks * threads))
-            if ref is not None:
-                row["epoch_speedup_vs_ref"] = round(ref["s_per_epoch"] / row["s_per_epoch"], 2)
-                row["eval_speedup_vs_ref"] = round(ref["eval_s"] / row["eval_s"], 2)
-            rows.append(row)
-            print(json.dumps({"bench": "train_epoch", **row}), flush=True)
+    refs: dict[tuple, list[dict]] = {}  # (model, threads) -> one result per round
+    rows: dict[tuple, list[dict]] = {}  # (model, ranks, threads) -> one result per round
+    for round_ in range(args.rounds):
+        for model in args.models.split(","):
+            data = Path(args.data) if model == "lightgcn" else features_folder(args.data, work)
+            for threads in (int(t) for t in args.ref_threads.split(",")):
+                # a fresh process per measurement (torch's thread pool is set once per process)
+                proc = subprocess.run([sys.executable, __file__, "--_reference", str(data), model, str(threads),
+                                       str(args.ref_epochs)], stdout=subprocess.PIPE, text=True)
+                ref = {**json.loads(proc.stdout.strip().splitlines()[-1]), "round": round_}
+                refs.setdefault((model, threads), []).append(ref)
+                print(json.dumps({"bench": "train_epoch", **ref}), flush=True)
+            for layout in args.layouts.split(","):
+                ranks, threads = (int(x) for x in layout.split("x"))
+                row = {**ours(model, ranks, data, work, args.epochs, threads), "round": round_}
+                ref = refs.get((model, ranks * threads), [None])[-1]  # this round's
+                if ref is not None:
+                    row["epoch_speedup_vs_ref"] = round(ref["s_per_epoch"] / row["s_per_epoch"], 2)
+                    row["eval_speedup_vs_ref"] = round(ref["eval_s"] / row["eval_s"], 2)
+                rows.setdefault((model, ranks, threads), []).append(row)
+                print(json.dumps({"bench": "train_epoch", **row}), flush=True)
     print()
-    for (model, t), ref in refs.items():
-        print(f"reference {model:<9} 1 proc x {t} thread(s): {ref['s_per_epoch']:.2f} s/epoch, {ref['eval_s']:.2f} s/eval")
-    for r in rows:
-        ratio = f"{r['epoch_speedup_vs_ref']}x the reference" if "epoch_speedup_vs_ref" in r else "no reference"
-        print(f"ours {r['model']:<9} {r['ranks']} rank(s) x {r['threads']} thread(s): {r['s_per_epoch']:.2f} s/epoch "
-              f"({ratio}), {r['eval_s']:.2f} s/eval, peak RSS/rank {r['peak_rss_mb']} MB")
+    median = statistics.median
+    for (model, t), runs in refs.items():
+        print(f"reference {model:<9} 1 proc x {t} thread(s): {median(r['s_per_epoch'] for r in runs):.2f} s/epoch, "
+              f"{median(r['eval_s'] for r in runs):.2f} s/eval")
+    for (model, ranks, t), runs in rows.items():
+        ratios = [r["epoch_speedup_vs_ref"] for r in runs if "epoch_speedup_vs_ref" in r]
+        ratio = (f"{median(ratios):.2f}x the reference (rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+                 if ratios else "no reference")
+        print(f"ours {model:<9} {ranks} rank(s) x {t} thread(s): {median(r['s_per_epoch'] for r in runs):.2f} "
+              f"s/epoch ({ratio}), {median(r['eval_s'] for r in runs):.2f} s/eval, "
+              f"peak RSS/rank {runs[-1]['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

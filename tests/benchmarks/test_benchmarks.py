@@ -50,6 +50,17 @@ def test_train_epoch_against_its_references(tmp_path):
     assert all(r["epoch_speedup_vs_ref"] > 0 for r in rows if r["impl"] == "cliper-dist")
 
 
+def test_train_epoch_rounds_alternate_and_summarise_medians(tmp_path):
+    data = make_mmrec_folder(tmp_path / "data", num_users=300, num_items=200, image=False, text=False)
+    result = run_python([REPO / "benchmarks/train_epoch.py", "--data", data, "--epochs", "2", "--ref-epochs", "2",
+                         "--models", "lightgcn", "--layouts", "1x1", "--ref-threads", "1", "--rounds", "2",
+                         "--workdir", tmp_path], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert [(r["impl"], r["round"]) for r in _rows(result.stdout)] == [
+        ("reference-mmrec-style", 0), ("cliper-dist", 0), ("reference-mmrec-style", 1), ("cliper-dist", 1)]
+    assert "x the reference (rounds: " in result.stdout
+
+
 def test_large_batch_rules(tmp_path):
     data = make_mmrec_folder(tmp_path / "data", num_users=300, num_items=200, image=False, text=False)
     result = run_python([REPO / "benchmarks/large_batch.py", "--data", data, "--runs", "256:none,1024:sqrt",
