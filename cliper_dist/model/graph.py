@@ -39,19 +39,11 @@ def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_row
                                    check_invariants=False)
 
 
-def bag_product(csr: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """csr @ x, one weighted SUM embedding bag per row of the CSR matrix: on CPU about 3-5x
-    faster than torch's CSR product (which sets up an MKL handle on every call), at Baby's
-    sizes and with the whole graph alike."""
-    return F.embedding_bag(csr.col_indices(), x, csr.crow_indices(), mode="sum", per_sample_weights=csr.values(),
-                           include_last_offset=True)
-
-
 class Workspace:
-    """Full-size blocks that every training step reuses, by name: the backward's seeds (the
-    rows' gradients scattered to full size). On CPU a fresh block above glibc's mmap
-    threshold is page-faulted in anew on every step; a block is reallocated only when its
-    shape changes."""
+    """Full-size blocks that every training step reuses, by name. On CPU a fresh block above
+    glibc's mmap threshold is page-faulted in anew on every step; a block is reallocated only
+    when its shape changes. One forward and its backward use it at a time: the backward
+    takes the forward's blocks, which are free again by then."""
 
     def __init__(self):
         self._blocks: dict[str, torch.Tensor] = {}
@@ -118,10 +110,10 @@ class _BatchRows(torch.autograd.Function):
     bipartite A, the ego rows x[rows], and one hop over an item graph, (S x_i)[rows].
 
     Backward: sum_l (A^T)^l G (``graph.transposed()``), G the mean rows' gradient
-    scattered to full size (a workspace block) and divided by L + 1: the forward's
-    computation on G, its last layer accumulated into G's block, which is handed over as
-    the gradient; then the ego rows' and the item-graph rows' gradients are added at their
-    rows only.
+    scattered to full size and divided by L + 1: the forward's computation on G, in the
+    forward's workspace blocks, its last layer accumulated into G's block, which is handed
+    over as the gradient; then the ego rows' and the item-graph rows' gradients are added
+    at their rows only.
     """
 
     @staticmethod
@@ -129,7 +121,7 @@ class _BatchRows(torch.autograd.Function):
                 user_rows: torch.Tensor, item_rows: torch.Tensor, workspace: Workspace,
                 item_graph: "ItemGraph | None"):
         ctx.set_materialize_grads(False)
-        acc_u, acc_i = graph.layer_sum(users, items, layers)
+        acc_u, acc_i = graph.layer_sum(users, items, layers, workspace.block)
         ctx.graph, ctx.layers, ctx.workspace, ctx.item_graph = graph, layers, workspace, item_graph
         ctx.shapes, ctx.like = (users.shape, items.shape), users.new_empty(0)
         ctx.save_for_backward(user_rows, item_rows)
@@ -141,8 +133,10 @@ class _BatchRows(torch.autograd.Function):
     def backward(ctx, grad_u, grad_i, grad_ego_u, grad_ego_i, grad_graph):
         (user_rows, item_rows) = ctx.saved_tensors
         graph, ws, scale = ctx.graph, ctx.workspace, 1.0 / (ctx.layers + 1)
-        g_u, g_i = scattered_rows(ws, "g", ctx, user_rows, item_rows, grad_u, grad_i, scale)
-        h_u, h_i = graph.transposed().layer_sum(g_u, g_i, ctx.layers, into_x=True)
+        # G takes a block the Horner layers below do not write ("a" at layer 0, "b" at 1)
+        g_name = "b" if ctx.layers <= 2 else "c"
+        g_u, g_i = scattered_rows(ws, g_name, ctx, user_rows, item_rows, grad_u, grad_i, scale)
+        h_u, h_i = graph.transposed().layer_sum(g_u, g_i, ctx.layers, ws.block, into_x=True)
         ws.release(h_u)
         ws.release(h_i)
         if grad_ego_u is not None:
@@ -186,7 +180,7 @@ class _SourceRows(torch.autograd.Function):
         ctx.save_for_backward(user_rows, item_rows)
         even_u, even_i = users[user_rows], items[item_rows]
         odd_u, odd_i = torch.zeros_like(even_u), torch.zeros_like(even_i)
-        for layer, (p_u, p_i) in enumerate(graph.powers(users, items, layers), start=1):
+        for layer, (p_u, p_i) in enumerate(graph.powers(users, items, layers, workspace.block), start=1):
             acc_u, acc_i = (odd_u, odd_i) if layer % 2 else (even_u, even_i)
             acc_u += p_u[user_rows]
             acc_i += p_i[item_rows]
@@ -203,7 +197,10 @@ class _SourceRows(torch.autograd.Function):
         t_u, t_i = seeds[ctx.layers % 2]
         for layer in range(ctx.layers - 1, -1, -1):
             s_u, s_i = seeds[layer % 2]
-            t_u, t_i = bag_product(graph.r, t_i).add_(s_u), bag_product(graph.r_t, t_u).add_(s_i)
+            name = "a" if layer % 2 else "b"
+            out_u = (torch.empty_like(s_u) if layer == 0 else ws.block(f"{name}_u", s_u.shape, s_u)).copy_(s_u)
+            out_i = (torch.empty_like(s_i) if layer == 0 else ws.block(f"{name}_i", s_i.shape, s_i)).copy_(s_i)
+            t_u, t_i = out_u.addmm_(graph.r, t_i), out_i.addmm_(graph.r_t, t_u)
         if ctx.layers == 0:
             t_u, t_i = t_u.clone(), t_i.clone()
         return t_u, t_i, None, None, None, None, None
@@ -286,33 +283,41 @@ class BipartiteGraph:
         graph.adjoint = None if self.adjoint is None else self.adjoint.to(device)
         return graph
 
-    def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int,
-                  into_x: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_sum(self, users: torch.Tensor, items: torch.Tensor, layers: int, block, into_x: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """sum_{l=0..L} A^l x for x = (users, items), without autograd, by Horner's rule
-        t <- x + A t: per layer and side one product (``bag_product``) and one addition.
-        ``into_x``: x is scratch, and the last layer accumulates into it."""
+        t <- x + A t: per layer and side one copy of x and one in-place sparse product
+        (``addmm_``; torch.sparse.mm allocates its result, and a temporary, anew each call,
+        which cost three times the product on CPU). Blocks come from
+        ``block(name, shape, like)`` (``Workspace.block``). ``into_x``: x is scratch, and
+        the last layer accumulates into it."""
         t_u, t_i = users, items  # L = 0: x itself
         for layer in range(layers):
-            p_u, p_i = bag_product(self.r, t_i), bag_product(self.r_t, t_u)
-            if self.loop_u is not None:
-                p_u.addcmul_(self.loop_u, t_u)
-                p_i.addcmul_(self.loop_i, t_i)
-            if into_x and layer == layers - 1 and layer > 0:  # x + A t into x (t is another tensor)
-                t_u, t_i = users.add_(p_u), items.add_(p_i)
+            if into_x and layer == layers - 1 and layer > 0:  # x + A t into x (t is another block)
+                out_u, out_i = users, items
             else:
-                t_u, t_i = p_u.add_(users), p_i.add_(items)
+                name = "a" if layer % 2 == 0 else "b"
+                out_u = block(f"{name}_u", users.shape, users).copy_(users)
+                out_i = block(f"{name}_i", items.shape, items).copy_(items)
+            out_u.addmm_(self.r, t_i)
+            out_i.addmm_(self.r_t, t_u)
+            if self.loop_u is not None:
+                out_u.addcmul_(self.loop_u, t_u)
+                out_i.addcmul_(self.loop_i, t_i)
+            t_u, t_i = out_u, out_i
         return t_u, t_i
 
     @torch.no_grad()
     def layer_mean(self, users: torch.Tensor, items: torch.Tensor, layers: int,
                    workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """LightGCN's output for every node: the mean of layers 0..L (evaluation). A training
-        step's ``workspace``, idle between steps, is freed first: evaluation needs the memory."""
-        if workspace is not None:
-            workspace.clear()
+        """LightGCN's output for every node: the mean of layers 0..L (evaluation). The layers
+        run in ``workspace``'s blocks (a training step's, idle between steps) and the last one
+        is handed over as the result, the others freed: one full-size block per side remains,
+        where a step holds two."""
         if layers == 0:
             return users.clone(), items.clone()
-        acc_u, acc_i = self.layer_sum(users, items, layers)
+        workspace = workspace or Workspace()
+        acc_u, acc_i = self.layer_sum(users, items, layers, workspace.block)
+        workspace.clear()
         return acc_u.div_(layers + 1), acc_i.div_(layers + 1)
 
     def batch_rows(self, users: torch.Tensor, items: torch.Tensor, layers: int, user_rows: torch.Tensor,
@@ -322,11 +327,15 @@ class BipartiteGraph:
         for an ``item_graph`` S."""
         return BatchRows(*_BatchRows.apply(users, items, self, layers, user_rows, item_rows, workspace, item_graph))
 
-    def powers(self, users: torch.Tensor, items: torch.Tensor, layers: int):
-        """Yield A^l x for l = 1..L, x = (users, items)."""
+    def powers(self, users: torch.Tensor, items: torch.Tensor, layers: int, block):
+        """Yield A^l x for l = 1..L, x = (users, items), in two alternating pairs of blocks
+        from ``block(name, shape, like)``: each yielded pair is valid until the next but one."""
         p_u, p_i = users, items
-        for _ in range(layers):
-            p_u, p_i = bag_product(self.r, p_i), bag_product(self.r_t, p_u)
+        for layer in range(layers):
+            name = "a" if layer % 2 == 0 else "b"
+            n_u = block(f"{name}_u", users.shape, users).addmm_(self.r, p_i, beta=0)
+            n_i = block(f"{name}_i", items.shape, items).addmm_(self.r_t, p_u, beta=0)
+            p_u, p_i = n_u, n_i
             yield p_u, p_i
 
     def source_rows(self, users: torch.Tensor, items: torch.Tensor, layers: int, user_rows: torch.Tensor,
@@ -351,8 +360,9 @@ class BipartiteGraph:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """A x for stacked rows, without autograd."""
-        u = self.num_users
-        out = torch.cat([bag_product(self.r, x[u:]), bag_product(self.r_t, x[:u])])
+        u, out = self.num_users, torch.empty_like(x)
+        out[:u].addmm_(self.r, x[u:], beta=0)
+        out[u:].addmm_(self.r_t, x[:u], beta=0)
         if self.loop_u is not None:
             out[:u].addcmul_(self.loop_u, x[:u])
             out[u:].addcmul_(self.loop_i, x[u:])
@@ -367,7 +377,7 @@ class BipartiteGraph:
         s_i = torch.zeros(self.num_items, 1, device=self.r.device).index_fill_(0, item_rows, 1.0)
         h_u, h_i = s_u, s_i
         for _ in range(layers):
-            h_u, h_i = bag_product(self.r, h_i).add_(s_u), bag_product(self.r_t, h_u).add_(s_i)
+            h_u, h_i = torch.addmm(s_u, self.r, h_i), torch.addmm(s_i, self.r_t, h_u)
         return h_u[:, 0].nonzero()[:, 0], h_i[:, 0].nonzero()[:, 0]
 
 
@@ -425,7 +435,7 @@ class ItemGraph:
         """out += the gradient of (S x)[items] with respect to x, S^T G for the rows' gradient
         ``grad`` scattered to full size G (in ``scratch``, shaped as x): one sparse product,
         where adding each row's K weighted neighbours one by one costs about four times it."""
-        return out.add_(bag_product(self.transposed(), scratch.zero_().index_add_(0, items, grad)))
+        return out.addmm_(self.transposed(), scratch.zero_().index_add_(0, items, grad))
 
     @torch.no_grad()
     def reach(self, items: torch.Tensor, hops: int) -> torch.Tensor:
