@@ -115,6 +115,22 @@ def gather_columns(local: torch.Tensor, width: int, split: ColumnSplit) -> torch
 
 
 @torch.no_grad()
+def gather_columns_transposed(local: torch.Tensor, width: int, split: ColumnSplit) -> torch.Tensor:
+    """The whole (N, width) matrix on every rank, from each rank's (N, columns) block, held
+    transposed as (width, N): each rank's block is then a contiguous row block, which its
+    owner writes in place and broadcasts. Nothing but the result is allocated; the
+    all-to-all of ``gather_columns`` holds a send copy, a receive buffer and the result."""
+    out = local.new_empty(width, local.shape[0])
+    for q in range(split.world_size):
+        lo, hi = split.bounds(width, q)
+        if q == split.rank:
+            out[lo:hi].copy_(local.T)
+        if split.world_size > 1:
+            dist.broadcast(out[lo:hi], src=q)
+    return out
+
+
+@torch.no_grad()
 def rows_to_owners(local: torch.Tensor, width: int, rows_of: list[torch.Tensor], split: ColumnSplit) -> torch.Tensor:
     """Full-width rows, delivered to the rank that asked for them.
 
