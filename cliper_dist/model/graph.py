@@ -418,7 +418,7 @@ class ItemGraph:
             x = self.rows(x)
         return self.rows(x, items) if hops > 0 else (x if items is None else x[items])
 
-    def transposed(self) -> torch.Tensor:
+    def transposed_csr(self) -> torch.Tensor:
         """S^T in CSR, repeated neighbours summed; built on first use (a training step's
         backward) and kept: S is frozen."""
         if self._transposed is None:
@@ -435,7 +435,7 @@ class ItemGraph:
         """out += the gradient of (S x)[items] with respect to x, S^T G for the rows' gradient
         ``grad`` scattered to full size G (in ``scratch``, shaped as x): one sparse product,
         where adding each row's K weighted neighbours one by one costs about four times it."""
-        return out.addmm_(self.transposed(), scratch.zero_().index_add_(0, items, grad))
+        return out.addmm_(self.transposed_csr(), scratch.zero_().index_add_(0, items, grad))
 
     @torch.no_grad()
     def reach(self, items: torch.Tensor, hops: int) -> torch.Tensor:

@@ -110,24 +110,20 @@ def sum_gradients(x: torch.Tensor, split: ColumnSplit) -> torch.Tensor:
 
 @torch.no_grad()
 def gather_columns(local: torch.Tensor, width: int, split: ColumnSplit) -> torch.Tensor:
-    """The whole (..., width) tensor on every rank, from each rank's column block."""
-    return local if split.world_size == 1 else _all_columns(local.contiguous(), width, split)
-
-
-@torch.no_grad()
-def gather_columns_transposed(local: torch.Tensor, width: int, split: ColumnSplit) -> torch.Tensor:
-    """The whole (N, width) matrix on every rank, from each rank's (N, columns) block, held
-    transposed as (width, N): each rank's block is then a contiguous row block, which its
-    owner writes in place and broadcasts. Nothing but the result is allocated; the
-    all-to-all of ``gather_columns`` holds a send copy, a receive buffer and the result."""
-    out = local.new_empty(width, local.shape[0])
+    """The whole (..., width) tensor on every rank, from each rank's column block, as a view
+    of a (width, ...) buffer: there each rank's block is a contiguous row block, which its
+    owner writes in place and broadcasts. Nothing but the result is allocated, where an
+    all-to-all would hold a send copy and a receive buffer beside it (evaluation gathers the
+    I x d item matrix)."""
+    if split.world_size == 1:
+        return local
+    out = local.new_empty(width, *local.shape[:-1])
     for q in range(split.world_size):
         lo, hi = split.bounds(width, q)
         if q == split.rank:
-            out[lo:hi].copy_(local.T)
-        if split.world_size > 1:
-            dist.broadcast(out[lo:hi], src=q)
-    return out
+            out[lo:hi].copy_(local.movedim(-1, 0))
+        dist.broadcast(out[lo:hi], src=q)
+    return out.movedim(0, -1)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from cliper_dist.dist import Progress
 from cliper_dist.model.base import Recommender
 from cliper_dist.parallel.columns import ColumnSplit
-from cliper_dist.parallel.comm import gather_columns_transposed, rows_to_owners
+from cliper_dist.parallel.comm import gather_columns, rows_to_owners
 from cliper_dist.train.data import RecData
 from cliper_dist.train.metrics import KS, hit_sums, top_items
 
@@ -49,10 +49,9 @@ def evaluate(model: Recommender, data: RecData, split: ColumnSplit, batch_users:
     (among ``users``, a sorted sample of them, when given)."""
     users_local, items_local = model.embeddings()
     dim, device, blocks = model.cfg.embedding_dim, users_local.device, model.score_blocks
-    # held as (d, I), its transpose a view: the gather allocates only the I x d floats
-    parts = [gather_columns_transposed(b, dim, split) for b in items_local.chunk(blocks, dim=1)]
+    parts = [gather_columns(b, dim, split) for b in items_local.chunk(blocks, dim=1)]
     del items_local
-    items = (parts[0] if blocks == 1 else torch.cat(parts)).T
+    items = parts[0] if blocks == 1 else torch.cat(parts, dim=1)  # no copy of a single block (I x d)
     del parts
     truths = {"valid": data.valid, "test": data.test}
     has = {name: truth.lengths() > 0 for name, truth in truths.items()}
