@@ -1,10 +1,16 @@
-"""Distributed plumbing: torchrun env -> process group, rank-aware logging, seeding, teardown.
+"""Distributed plumbing: torchrun env -> process group, rank-aware logging, teardown, peer loss.
 
 Jobs are written once for any world size: ``python launch/x.py`` runs as a world of one,
-``torchrun --nproc_per_node N launch/x.py`` as N ranks. nccl is used when CUDA is present,
-gloo otherwise. A failure on one rank must not leave the others waiting in a collective:
-``run_main`` logs the error with its rank and exits non-zero, which makes torchrun tear the
-other workers down, and every process group carries a timeout for launches without an agent.
+``torchrun --nproc_per_node N launch/x.py`` as N ranks (``launch/multinode.sh`` across
+hosts). nccl is used when CUDA is present, gloo otherwise. No rank waits forever:
+
+- start-up: the ranks must meet within ``CLIPER_CONNECT_TIMEOUT``, and a multi-host world
+  whose hostname resolves to a loopback address is refused before it tries (the trap that
+  makes gloo listen where no other host can reach it);
+- a crashed peer: the next collective fails at once, and ``run_main`` reports it as one line
+  (``peer_failure``); a failed rank exits, which makes torchrun stop the others;
+- a silent peer (a host that lost power or network): ``watchdog.PeerWatch`` ends the rank
+  after ``CLIPER_PEER_TIMEOUT``; every collective also has ``CLIPER_COLLECTIVE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -15,18 +21,21 @@ import datetime
 import json
 import logging
 import os
-import random
+import re
+import socket
+import uuid
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from cliper_dist.errors import as_user_error, error_line
+from cliper_dist.errors import UserError, as_user_error, error_line
+from cliper_dist.watchdog import PeerWatch, exit_lost
 
 T = TypeVar("T")
 log = logging.getLogger("cliper_dist")
@@ -53,12 +62,44 @@ def world_info_from_env() -> tuple[int, int, int]:
     return rank, local_rank, world_size
 
 
-def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a rank waits for the others, in seconds; each is overridden by its variable."""
+
+    connect_s: float = 120.0  # CLIPER_CONNECT_TIMEOUT: every rank joins the process group
+    collective_s: float = 600.0  # CLIPER_COLLECTIVE_TIMEOUT: one collective completes
+    peer_s: float = 120.0  # CLIPER_PEER_TIMEOUT: a peer's heartbeat is silent before it counts as lost
+
+    @classmethod
+    def from_env(cls, collective_s: float | None = None) -> "Timeouts":
+        values = {}
+        for f in fields(cls):
+            name = "CLIPER_" + f.name.removesuffix("_s").upper() + "_TIMEOUT"
+            default = collective_s if f.name == "collective_s" and collective_s is not None else f.default
+            try:
+                values[f.name] = float(os.environ.get(name, default))
+            except ValueError:
+                raise UserError(f"{name} must be a number of seconds; got {os.environ[name]!r}") from None
+        return cls(**values)
+
+
+_watch: PeerWatch | None = None
+
+
+def local_address() -> str:
+    """This host as the other hosts reach it: launch/multinode.sh's choice, else the hostname."""
+    return os.environ.get("CLIPER_LOCAL_ADDR") or socket.gethostname()
+
+
+def init(device: str = "auto", collective_timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes (a private one-member group without torchrun).
 
     device: "auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu" or "cuda".
+    collective_timeout_s: this job's default for ``CLIPER_COLLECTIVE_TIMEOUT``.
     """
+    global _watch
     rank, local_rank, world_size = world_info_from_env()
+    timeouts = Timeouts.from_env(collective_timeout_s)
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -70,14 +111,140 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
         # A world of one still gets a (single-member) group, so torchrec and the collectives
         # run the same code path with or without torchrun.
         store = dist.HashStore() if "MASTER_ADDR" not in os.environ else None
-        dist.init_process_group(
-            backend=backend,
-            timeout=datetime.timedelta(seconds=timeout_s),
-            device_id=dev if use_cuda else None,
-            **({"store": store, "rank": rank, "world_size": world_size} if store is not None else {}),
-        )
+        if store is None:
+            _refuse_unreachable_hostname(world_size)
+        try:
+            dist.init_process_group(
+                backend=backend,
+                timeout=datetime.timedelta(seconds=timeouts.connect_s),
+                device_id=dev if use_cuda else None,
+                **({"store": store, "rank": rank, "world_size": world_size} if store is not None else {}),
+            )
+        except (dist.DistError, RuntimeError) as e:
+            raise UserError(f"rank {rank} could not connect to the other {world_size - 1} rank(s) within "
+                            f"{timeouts.connect_s:g} s (CLIPER_CONNECT_TIMEOUT): {_first_line(e)}; {_IFNAME_HINT}") \
+                from None
+        dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeouts.collective_s))
+        if store is None and world_size > 1:
+            _watch = PeerWatch(rank, world_size, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                               timeouts.peer_s, on_lost=_peer_lost).start()
     setup_logging(rank, world_size)
     return DistInfo(rank, local_rank, world_size, dev, backend)
+
+
+_IFNAME_HINT = ("across hosts, start every node with launch/multinode.sh (it binds the ranks to the interface "
+                "that reaches MASTER_ADDR), or set GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME to that interface")
+
+
+def _refuse_unreachable_hostname(world_size: int) -> None:
+    """A world spread over hosts with no interface named: gloo and nccl would listen on the
+    hostname's address, and a hostname that resolves to loopback (``127.0.1.1 myhost`` in
+    /etc/hosts, common) leaves the other hosts connecting to themselves until the timeout."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if local_world >= world_size or os.environ.get("GLOO_SOCKET_IFNAME") or os.environ.get("NCCL_SOCKET_IFNAME"):
+        return
+    host = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError:
+        return
+    if addr.startswith("127.") or addr == "::1":
+        raise UserError(f"the {world_size} ranks span several hosts, but this host's name {host!r} resolves to "
+                        f"{addr}, which the other hosts cannot reach; {_IFNAME_HINT}")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    line = re.sub(r"^\[[^\]]*\.(cc|cpp|hpp):\d+\]\s*", "", lines[0])  # gloo's source location
+    return line.split(". This is typically caused")[0][:300]  # gloo's generic advice
+
+
+def peer_failure(e: BaseException) -> str | None:
+    """A collective that failed because a peer is gone, as one line; None for anything else."""
+    if not isinstance(e, (RuntimeError, dist.DistError)) or not dist.is_initialized():
+        return None
+    text = str(e)
+    rank = dist.get_rank()
+    if "Timed out waiting" in text or isinstance(e, dist.DistStoreError) and "timeout" in text:
+        return (f"rank {rank}: a collective waited longer than CLIPER_COLLECTIVE_TIMEOUT="
+                f"{Timeouts.from_env().collective_s:g} s for its peers ({_first_line(e)}): a rank stopped answering "
+                "(its host died, or it is stuck); rerun the same command to continue from what was saved")
+    lost = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+            "Connection was likely closed", "Socket closed")
+    if any(marker in text for marker in lost):
+        where = re.search(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", text)
+        peer = f" at {where.group(1)}" if where else ""
+        return (f"rank {rank}: lost the connection to a peer{peer} during a collective ({_first_line(e)}): a rank "
+                "on that host died or the host went down; rerun the same command to continue from what was saved")
+    return None
+
+
+def _peer_lost(line: str) -> None:
+    rank = world_info_from_env()[0]
+    full = f"cliper-dist: error: rank {rank}: {line}"
+    _tell_torchrun(full)
+    exit_lost(full)
+
+
+def _failure_key(what: str) -> str:
+    return f"cliper/failed/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{what}"
+
+
+def _store_call(call: Callable[[Any], T], default: T) -> T:
+    """``call(store)`` on the job's store; ``default`` without one, or when it is gone too."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return default
+    try:
+        return call(dist.distributed_c10d._get_default_store())
+    except Exception:  # noqa: BLE001 - the store may be gone with the failed peer
+        return default
+
+
+def _report_failure() -> None:
+    """Tell the other ranks, through the store and before this rank's sockets close, that
+    this rank failed and says why itself."""
+    def report(store) -> None:
+        store.add(_failure_key("count"), 1)
+        if dist.get_rank() == 0:
+            store.set(_failure_key("rank0"), "1")
+
+    _store_call(report, None)
+
+
+def _failure_reported(by_rank0: bool = False) -> bool:
+    if by_rank0:
+        return _store_call(lambda store: store.check([_failure_key("rank0")]), False)
+    return _store_call(lambda store: store.add(_failure_key("count"), 0) > 0, False)
+
+
+def check_shared_dir(path: str | Path, flag: str = "--out") -> None:
+    """Refuse ``path`` unless every rank sees the same directory: checkpoints and part files
+    written on one host must be readable on the others (a shared file system, as NFS)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    rank = dist.get_rank()
+    token = broadcast_object(uuid.uuid4().hex if rank == 0 else None)
+    probe = Path(path) / f".cliper-shared-{token}"  # a new name: no host has it cached
+    if rank == 0:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    barrier()
+    seen = all_gather_object((probe.is_file(), local_address()))
+    if rank == 0:
+        probe.unlink(missing_ok=True)
+    blind = [r for r, (ok, _) in enumerate(seen) if not ok]
+    if blind:
+        hosts = sorted({seen[r][1] for r in blind})
+        raise UserError(f"{flag} {path} is not shared between the hosts: rank(s) {_ranges(blind)} on "
+                        f"{', '.join(hosts)} do not see what rank 0 ({seen[0][1]}) wrote there, so checkpoints and "
+                        f"outputs written there could never be read back; put {flag} on a file system every host "
+                        "mounts at the same path (NFS, a parallel file system)")
+
+
+def _ranges(ranks: list[int]) -> str:
+    return ", ".join(str(r) for r in ranks) if len(ranks) <= 8 else f"{ranks[0]}..{ranks[-1]} ({len(ranks)})"
 
 
 def keep_freed_memory() -> None:
@@ -133,14 +300,6 @@ def all_gather_object(obj: T) -> list[T]:
     return out
 
 
-def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed python, numpy and torch; ``rank`` offsets the stream so ranks draw differently."""
-    s = seed + rank
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)
-
-
 class Progress:
     """A tqdm bar on rank 0 (shown when stderr is a terminal); a no-op on the other ranks."""
 
@@ -180,7 +339,7 @@ def _tell_torchrun(line: str) -> None:
 
 def run_main(main: Callable[[], int | None]) -> None:
     """Run a launcher's ``main``: a user error becomes one line (from rank 0 when it fails too),
-    everything exits cleanly.
+    a lost peer one line from every survivor (exit 3), everything exits cleanly.
 
     Exiting non-zero (instead of waiting at the next collective) is what lets torchrun stop
     the remaining ranks; the process group is destroyed on every path.
@@ -192,23 +351,39 @@ def run_main(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         code = 130
     except Exception as e:  # noqa: BLE001 - every failure ends here, as one line or a traceback
-        user = as_user_error(e)
-        if user is None:
+        user, lost = as_user_error(e), peer_failure(e)
+        if lost is not None:
+            # A peer that failed on its own said why; the survivors stay quiet. A peer that
+            # died said nothing: each survivor says which peer it lost, at once.
+            code = 3
+            if not _failure_reported():
+                line = f"cliper-dist: error: {lost}"
+                print(line, file=sys.stderr, flush=True)
+                _tell_torchrun(line)
+        elif user is None:
+            _report_failure()
             tag = f"rank {rank}/{world_size}" if world_size > 1 else "cliper-dist"
             print(f"{tag}: failed\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             code = 1
         else:
+            _report_failure()
+            quiet = False
             if rank != 0:
-                # Most input errors strike every rank alike: let rank 0 say it, once. torchrun
-                # stops this rank within its monitor interval (0.1 s) when rank 0 fails, so
-                # the line below only prints when the error is this rank's alone.
+                # Most input errors strike every rank alike: let rank 0 say it, once. On rank
+                # 0's host torchrun stops this rank within its monitor interval (0.1 s); on
+                # another host the store says that rank 0 failed. So the line below only
+                # prints when the error is this rank's alone.
                 time.sleep(OTHER_RANK_ERROR_DELAY_S)
+                quiet = _failure_reported(by_rank0=True)
             line = error_line(user) if rank == 0 else f"{error_line(user)} (rank {rank})"
-            print(line, file=sys.stderr, flush=True)
+            if not quiet:
+                print(line, file=sys.stderr, flush=True)
             _tell_torchrun(error_line(user))
             code = 2
     finally:
         if code == 0:
+            if _watch is not None:
+                _watch.done()
             shutdown()
     # Exit without interpreter finalisation. A failed rank must not join
     # destroy_process_group (it would wait for its peers; process exit closes its sockets

@@ -24,7 +24,7 @@ def main() -> None:
                           "a dataset directory, shards re-encoded across torchrun ranks, resumable; writes --out",
                           flags=("format", "out", "catalog", "images", "interactions", "meta", "reviews", "inter",
                                  "item_map", "user_map", "urls"))
-    info = dist.init(device="cpu", timeout_s=FINISH_TIMEOUT_S)  # gloo: only a few small objects travel
+    info = dist.init(device="cpu", collective_timeout_s=FINISH_TIMEOUT_S)  # gloo: only a few small objects travel
     run(cfg, info.rank, info.world_size)
 
 

@@ -130,6 +130,7 @@ def run(cfg: AdaptConfig, info: dist.DistInfo) -> dict | None:
         if getattr(cfg, key) < 1:
             raise UserError(f"adapt: '{key}' must be >= 1; got {getattr(cfg, key)}")
     dirs.check_output(cfg.out, dirs.ADAPTED, {"--data": cfg.data, "--features": cfg.features})
+    dist.check_shared_dir(cfg.out)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out, work = Path(cfg.out), Path(cfg.out) / WORK_DIR

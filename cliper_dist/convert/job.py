@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cliper_dist import dirs
+from cliper_dist import dirs, dist
 from cliper_dist.convert.amazon import convert_amazon2014, convert_amazon2023
 from cliper_dist.convert.download import Downloader, DownloadOptions
 from cliper_dist.convert.jsonl import convert_jsonl
@@ -104,6 +104,7 @@ def run(cfg: ConvertConfig, rank: int = 0, world_size: int = 1) -> dict | None:
     cfg.validate()
     inputs = cfg.inputs()
     dirs.check_output(cfg.out, dirs.DATASET, {f"--{k.replace('_', '-')}": v for k, v in inputs.items() if v})
+    dist.check_shared_dir(cfg.out)
     source = {"format": cfg.format, **inputs, **({"k_core": cfg.k_core} if cfg.format.startswith("amazon") else {}),
               "download": cfg.download.enabled}
     with DatasetWriter(cfg.out, cfg.writer_options(), source, image_dir=inputs["images"],

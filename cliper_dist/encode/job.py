@@ -91,6 +91,7 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> FeatureManifest | None:
         log.warning("encode: only %d of %d items have an image; the others are encoded with the default image "
                     "(see %s/rejects.jsonl)", with_image, dataset.num_items, cfg.data)
     dirs.check_output(cfg.out, dirs.FEATURES, {"--data": cfg.data, "--pretrained": cfg.pretrained})
+    dist.check_shared_dir(cfg.out)
     out = Path(cfg.out)
     (out / schema.PARTS_DIR).mkdir(parents=True, exist_ok=True)
     if cfg.threads:

@@ -117,6 +117,7 @@ def run(cfg: PretrainConfig, info: dist.DistInfo) -> dict | None:
     cfg.validate(info.world_size)
     dataset = DatasetDir.open(cfg.data)
     dirs.check_output(cfg.out, dirs.PRETRAINED, {"--data": cfg.data, "--init": cfg.init})
+    dist.check_shared_dir(cfg.out)
     out, work = Path(cfg.out), Path(cfg.out) / WORK_DIR
     resumed = _resume_state(cfg, work)
     if cfg.threads:

@@ -107,6 +107,7 @@ def _validate(cfg: TrainConfig) -> None:
 
 def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     _validate(cfg)
+    dist.check_shared_dir(cfg.out)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

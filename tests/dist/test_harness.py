@@ -33,7 +33,7 @@ def test_every_rank_runs_and_talks(ranks):
 
 
 def fail_on_rank_one():
-    info = dist.init(timeout_s=300)
+    info = dist.init(collective_timeout_s=300)
     if info.rank == 1:
         raise RuntimeError("rank one broke")
     torch_dist.barrier()  # rank 0 would wait here forever (300 s) if nobody stopped it
@@ -46,7 +46,7 @@ def user_error_everywhere():
 
 
 def user_error_on_rank_one():
-    info = dist.init(timeout_s=300)
+    info = dist.init(collective_timeout_s=300)
     if info.rank == 1:
         raise UserError("shard 7 has a bad image")
     torch_dist.barrier()
