@@ -202,21 +202,31 @@ def _store_call(call: Callable[[Any], T], default: T) -> T:
         return default
 
 
-def _report_failure() -> None:
+def _report_failure(line: str = "") -> None:
     """Tell the other ranks, through the store and before this rank's sockets close, that
-    this rank failed and says why itself."""
+    this rank failed and says why itself; rank 0 leaves its line and its host for them."""
     def report(store) -> None:
         store.add(_failure_key("count"), 1)
         if dist.get_rank() == 0:
-            store.set(_failure_key("rank0"), "1")
+            store.set(_failure_key("rank0"), f"{local_address()}\t{line}")
 
     _store_call(report, None)
 
 
-def _failure_reported(by_rank0: bool = False) -> bool:
-    if by_rank0:
-        return _store_call(lambda store: store.check([_failure_key("rank0")]), False)
+def _failure_reported() -> bool:
     return _store_call(lambda store: store.add(_failure_key("count"), 0) > 0, False)
+
+
+def _rank0_failure() -> tuple[str, str] | None:
+    """(host, line) of rank 0's failure, if it reported one."""
+    key = _failure_key("rank0")
+    said = _store_call(lambda store: store.get(key).decode() if store.check([key]) else None, None)
+    return None if said is None else tuple(said.split("\t", 1))
+
+
+def _spans_hosts() -> bool:
+    _, _, world_size = world_info_from_env()
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) < world_size
 
 
 def check_shared_dir(path: str | Path, flag: str = "--out") -> None:
@@ -366,19 +376,26 @@ def run_main(main: Callable[[], int | None]) -> None:
             print(f"{tag}: failed\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             code = 1
         else:
-            _report_failure()
-            quiet = False
-            if rank != 0:
-                # Most input errors strike every rank alike: let rank 0 say it, once. On rank
-                # 0's host torchrun stops this rank within its monitor interval (0.1 s); on
-                # another host the store says that rank 0 failed. So the line below only
-                # prints when the error is this rank's alone.
-                time.sleep(OTHER_RANK_ERROR_DELAY_S)
-                quiet = _failure_reported(by_rank0=True)
-            line = error_line(user) if rank == 0 else f"{error_line(user)} (rank {rank})"
-            if not quiet:
+            line = error_line(user)
+            _report_failure(line)
+            if rank == 0:
                 print(line, file=sys.stderr, flush=True)
-            _tell_torchrun(error_line(user))
+                if _spans_hosts():
+                    # Stay up a moment: this rank's exit takes down the rendezvous store that
+                    # the other hosts' ranks read this line from.
+                    time.sleep(OTHER_RANK_ERROR_DELAY_S + 1.0)
+            else:
+                # Most input errors strike every rank alike: let rank 0 say it, once per host.
+                # On rank 0's host torchrun stops this rank within its monitor interval (0.1 s)
+                # when rank 0 fails; elsewhere the first rank of each host repeats rank 0's
+                # line. A rank says its own line only when rank 0 had nothing to say.
+                time.sleep(OTHER_RANK_ERROR_DELAY_S)
+                said = _rank0_failure()
+                if said is None:
+                    print(f"{line} (rank {rank})", file=sys.stderr, flush=True)
+                elif said[0] != local_address() and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+                    print(said[1], file=sys.stderr, flush=True)
+            _tell_torchrun(line)
             code = 2
     finally:
         if code == 0:
