@@ -1,7 +1,7 @@
 """Large-batch training on Baby: test R@20 and wall-clock to the best epoch as the batch grows.
 
     python benchmarks/large_batch.py --data ../shared/data/amazon/baby \
-        [--runs 2048:none,8192:sqrt,8192:linear,32768:sqrt,32768:linear] [--config configs/train/baby_lightgcn.yaml]
+        [--runs 2048:none,8192:sqrt,8192:linear,32768:sqrt,32768:linear] [--config configs/train/lightgcn.yaml]
 
 Each run is ``launch/train.py`` with the config, to early stopping, 1 rank x ``--threads``,
 without checkpoints, at ``batch_size`` B and the learning rate and regularisation that a
@@ -29,17 +29,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cliper_dist import config as config_lib  # noqa: E402
+from cliper_dist.train.job import TrainConfig  # noqa: E402
+
 RULES = {"none": lambda r: (1.0, 1.0), "sqrt": lambda r: (r ** 0.5, r ** 0.5), "sqrt_lr": lambda r: (r ** 0.5, 1.0),
          "linear": lambda r: (r, 1.0)}
 
 
 def run(config: Path, data: str, batch: int, rule: str, threads: int, work: Path, extra: list[str]) -> dict:
-    base = yaml.safe_load(config.read_text())
-    lr_x, reg_x = RULES[rule](batch / base["batch_size"])
-    lr, reg = base["optim"]["lr"] * lr_x, base["model"]["reg_weight"] * reg_x
+    base = config_lib.load(TrainConfig, config)  # its batch may be TrainConfig's default
+    lr_x, reg_x = RULES[rule](batch / base.batch_size)
+    lr, reg = base.optim.lr * lr_x, base.model.reg_weight * reg_x
     out = work / f"b{batch}_{rule}"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
            str(REPO / "launch/train.py"), "--config", str(config), "--data", data, "--out", str(out),
@@ -63,7 +66,7 @@ def run(config: Path, data: str, batch: int, rule: str, threads: int, work: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="MMRec Baby folder (baby.inter)")
-    parser.add_argument("--config", default=str(REPO / "configs/train/baby_lightgcn.yaml"))
+    parser.add_argument("--config", default=str(REPO / "configs/train/lightgcn.yaml"))
     parser.add_argument("--runs", default="2048:none,8192:none,8192:sqrt,8192:linear,32768:sqrt,32768:linear",
                         help="BATCH:RULE, comma-separated (rules: none, sqrt, sqrt_lr, linear)")
     parser.add_argument("--threads", type=int, default=2)

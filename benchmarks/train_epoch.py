@@ -53,7 +53,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cliper_dist.train.data import load_rec_data  # noqa: E402
+from cliper_dist.data.recdata import load_rec_data  # noqa: E402
 from cliper_dist.train.metrics import KS, evaluate_users  # noqa: E402
 
 
@@ -445,7 +445,7 @@ def features_folder(data_dir: str, work: Path) -> Path:
 def ours(model: str, ranks: int, data: Path, work: Path, epochs: int, threads: int) -> dict:
     out = work / f"run_{model}_{ranks}x{threads}"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-           str(REPO / "launch/train.py"), "--config", str(REPO / f"configs/train/baby_{model}.yaml"),
+           str(REPO / "launch/train.py"), "--config", str(REPO / f"configs/train/{model}.yaml"),
            "--data", str(data), "--out", str(out), f"epochs={epochs}", "checkpoint_every=0", "save_best=false",
            "resume=never", f"threads={threads}"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))

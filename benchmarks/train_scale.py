@@ -142,9 +142,10 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
     import torch
 
     from cliper_dist import dist
-    from cliper_dist.model.base import Batch, ModelConfig
+    from cliper_dist.model.base import Batch
+    from cliper_dist.model.registry import model_config as ModelConfig  # the named model's config
     from cliper_dist.parallel.optim import OptimConfig
-    from cliper_dist.train.data import epoch_batches
+    from cliper_dist.data.batches import epoch_batches
     from cliper_dist.train.evaluate import evaluate
     from cliper_dist.train.job import TrainConfig, build_engine
 

@@ -1,9 +1,13 @@
 """Typed configs: dataclasses loaded from YAML, overridden by ``key.sub=value`` arguments.
 
-Every job takes one dataclass tree. A YAML file fills it, command-line overrides patch it,
-and the resolved tree is written next to the job's outputs so a run can be repeated from
-its own directory. Unknown keys and values of the wrong type are errors that name the key:
-a typo must never silently fall back to a default.
+Every job takes one dataclass tree. YAML files fill it (several layer, later ones winning),
+command-line overrides patch it, and the resolved tree is written next to the job's
+outputs so a run can be repeated from its own directory. Unknown keys and values of the
+wrong type are errors that name the key: a typo must never silently fall back to a default.
+
+A section annotated ``Annotated[Base, OneOf(...)]`` is one of several dataclasses, picked by
+its ``name`` key before its other keys are read (the train job's ``model``: each model has
+its own keys).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import textwrap
 import tokenize
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import yaml
 
@@ -36,20 +41,27 @@ class ConfigError(UserError):
     """A config file or override that does not fit the job's dataclass."""
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
-    """Build ``cls`` from an optional YAML file, then apply ``key.sub=value`` overrides."""
+@dataclass(frozen=True)
+class OneOf:
+    """``Annotated[Base, OneOf(variants, default)]``: a section whose ``name`` key picks its
+    dataclass among ``variants()`` (name -> a dataclass with a ``name`` field); ``default``
+    where the section names none. ``upgrade`` rewrites a section as an older version saved
+    it, before it is read."""
+
+    variants: Callable[[], dict[str, type]]
+    default: str
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] = lambda section: section
+
+
+Paths = str | Path | typing.Sequence[str | Path] | None
+
+
+def load(cls: type[T], paths: Paths = None, overrides: typing.Sequence[str] = ()) -> T:
+    """Build ``cls`` from YAML files (none, one, or several merged in order, a later file's
+    keys replacing an earlier's), then apply ``key.sub=value`` overrides."""
     tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        with path.open() as f:
-            try:
-                tree = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    for path in [paths] if isinstance(paths, (str, Path)) else paths or ():
+        _merge(tree, _read_yaml(Path(path)))
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -59,12 +71,53 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Sequenc
     return _build(cls, tree, prefix="")
 
 
+def build(tp: Any, tree: dict[str, Any], key: str) -> Any:
+    """The config section ``key`` of annotation ``tp`` (a dataclass, or one ``OneOf``) from ``tree``."""
+    return _coerce(tp, tree, key)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with path.open() as f:
+        try:
+            tree = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return tree
+
+
+def _merge(tree: dict[str, Any], layer: dict[str, Any]) -> None:
+    """``layer`` into ``tree``: sections merge key by key, any other value replaces."""
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _one_of(tp: Any) -> OneOf | None:
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, OneOf)), None)
+    return None
+
+
 def _type_at(cls: type, keys: list[str]) -> Any:
-    """The annotation of ``a.b.c`` in the dataclass tree ``cls``; None for no such key (``_build`` reports it)."""
+    """The annotation of ``a.b.c`` in the dataclass tree ``cls``; None for no such key (``_build``
+    reports it). In a ``OneOf`` section, the key's type in the first variant that has it."""
     tp: Any = cls
     for k in keys:
-        if dataclasses.is_dataclass(tp):
-            tp = typing.get_type_hints(tp).get(k)
+        one_of = _one_of(tp)
+        if one_of is not None:
+            tp = next((_hints(v)[k] for v in one_of.variants().values() if k in _hints(v)), None)
+        elif dataclasses.is_dataclass(tp):
+            tp = _hints(tp).get(k)
         elif typing.get_origin(tp) is dict:
             tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         else:
@@ -112,7 +165,8 @@ def from_cli(cls: type[T], argv: typing.Sequence[str], description: str, flags: 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="config keys (YAML or key.sub=value; default, then meaning):\n"
                                             + "\n".join(describe(cls)))
-    parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")
+    parser.add_argument("--config", action="append",
+                        help=f"YAML file of {cls.__name__} keys; repeat it to layer files, later ones winning")
     comments = _field_comments(cls)
     for key in flags:
         spellings = dict.fromkeys([f"--{key.replace('_', '-')}", f"--{key}"])
@@ -130,15 +184,28 @@ def from_cli(cls: type[T], argv: typing.Sequence[str], description: str, flags: 
 def describe(cls: type, prefix: str = "") -> list[str]:
     """One line per key of the dataclass tree ``cls``: name, type, default and the comment that
     follows the field in its source, so ``--help`` cannot drift from the code."""
-    hints, comments, lines = typing.get_type_hints(cls), _field_comments(cls), []
+    hints, comments, lines = _hints(cls), _field_comments(cls), []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        one_of = _one_of(tp)
+        if one_of is not None:
+            lines += _describe_variants(one_of, f"{prefix}{f.name}", comments.get(f.name))
+            continue
         if dataclasses.is_dataclass(tp):
             lines += describe(tp, f"{prefix}{f.name}.")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         line = f"  {prefix}{f.name} ({_type_name(tp)}) = {default!r}"
         lines.append(line + (f"  # {comments[f.name]}" if f.name in comments else ""))
+    return lines
+
+
+def _describe_variants(one_of: OneOf, key: str, comment: str | None) -> list[str]:
+    variants = one_of.variants()
+    lines = [f"  {key}.name ({' | '.join(variants)}) = {one_of.default!r}" + (f"  # {comment}" if comment else "")]
+    for name, cls in variants.items():
+        lines.append(f"  {key}.name={name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        lines += ["  " + line for line in describe(cls, f"{key}.") if not line.startswith(f"  {key}.name ")]
     return lines
 
 
@@ -149,12 +216,17 @@ def _type_name(tp: Any) -> str:
 
 
 def _field_comments(cls: type) -> dict[str, str]:
-    """field name -> the ``# comment`` on its line in the class source."""
-    source = textwrap.dedent(inspect.getsource(cls))
-    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
-    return {node.target.id: comments[node.lineno] for node in ast.parse(source).body[0].body
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.lineno in comments}
+    """field name -> the ``# comment`` on its line in the source of the class, or of the
+    nearest dataclass base that declares it."""
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        source = textwrap.dedent(inspect.getsource(klass))
+        comments = {tok.start[0]: tok.string.lstrip("# ").strip() for tok in
+                    tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+        out.update({node.target.id: comments[node.lineno] for node in ast.parse(source).body[0].body
+                    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and node.lineno in comments})
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -186,7 +258,7 @@ def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: st
     if "config" not in meta:
         raise UserError(f"{cfg.out} holds a checkpoint without its config (written by an older version); "
                         "pass a new --out, or resume=never to start over in this one")
-    saved, now = flatten(meta["config"]), flatten(to_dict(cfg))
+    saved, now = flatten(_upgraded(type(cfg), meta["config"])), flatten(to_dict(cfg))
     for paths in (saved, now):  # the same file or directory, however it is spelt
         for key in ("data", "features", "init", "model"):
             value = paths.get(key)
@@ -201,6 +273,20 @@ def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: st
                         "pass a new --out, or resume=never to start over in this one")
 
 
+def _upgraded(cls: type, tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` with every ``OneOf`` section as this version reads it (``OneOf.upgrade``)."""
+    out = dict(tree)
+    for name, tp in _hints(cls).items():
+        value, one_of = out.get(name), _one_of(tp)
+        if not isinstance(value, dict):
+            continue
+        if one_of is not None and value.get("name") in one_of.variants():
+            out[name] = one_of.upgrade(value)
+        elif dataclasses.is_dataclass(tp):
+            out[name] = _upgraded(tp, value)
+    return out
+
+
 def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node = tree
     for k in keys[:-1]:
@@ -213,7 +299,7 @@ def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
 
 def _build(cls: type[T], tree: dict[str, Any], prefix: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     unknown = sorted(set(tree) - set(fields))
     if unknown:
         raise ConfigError(
@@ -225,6 +311,11 @@ def _build(cls: type[T], tree: dict[str, Any], prefix: str) -> T:
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; allow only lossless conversions."""
+    one_of = _one_of(tp)
+    if one_of is not None:
+        return _variant(one_of, value, key)
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -270,3 +361,27 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"config key '{key}' must be {tp.__name__}; got {type(value).__name__} {value!r}")
     return value
+
+
+def _variant(one_of: OneOf, value: Any, key: str) -> Any:
+    """The dataclass that ``value``'s name picks, built from it; a key of another variant is
+    refused naming the variants that own it."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' is a section; got {type(value).__name__} {value!r}")
+    variants = one_of.variants()
+    name = value.get("name", one_of.default)
+    if name not in variants:
+        raise ConfigError(f"config key '{key}.name' must be one of {list(variants)}; got {name!r}")
+    value = one_of.upgrade({**value, "name": name})
+    own = {f.name for f in dataclasses.fields(variants[name])}
+    for k in sorted(set(value) - own):
+        owners = [n for n, cls in variants.items() if k in {f.name for f in dataclasses.fields(cls)}]
+        keys = f"{name}'s keys: {', '.join(sorted(own - {'name'}))}"
+        if owners:
+            raise ConfigError(f"config key '{key}.{k}' belongs to {_and(owners)}, not {name} ({keys})")
+        raise ConfigError(f"unknown config key '{key}.{k}' ({keys})")
+    return _build(variants[name], value, prefix=f"{key}.")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

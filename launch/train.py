@@ -1,6 +1,6 @@
-"""LightGCN / FREEDOM-CLIPER training on torchrec-sharded ID tables, full-ranking evaluation.
+"""Train a registered recommender on torchrec-sharded ID tables, with full-ranking evaluation.
 
-    torchrun --nproc_per_node 2 launch/train.py --config configs/train/demo.yaml \
+    torchrun --nproc_per_node 2 launch/train.py --config configs/train/freedom.yaml \
         --data DATASET_DIR --features FEATURES_DIR --out RUN_DIR [model.reg_weight=1e-3 ...]
 
 DATASET_DIR may also be an MMRec data folder (one .inter file). Writes RUN_DIR/config.yaml,
@@ -12,13 +12,15 @@ from __future__ import annotations
 import sys
 
 from cliper_dist import config, dist
+from cliper_dist.model.registry import MODELS
 from cliper_dist.train.job import TrainConfig, run
 
 
 def main() -> None:
-    cfg = config.from_cli(TrainConfig, sys.argv[1:], "Train a graph recommender (LightGCN, FREEDOM-CLIPER) "
+    cfg = config.from_cli(TrainConfig, sys.argv[1:], f"Train a recommender ({', '.join(MODELS)}: model.name) "
                           "column-parallel across torchrun ranks; writes RUN_DIR/config.yaml, metrics.jsonl, "
-                          "final.json and checkpoints/", flags=("data", "features", "out"))
+                          "final.json and checkpoints/. --config may repeat: a model's file, then a dataset's.",
+                          flags=("data", "features", "out"))
     info = dist.init(device=cfg.device)
     final = run(cfg, info)
     if info.is_main and final is not None:

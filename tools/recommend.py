@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cliper_dist import config, dirs, dist, files, quiet
+from cliper_dist import checkpoint, config, dirs, dist, files, quiet
 from cliper_dist.data import schema
+from cliper_dist.data.recdata import load_rec_data
 from cliper_dist.errors import UserError
-from cliper_dist.train import checkpoint
-from cliper_dist.train.data import load_rec_data
 from cliper_dist.train.job import CONFIG_FILE, TrainConfig, build_engine
 from cliper_dist.train.metrics import csr_entries
 

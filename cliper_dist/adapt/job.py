@@ -21,19 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cliper_dist import checkpoint, dirs, dist, files
 from cliper_dist import config as config_lib
-from cliper_dist import dirs, dist, files
 from cliper_dist.adapt.model import MCR, AdaptModelConfig
 from cliper_dist.adapt.pairs import epoch_steps
 from cliper_dist.data import schema
+from cliper_dist.data.item_features import Features, load_job_features
+from cliper_dist.data.recdata import RecData, load_rec_data
 from cliper_dist.errors import UserError
-from cliper_dist.model.fusion import get_fusion, modality_vectors
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
 from cliper_dist.sharding.tables import ITEM_TABLE, IdTables
-from cliper_dist.train import checkpoint
-from cliper_dist.train.data import RecData, load_rec_data
-from cliper_dist.train.features import Features, load_job_features
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ class Adapter:
         self.cfg, self.data, self.info = cfg, data, info
         self.split = ColumnSplit(info.rank, info.world_size)
         device = info.device
-        text, image = modality_vectors(features, get_fusion(cfg.fusion), cfg.fusion, cfg.tau)
+        text, image = features.modalities(cfg.fusion, cfg.tau)
         self.image, self.text = (None if v is None else v.whole().to(device) for v in (image, text))
         if self.image is None and self.text is None:
             raise UserError(f"{features.source}: no image or text features to adapt")

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from cliper_dist.train.data import RecData
+from cliper_dist.data.recdata import RecData
 
 MAX_REDRAWS = 16
 

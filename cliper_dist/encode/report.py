@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cliper_dist.data.features import FeatureStore
-from cliper_dist.model.fusion import view_similarity
+from cliper_dist.data.fusion import view_similarity
 
 
 def similarity(features: FeatureStore, tau: float | None = None, block: int = 65536) -> np.ndarray:

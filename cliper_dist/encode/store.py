@@ -19,7 +19,7 @@ import torch
 
 from cliper_dist import files
 from cliper_dist.data import schema
-from cliper_dist.model.fusion import fuse_sa, fuse_sum, view_similarity
+from cliper_dist.data.fusion import fuse_sa, fuse_sum, view_similarity
 
 
 def part_path(out_dir: str | Path, shard: str) -> Path:

@@ -1,4 +1,4 @@
-"""What every recommender gives the training engine, and the registry of models by name.
+"""What every recommender gives the training engine, and the config keys every model shares.
 
 A model is column-parallel (``cliper_dist.parallel``): its parameters are this rank's
 column blocks (``ColumnParameter``). A step is split in two so that the engine alone
@@ -9,8 +9,9 @@ decides how ranks communicate:
 - ``loss(sums, batch)``: the loss from the same names summed over ranks, computed
   identically on every rank.
 
-``cliper_dist.model.registry`` maps ``model.name`` to the class; the engine builds it as
-``cls(model_cfg, data, id_tables, column_split, seed, features)``.
+``cliper_dist.model.registry`` maps ``model.name`` to the class, and the class names its
+config dataclass (``config_class``); the train job builds it as
+``cls(model_cfg, data, id_tables, column_split, seed, features)`` and hands it to the engine.
 """
 
 from __future__ import annotations
@@ -21,29 +22,26 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cliper_dist.model.graph import BipartiteGraph
+from cliper_dist.data.fusion import get_fusion
+from cliper_dist.data.item_features import Features
+from cliper_dist.errors import UserError
+from cliper_dist.model.bipartite import BipartiteGraph
 
 
 @dataclass
 class ModelConfig:
-    name: Literal["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"] = "freedom"  # the recommender (cliper_dist/model/registry.py)
+    """The keys every model has; each model's own config (next to its class) adds the rest."""
+
+    name: str  # the model (cliper_dist/model/registry.py); it picks which config the other keys fill
     embedding_dim: int = 64  # width of the ID embeddings and modality projections (split across ranks)
-    n_ui_layers: int = 2  # hops over the user-item graph (mmgcn: GCN layers, 3 in MMRec)
-    n_mm_layers: int = 1  # freedom, lattice: hops over the item-item graph
-    knn_k: int = 10  # freedom, lattice: neighbours per item in each modality's kNN graph
-    knn: Literal["exact", "hnsw"] = "exact"  # freedom: kNN search, exact (blockwise) or FAISS HNSW (large catalogs)
-    hnsw_m: int = 16  # knn=hnsw: links per node of the HNSW graph
-    hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
-    mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
-    edge_dropout: float = 0.8  # freedom: fraction of user-item edges dropped each epoch (degree-sensitive)
-    reg_weight: float = 1e-4  # lightgcn, vbpr: weight of MMRec's EmbLoss; mmgcn: of its (constant) L2 on the frozen ids; lattice: of the L2 on output rows; dualgnn: of its L2 terms; freedom: weight of the modality BPR losses
-    fusion: Literal["sa", "sum", "concat", "mlp"] = "sa"  # CLIPER fusion of the text views (model/fusion.py)
+
+
+@dataclass
+class FeatureConfig(ModelConfig):
+    """The keys of a model that reads item features: how an encode output's text views are fused."""
+
+    fusion: Literal["sa", "sum", "concat", "mlp"] = "sa"  # CLIPER fusion of the text views (data/fusion.py); mlp is trained with the model (freedom only)
     tau: float = 0.1  # CLIPER eq. 2 temperature of the view weights softmax(cos / tau)
-    nce_temp: float = 0.2  # slmrec: temperature of the in-batch user-item InfoNCE (MMRec's temp)
-    ssl_temp: float = 0.1  # slmrec: temperature of the FAC cross-modal InfoNCE terms
-    ssl_alpha: float = 0.01  # slmrec: weight of the FAC loss
-    lambda_coeff: float = 0.9  # lattice: weight of the frozen feature kNN graph against the learned one
-    user_knn: int = 40  # dualgnn: co-occurring users each user aggregates (MMRec's k)
 
 
 @dataclass
@@ -59,8 +57,11 @@ class Batch:
 
 
 class Recommender(nn.Module):
-    """A column-parallel graph recommender (see the module docstring)."""
+    """A column-parallel graph recommender (see the module docstring). A model names its config
+    dataclass in its class statement: ``class LightGCN(Recommender, config=LightGCNConfig)``."""
 
+    #: the dataclass of the model's config keys (``model.*``)
+    config_class: type[ModelConfig] = ModelConfig
     #: whether the model reads item features (the job loads them only then)
     uses_features: bool = False
     #: names of the row-indexed parameters (rows = users or items), for row-sparse Adam
@@ -69,6 +70,11 @@ class Recommender(nn.Module):
     build_seconds: dict[str, float] = {}
     #: how many embedding_dim-wide column blocks ``embeddings()`` puts side by side (VBPR: ID and content)
     score_blocks: int = 1
+
+    def __init_subclass__(cls, config: type[ModelConfig] | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if config is not None:
+            cls.config_class = config
 
     def train_graph(self, epoch: int) -> BipartiteGraph | None:
         """The user-item graph a training epoch propagates over (None: the model has none)."""
@@ -93,3 +99,18 @@ class Recommender(nn.Module):
         graph, as evaluation scores them: ``score_blocks`` blocks of this rank's
         ``embedding_dim`` columns, side by side."""
         raise NotImplementedError
+
+
+def frozen_features(features: Features | None, fusion_name: str, tau: float, model_name: str,
+                    need_both: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(text, image), each (I, D) float32 or None, for a model that fuses its text views once:
+    the views fused by a parameter-free fusion (or the ready text feature), the image.
+    ``need_both``: the model reads both modalities."""
+    if features is None:
+        raise ValueError(f"{model_name} needs item features (the job checks this before building)")
+    if need_both and (features.image is None or (features.text is None and features.text_views is None)):
+        raise UserError(f"model.name={model_name} needs image and text features (MMRec's takes both)")
+    if get_fusion(fusion_name).trained and features.text_views is not None:
+        raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "
+                        "trained with the recommender (use sa, sum or concat)")
+    return tuple(None if v is None else v.whole() for v in features.modalities(fusion_name, tau))

@@ -28,27 +28,36 @@ Column-parallel:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.fusion import frozen_features
-from cliper_dist.model.graph import BipartiteGraph, Workspace, csr_from_pairs
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
+from cliper_dist.model.base import Batch, FeatureConfig, Recommender, frozen_features
+from cliper_dist.model.bipartite import BipartiteGraph, csr_from_pairs
 from cliper_dist.model.layers import ColumnProjection, row_norms
+from cliper_dist.model.propagation import batch_rows
+from cliper_dist.model.workspace import Workspace
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, normal, seeded_columns
 from cliper_dist.parallel.comm import sum_gradients
 from cliper_dist.sharding.tables import IdTables
 
-if TYPE_CHECKING:
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
-
 LOG2 = math.log(2.0)
 HOPS = 2  # MMRec applies its weightless conv twice: x + A x + A^2 x
+
+
+@dataclass
+class DualGNNConfig(FeatureConfig):
+    """DualGNN: per-modality towers over the user-item graph and a user co-occurrence graph."""
+
+    name: Literal["dualgnn"] = "dualgnn"
+    user_knn: int = 40  # co-occurring users each user aggregates (MMRec's k)
+    reg_weight: float = 1e-4  # weight of the mean squares of the batch's preferences and of weight_u
 
 
 def co_occurrence_top(train_user: np.ndarray, train_item: np.ndarray, num_users: int, num_items: int, k: int,
@@ -117,11 +126,11 @@ class ModalityTower(nn.Module):
         return preference / norm[:len(preference), None], items / norm[len(preference):, None]
 
 
-class DualGNN(Recommender):
+class DualGNN(Recommender, config=DualGNNConfig):
     uses_features = True
 
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+    def __init__(self, cfg: DualGNNConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__()
         text, image = frozen_features(features, cfg.fusion, cfg.tau, "dualgnn", need_both=True)
         self.cfg, self.split, self.seed = cfg, split, seed
@@ -168,7 +177,7 @@ class DualGNN(Recommender):
             if user_rows is None:
                 r_u, r_i = graph.layer_mean(users, items, HOPS)
             else:
-                rows = graph.batch_rows(users, items, HOPS, user_rows, item_rows, self.workspace)
+                rows = batch_rows(graph, users, items, HOPS, user_rows, item_rows, self.workspace)
                 r_u, r_i = rows.users, rows.items
             r_u, r_i = r_u * (HOPS + 1), r_i * (HOPS + 1)  # x + A x + A^2 x: a sum, not a mean
             both_u, both_i = both_u + r_u, both_i + r_i

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,18 +29,33 @@ from torch import nn
 
 from cliper_dist import dist
 from cliper_dist.data.features import ItemVectors
-from cliper_dist.model.base import Batch, ModelConfig
-from cliper_dist.model.fusion import get_fusion, modality_vectors
-from cliper_dist.model.graph import BipartiteGraph, degree_sensitive_prune
+from cliper_dist.data.fusion import get_fusion
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
+from cliper_dist.model.base import Batch, FeatureConfig
+from cliper_dist.model.bipartite import BipartiteGraph, degree_sensitive_prune
 from cliper_dist.model.item_graph import KnnSearch, freedom_item_graph
 from cliper_dist.model.layers import ColumnProjection
-from cliper_dist.model.lightgcn import LightGCN, bpr
+from cliper_dist.model.lightgcn import LightGCN, LightGCNConfig
+from cliper_dist.model.losses import bpr
+from cliper_dist.model.propagation import batch_rows
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, seeded_columns, uniform
 from cliper_dist.sharding.tables import IdTables
 
-if TYPE_CHECKING:
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
+
+@dataclass
+class FREEDOMConfig(LightGCNConfig, FeatureConfig):
+    """FREEDOM: LightGCN over a pruned graph plus a frozen item kNN graph, modality BPR losses."""
+
+    name: Literal["freedom"] = "freedom"
+    reg_weight: float = 1e-4  # weight of the modality BPR losses of the projected image and text features
+    n_mm_layers: int = 1  # hops over the item-item graph
+    knn_k: int = 10  # neighbours per item in each modality's kNN graph
+    knn: Literal["exact", "hnsw"] = "exact"  # kNN search, exact (blockwise) or FAISS HNSW (large catalogs)
+    hnsw_m: int = 16  # knn=hnsw: links per node of the HNSW graph
+    hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
+    mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
+    edge_dropout: float = 0.8  # fraction of user-item edges dropped each epoch (degree-sensitive)
 
 
 class _UniqueRows(torch.autograd.Function):
@@ -79,7 +95,7 @@ class MLPTextBranch(nn.Module):
     recommender, then the projection. M is split over its output columns (stored as
     (C*D, D) blocks); the frozen views are read whole, from the memory-mapped store."""
 
-    def __init__(self, features: "Features", dim: int, split: ColumnSplit, seed: int):
+    def __init__(self, features: Features, dim: int, split: ColumnSplit, seed: int):
         super().__init__()
         views, _, width = features.text_views.shape
         split.check(width, "text view embedding")
@@ -95,18 +111,18 @@ class MLPTextBranch(nn.Module):
         return self.project(F.leaky_relu(views @ self.mlp_weight + self.mlp_bias))
 
 
-class FREEDOM(LightGCN):
+class FREEDOM(LightGCN, config=FREEDOMConfig):
     uses_features = True
 
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+    def __init__(self, cfg: FREEDOMConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__(cfg, data, tables, split, seed)
         if features is None:
             raise ValueError("FREEDOM needs item features (the job checks this before building)")
         device = self.user_table.device
         fusion = get_fusion(cfg.fusion)
         # read a block of items at a time: no rank holds whole feature tables
-        text, image = modality_vectors(features, fusion, cfg.fusion, cfg.tau)
+        text, image = features.modalities(cfg.fusion, cfg.tau)
         if features.text is not None:
             dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
@@ -139,7 +155,7 @@ class FREEDOM(LightGCN):
         b, hops = len(batch), self.cfg.n_mm_layers
         items = torch.cat([batch.pos, batch.neg])
         # one hop over the item graph is taken with the propagation (one gradient block)
-        rows = graph.batch_rows(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users, items,
+        rows = batch_rows(graph, self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users, items,
                                 self.workspace, self.item_graph if hops == 1 else None)
         h = rows.item_graph if hops == 1 else self.item_graph.power_rows(self.item_table, hops, items)
         u, i = rows.users, rows.items + h

@@ -1,11 +1,19 @@
-"""FREEDOM's frozen item-item graph, built once from the item features, split across ranks.
+"""Item-item graphs and every kNN search that builds them, split across ranks.
 
-Per modality: the top-k cosine neighbours of every item (self included), unweighted,
-normalised as FREEDOM does, D^-1/2 A D^-1/2 with the row degrees of A (= k) on both
-sides, so every entry is 1/k. The modalities mix as mm_adj = w * image + (1 - w) * text,
-kept as weighted bags of 2k neighbours (``ItemGraph``).
+``ItemGraph`` holds a sparse I x I matrix S as weighted bags: row i lists its neighbours
+and their weights, so (S x)[i] is one SUM-pooled weighted embedding-bag lookup of x. Two
+models build one:
 
-Two searches (``model.knn``), both split across ranks by item blocks:
+- FREEDOM's frozen graph (``freedom_item_graph``), built once from the item features: per
+  modality the top-k cosine neighbours of every item (self included), unweighted,
+  normalised as FREEDOM does, D^-1/2 A D^-1/2 with the row degrees of A (= k) on both
+  sides, so every entry is 1/k. The modalities mix as mm_adj = w * image + (1 - w) * text,
+  kept as weighted bags of 2k neighbours.
+- LATTICE's graphs (``knn_bags``, ``sym_normalised``): the top-k neighbours weighted by
+  their cosine similarity, differentiable in the features, symmetric-normalised.
+
+Two searches find the neighbours (FREEDOM's ``model.knn``), both split across ranks by
+item blocks:
 
 - ``exact``: each rank finds the neighbours of its own block of items against all items, a
   block of rows at a time (never I x I); the blocks are summed into the whole graph.
@@ -20,7 +28,7 @@ Two searches (``model.knn``), both split across ranks by item blocks:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -30,12 +38,65 @@ import torch.nn.functional as F
 
 from cliper_dist import dist as cdist
 from cliper_dist.data.features import ItemVectors
-from cliper_dist.model.graph import ItemGraph, knn_neighbours
+from cliper_dist.model.bipartite import csr_from_pairs
 from cliper_dist.parallel.columns import ColumnSplit
-
 
 RECALL_SAMPLE = 256  # items whose exact neighbours check an approximate graph (sample x I x D products)
 RECALL_WARN = 0.9  # below this sampled recall@k the job warns
+
+
+@dataclass
+class ItemGraph:
+    """A sparse I x I matrix S as weighted bags: S[i, neighbours[i, j]] += weights[i, j]
+    (a neighbour may appear twice, e.g. once per modality; its weights add up)."""
+
+    neighbours: torch.Tensor  # (I, K) int64
+    weights: torch.Tensor  # (I, K) float32
+    _transposed: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def to(self, device: torch.device) -> "ItemGraph":
+        return ItemGraph(self.neighbours.to(device), self.weights.to(device))
+
+    def rows(self, x: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(S x)[items] (all rows when ``items`` is None): one weighted SUM embedding bag."""
+        nbr, w = (self.neighbours, self.weights) if items is None else (self.neighbours[items], self.weights[items])
+        return F.embedding_bag(nbr, x, per_sample_weights=w, mode="sum")
+
+    def power_rows(self, x: torch.Tensor, hops: int, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(S^hops x)[items]: full products for all hops but the last, which takes the rows only."""
+        for _ in range(hops - 1):
+            x = self.rows(x)
+        return self.rows(x, items) if hops > 0 else (x if items is None else x[items])
+
+    def transposed_csr(self) -> torch.Tensor:
+        """S^T in CSR, repeated neighbours summed; built on first use (a training step's
+        backward) and kept: S is frozen."""
+        if self._transposed is None:
+            n, k = self.neighbours.shape
+            key = self.neighbours.cpu().numpy().reshape(-1) * n + np.repeat(np.arange(n), k)
+            key, where = np.unique(key, return_inverse=True)
+            values = np.bincount(where, weights=self.weights.detach().cpu().numpy().reshape(-1))
+            self._transposed = csr_from_pairs(key // n, key % n, values, n, n).to(self.neighbours.device)
+        return self._transposed
+
+    @torch.no_grad()
+    def add_row_gradient(self, out: torch.Tensor, items: torch.Tensor, grad: torch.Tensor,
+                         scratch: torch.Tensor) -> torch.Tensor:
+        """out += the gradient of (S x)[items] with respect to x, S^T G for the rows' gradient
+        ``grad`` scattered to full size G (in ``scratch``, shaped as x): one sparse product,
+        where adding each row's K weighted neighbours one by one costs about four times it."""
+        return out.addmm_(self.transposed_csr(), scratch.zero_().index_add_(0, items, grad))
+
+    @torch.no_grad()
+    def reach(self, items: torch.Tensor, hops: int) -> torch.Tensor:
+        """The rows of x that ``power_rows(x, hops, items)`` depends on."""
+        mask = torch.zeros(self.neighbours.shape[0], dtype=torch.bool, device=self.neighbours.device)
+        mask[items] = True
+        for _ in range(hops):
+            nxt = torch.zeros_like(mask)
+            nxt[self.neighbours[mask].reshape(-1)] = True
+            mask = nxt
+        return mask.nonzero()[:, 0]
 
 
 @dataclass(frozen=True)
@@ -43,6 +104,22 @@ class KnnSearch:
     method: Literal["exact", "hnsw"] = "exact"
     hnsw_m: int = 16
     hnsw_ef: int = 64
+
+
+def knn_neighbours(features: torch.Tensor, k: int, rows: tuple[int, int] | None = None,
+                   block: int = 4096) -> torch.Tensor:
+    """Top-k cosine neighbours (self included) of rows [lo, hi) (default all) against all
+    rows, (hi - lo, k) indices, computed a block of rows at a time (never N x N)."""
+    n = features.shape[0]
+    lo, hi = rows or (0, n)
+    normed = F.normalize(features.float(), dim=1)
+    progress = cdist.Progress(hi - lo, desc="knn", unit="item")
+    out = []
+    for start in range(lo, hi, block):
+        out.append((normed[start:min(hi, start + block)] @ normed.T).topk(min(k, n), dim=1).indices)
+        progress.update(len(out[-1]))
+    progress.close()
+    return torch.cat(out) if out else torch.empty(0, min(k, n), dtype=torch.int64, device=features.device)
 
 
 def knn_graph_neighbours(vectors: torch.Tensor | ItemVectors, k: int, split: ColumnSplit,
@@ -176,3 +253,23 @@ def freedom_item_graph(image: torch.Tensor | ItemVectors | None, text: torch.Ten
         neighbours.append(nbr)
         weights.append(torch.full(nbr.shape, mix / nbr.shape[1]))  # FREEDOM's normalisation: 1/k per entry
     return ItemGraph(torch.cat(neighbours, dim=1), torch.cat(weights, dim=1))
+
+
+def knn_bags(features: torch.Tensor, k: int, split: ColumnSplit,
+             block_floats: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """K(features) as bags: (I, k) neighbours and their cosine similarities, differentiable
+    in ``features`` (whole rows, the same on every rank). The similarities gather a block
+    of rows' neighbours at a time (block x k x D floats, never I x k x D)."""
+    neighbours = knn_graph_neighbours(features.detach(), k, split)
+    unit = features / features.norm(dim=1, keepdim=True)  # MMRec's build_sim: no epsilon
+    block = max(1, block_floats // (neighbours.shape[1] * unit.shape[1]))
+    cosines = [torch.bmm(unit[lo:lo + block, None], unit[neighbours[lo:lo + block]].transpose(1, 2))[:, 0]
+               for lo in range(0, len(unit), block)]
+    return neighbours, torch.cat(cosines)
+
+
+def sym_normalised(neighbours: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The values of N(S) = D^-1/2 S D^-1/2 for bags S, D its row sums (0 where a row sums to 0)."""
+    inv = values.sum(1).pow(-0.5)
+    inv = torch.where(torch.isinf(inv), torch.zeros_like(inv), inv)
+    return inv[:, None] * values * inv[neighbours]

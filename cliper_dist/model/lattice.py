@@ -29,47 +29,38 @@ Column-parallel, and never I x I:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.fusion import frozen_features
-from cliper_dist.model.graph import BipartiteGraph, ItemGraph, Workspace
-from cliper_dist.model.item_graph import knn_graph_neighbours
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
+from cliper_dist.model.base import Batch, FeatureConfig, Recommender, frozen_features
+from cliper_dist.model.bipartite import BipartiteGraph
+from cliper_dist.model.item_graph import ItemGraph, knn_bags, sym_normalised
 from cliper_dist.model.layers import PartialLinear
-from cliper_dist.model.lightgcn import bpr
+from cliper_dist.model.losses import bpr
+from cliper_dist.model.propagation import batch_rows
+from cliper_dist.model.workspace import Workspace
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit
 from cliper_dist.parallel.comm import sum_gradients, sum_partials
 from cliper_dist.sharding.tables import IdTables
 
-if TYPE_CHECKING:
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
-
 NORM_EPS = 1e-12  # F.normalize's
 
 
-def knn_bags(features: torch.Tensor, k: int, split: ColumnSplit,
-             block_floats: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
-    """K(features) as bags: (I, k) neighbours and their cosine similarities, differentiable
-    in ``features`` (whole rows, the same on every rank). The similarities gather a block
-    of rows' neighbours at a time (block x k x D floats, never I x k x D)."""
-    neighbours = knn_graph_neighbours(features.detach(), k, split)
-    unit = features / features.norm(dim=1, keepdim=True)  # MMRec's build_sim: no epsilon
-    block = max(1, block_floats // (neighbours.shape[1] * unit.shape[1]))
-    cosines = [torch.bmm(unit[lo:lo + block, None], unit[neighbours[lo:lo + block]].transpose(1, 2))[:, 0]
-               for lo in range(0, len(unit), block)]
-    return neighbours, torch.cat(cosines)
+@dataclass
+class LATTICEConfig(FeatureConfig):
+    """LATTICE: LightGCN over D^-1 (A + I) plus a hop over an item graph learned from the features."""
 
-
-def sym_normalised(neighbours: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """The values of N(S) = D^-1/2 S D^-1/2 for bags S, D its row sums (0 where a row sums to 0)."""
-    inv = values.sum(1).pow(-0.5)
-    inv = torch.where(torch.isinf(inv), torch.zeros_like(inv), inv)
-    return inv[:, None] * values * inv[neighbours]
+    name: Literal["lattice"] = "lattice"
+    n_ui_layers: int = 2  # hops over the user-item graph
+    n_mm_layers: int = 1  # hops over the item-item graph
+    knn_k: int = 10  # neighbours per item in each modality's kNN graph (learned and frozen)
+    lambda_coeff: float = 0.9  # weight of the frozen feature kNN graph against the learned one
+    reg_weight: float = 1e-4  # weight of the squared L2 of the batch's output rows, over 2B
 
 
 class LearnedGraphBranch(nn.Module):
@@ -87,11 +78,11 @@ class LearnedGraphBranch(nn.Module):
         return sum_partials(self.project(self.table), self.split)
 
 
-class LATTICE(Recommender):
+class LATTICE(Recommender, config=LATTICEConfig):
     uses_features = True
 
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+    def __init__(self, cfg: LATTICEConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__()
         self.cfg, self.split = cfg, split
         device = tables.user.device
@@ -144,7 +135,7 @@ class LATTICE(Recommender):
     def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
         b, items = len(batch), torch.cat([batch.pos, batch.neg])
         item_graph = self._step_item_graph()
-        rows = graph.batch_rows(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users, items,
+        rows = batch_rows(graph, self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users, items,
                                 self.workspace)
         u, i = rows.users, rows.items
         h = item_graph.power_rows(self.item_table, self.cfg.n_mm_layers, items)

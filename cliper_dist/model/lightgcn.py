@@ -6,35 +6,39 @@
 
 Column-parallel: the dot products and the squared norms are sums over columns, so each
 rank contributes its columns' partial sums and every rank computes the loss from their
-totals. MMRec's BPRLoss adds 1e-10 inside the log; -log sigmoid differs from it by less
-than 1e-10 / sigmoid(x).
+totals.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
 from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.graph import BipartiteGraph, Workspace
+from cliper_dist.model.bipartite import BipartiteGraph
+from cliper_dist.model.losses import bpr
+from cliper_dist.model.propagation import batch_rows
+from cliper_dist.model.workspace import Workspace
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit
 from cliper_dist.sharding.tables import IdTables
 
-if TYPE_CHECKING:
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
+
+@dataclass
+class LightGCNConfig(ModelConfig):
+    """LightGCN: ID embeddings propagated over the user-item graph."""
+
+    name: Literal["lightgcn"] = "lightgcn"
+    n_ui_layers: int = 2  # hops over the user-item graph
+    reg_weight: float = 1e-4  # weight of MMRec's EmbLoss: the norms of the batch's ego rows, over B
 
 
-def bpr(score_diff: torch.Tensor) -> torch.Tensor:
-    """Mean BPR loss of score differences u.(i+) - u.(i-)."""
-    return -F.logsigmoid(score_diff).mean()
-
-
-class LightGCN(Recommender):
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+class LightGCN(Recommender, config=LightGCNConfig):
+    def __init__(self, cfg: LightGCNConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__()
         self.cfg, self.data, self.split, self.seed = cfg, data, split, seed
         self.user_table = ColumnParameter(tables.user, cfg.embedding_dim)
@@ -49,7 +53,7 @@ class LightGCN(Recommender):
 
     def partials(self, graph: BipartiteGraph, batch: Batch) -> dict[str, torch.Tensor]:
         b = len(batch)
-        rows = graph.batch_rows(self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users,
+        rows = batch_rows(graph, self.user_table, self.item_table, self.cfg.n_ui_layers, batch.users,
                                 torch.cat([batch.pos, batch.neg]), self.workspace)
         ego_sq = torch.stack([rows.ego_users.pow(2).sum(), rows.ego_items[:b].pow(2).sum(),
                               rows.ego_items[b:].pow(2).sum()])

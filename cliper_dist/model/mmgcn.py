@@ -27,34 +27,42 @@ and backward. The row norms of x^0 are one all-reduce of (U + I) partial sums.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cliper_dist import dist
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
 from cliper_dist.errors import UserError
-from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.fusion import frozen_features
-from cliper_dist.model.graph import BipartiteGraph
+from cliper_dist.model.base import Batch, FeatureConfig, Recommender, frozen_features
+from cliper_dist.model.bipartite import BipartiteGraph
 from cliper_dist.model.layers import ColumnProjection, ConcatProjection, row_norms, weight_sampler
-from cliper_dist.model.lightgcn import bpr
+from cliper_dist.model.losses import bpr
+from cliper_dist.model.propagation import hop
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, seeded_columns
 from cliper_dist.sharding.tables import IdTables
-
-if TYPE_CHECKING:
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
 
 IMAGE_LATENT = 256  # MMRec's dim_latent for the image GCN; its text GCN works at the feature width
 MMREC_LAYERS = 3  # MMRec's GCN.forward runs three layers whatever its n_layers says
 
 
+@dataclass
+class MMGCNConfig(FeatureConfig):
+    """MMGCN: a GCN per modality with dense layers between hops, over frozen ID embeddings."""
+
+    name: Literal["mmgcn"] = "mmgcn"
+    n_ui_layers: int = 2  # GCN layers (MMRec's code runs 3 whatever its config says)
+    reg_weight: float = 1e-4  # weight of MMRec's (constant) L2 of the frozen ids and image preferences
+
+
 class ModalityGCN(nn.Module):
     """One modality's GCN, on this rank's columns of every layer."""
 
-    def __init__(self, features: torch.Tensor, latent: int | None, cfg: ModelConfig, num_users: int,
+    def __init__(self, features: torch.Tensor, latent: int | None, cfg: MMGCNConfig, num_users: int,
                  split: ColumnSplit, seed: int, name: str):
         super().__init__()
         width, dim = features.shape[1], cfg.embedding_dim
@@ -90,25 +98,25 @@ class ModalityGCN(nn.Module):
             self._frozen_ego = x, graph.apply(x)
             self.features = None  # read once: x^0 holds it
             return self._frozen_ego
-        return x, graph.hop(x)
+        return x, hop(graph, x)
 
     def forward(self, graph: BipartiteGraph, ids: torch.Tensor) -> torch.Tensor:
         """x^L at every node, this rank's columns."""
         x, neighbours = self.ego(graph)
         for layer, (conv, linear, gate) in enumerate(zip(self.conv, self.linear, self.gate)):
             if layer > 0:
-                neighbours = graph.hop(x)
+                neighbours = hop(graph, x)
             h = F.leaky_relu(conv(neighbours))
             x_hat = F.leaky_relu(linear(x)) + ids
             x = F.leaky_relu(gate(h, x_hat))
         return x
 
 
-class MMGCN(Recommender):
+class MMGCN(Recommender, config=MMGCNConfig):
     uses_features = True
 
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+    def __init__(self, cfg: MMGCNConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__()
         if cfg.n_ui_layers < 1:
             raise UserError("model.name=mmgcn needs model.n_ui_layers >= 1 (MMRec runs 3)")

@@ -17,7 +17,7 @@ How a step runs here (the same values as MMRec's, other work):
   columns, (U + I) x D/P floats: the memory this costs) and a step projects only its
   batch's rows, where MMRec projects every item and propagates three tables per step.
 - M([E_u; 0]) and M([0; E_i]) both come from one propagation of [E_u; E_i]
-  (``BipartiteGraph.source_rows``): id = both, vis and txt reuse the first.
+  (``propagation.source_rows``): id = both, vis and txt reuse the first.
 
 Column-parallel: E, W_v, W_t and the frozen propagated features are split over columns;
 F_u, F_i, g1, g2 and g6 are ``PartialLinear`` layers whose partial outputs (B x d each)
@@ -27,25 +27,36 @@ replicated.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.fusion import frozen_features
-from cliper_dist.model.graph import BipartiteGraph, SourceRows, Workspace
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
+from cliper_dist.model.base import Batch, FeatureConfig, Recommender, frozen_features
+from cliper_dist.model.bipartite import BipartiteGraph
 from cliper_dist.model.layers import ColumnProjection, PartialLinear, ReplicatedLinear
+from cliper_dist.model.propagation import SourceRows, source_layer_mean, source_rows
+from cliper_dist.model.workspace import Workspace
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit
 from cliper_dist.parallel.comm import sum_to_local_columns
 from cliper_dist.sharding.tables import IdTables
 
-if TYPE_CHECKING:
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
-
 MODALITIES = ("image", "text")
+
+
+@dataclass
+class SLMRecConfig(FeatureConfig):
+    """SLMRec: three propagations (ID, image, text) fused, in-batch InfoNCE and the FAC task."""
+
+    name: Literal["slmrec"] = "slmrec"
+    n_ui_layers: int = 2  # hops over the user-item graph
+    nce_temp: float = 0.2  # temperature of the in-batch user-item InfoNCE (MMRec's temp)
+    ssl_temp: float = 0.1  # temperature of the FAC cross-modal InfoNCE terms
+    ssl_alpha: float = 0.01  # weight of the FAC loss
 
 
 def in_batch_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -88,11 +99,11 @@ class PropagatedFeature(nn.Module):
         return out[:len(users)], out[len(users):]
 
 
-class SLMRec(Recommender):
+class SLMRec(Recommender, config=SLMRecConfig):
     uses_features = True
 
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+    def __init__(self, cfg: SLMRecConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__()
         text, image = frozen_features(features, cfg.fusion, cfg.tau, "slmrec", need_both=True)
         self.cfg, self.split = cfg, split
@@ -123,7 +134,7 @@ class SLMRec(Recommender):
         """(id, vis, txt) at the user rows and at the item rows (all rows: None, with ``rows``
         given), this rank's columns."""
         if rows is None:
-            rows = graph.source_rows(self.user_table, self.item_table, self.cfg.n_ui_layers, users, items,
+            rows = source_rows(graph, self.user_table, self.item_table, self.cfg.n_ui_layers, users, items,
                                      self.workspace)
         vis_u, vis_i = self.features["image"](users, items)
         txt_u, txt_i = self.features["text"](users, items)
@@ -150,7 +161,7 @@ class SLMRec(Recommender):
 
     @torch.no_grad()
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.graph.source_layer_mean(self.user_table, self.item_table, self.cfg.n_ui_layers)
+        rows = source_layer_mean(self.graph, self.user_table, self.item_table, self.cfg.n_ui_layers)
         user_views, item_views = self._views(self.graph, None, None, rows)
         return (sum_to_local_columns(self.fuse_user(*user_views), self.split),
                 sum_to_local_columns(self.fuse_item(*item_views), self.split))

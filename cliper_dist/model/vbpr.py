@@ -18,35 +18,41 @@ two halves side by side, so ``score_blocks`` is 2.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.fusion import frozen_features
+from cliper_dist.data.item_features import Features
+from cliper_dist.data.recdata import RecData
+from cliper_dist.model.base import Batch, FeatureConfig, Recommender, frozen_features
+from cliper_dist.model.bipartite import BipartiteGraph
 from cliper_dist.model.layers import ColumnProjection
-from cliper_dist.model.lightgcn import bpr
+from cliper_dist.model.losses import bpr
 from cliper_dist.parallel.columns import ColumnParameter, ColumnSplit, seeded_columns, uniform
 from cliper_dist.sharding.tables import IdTables
 
-if TYPE_CHECKING:
-    from cliper_dist.model.graph import BipartiteGraph
-    from cliper_dist.train.data import RecData
-    from cliper_dist.train.features import Features
+
+@dataclass
+class VBPRConfig(FeatureConfig):
+    """VBPR: matrix factorisation with a content half projected from the frozen features."""
+
+    name: Literal["vbpr"] = "vbpr"
+    reg_weight: float = 1e-4  # weight of MMRec's EmbLoss on the batch's whole (ID and content) rows
 
 
-def content_features(features: "Features", fusion_name: str, tau: float) -> torch.Tensor:
+def content_features(features: Features, fusion_name: str, tau: float) -> torch.Tensor:
     """x = [text ; image] for every item (MMRec's order), from whichever modalities exist."""
     parts = frozen_features(features, fusion_name, tau, "vbpr")
     return torch.cat([p for p in parts if p is not None], dim=1)
 
 
-class VBPR(Recommender):
+class VBPR(Recommender, config=VBPRConfig):
     uses_features = True
     score_blocks = 2
 
-    def __init__(self, cfg: ModelConfig, data: "RecData", tables: IdTables, split: ColumnSplit, seed: int,
-                 features: "Features | None" = None):
+    def __init__(self, cfg: VBPRConfig, data: RecData, tables: IdTables, split: ColumnSplit, seed: int,
+                 features: Features | None = None):
         super().__init__()
         self.cfg, self.split = cfg, split
         dim = cfg.embedding_dim
@@ -65,10 +71,10 @@ class VBPR(Recommender):
                                         bias_bound=0.0).to(tables.user.device)
         self.tables = ("user_table", "item_table", "user_content")
 
-    def train_graph(self, epoch: int) -> "BipartiteGraph | None":
+    def train_graph(self, epoch: int) -> BipartiteGraph | None:
         return None
 
-    def partials(self, graph: "BipartiteGraph | None", batch: Batch) -> dict[str, torch.Tensor]:
+    def partials(self, graph: BipartiteGraph | None, batch: Batch) -> dict[str, torch.Tensor]:
         b = len(batch)
         items = torch.cat([batch.pos, batch.neg])
         user_id, user_content = self.user_table[batch.users], self.user_content[batch.users]
@@ -84,7 +90,7 @@ class VBPR(Recommender):
     def loss(self, sums: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         return bpr(sums["score"]) + self.cfg.reg_weight * sums["squares"].sqrt().sum() / len(batch)
 
-    def touched(self, graph: "BipartiteGraph | None", batch: Batch) -> dict[str, torch.Tensor]:
+    def touched(self, graph: BipartiteGraph | None, batch: Batch) -> dict[str, torch.Tensor]:
         users = torch.unique(batch.users)
         return {"user_table": users, "user_content": users,
                 "item_table": torch.unique(torch.cat([batch.pos, batch.neg]))}

@@ -1,4 +1,4 @@
-"""The column-parallel training engine: sharded state, one model, its optimizer, the step.
+"""The column-parallel training engine: one built model, its optimizer, the batches, the step.
 
 Every rank owns a block of columns of every parameter (``cliper_dist.parallel``) and runs
 the whole global batch on it. One step:
@@ -6,12 +6,14 @@ the whole global batch on it. One step:
     partials = model.partials(graph, batch)     per-rank sums over its own columns
     sums     = sum_partials(partials)           one all-reduce of (scores + norms), ~K x B floats
     loss     = model.loss(sums, batch)          the same on every rank
-    loss.backward()                             local: each rank's gradient covers its columns
+    loss.backward()                             local but for the model's own layers' collectives
     optimizer.step()                            local: Adam is elementwise
 
-So the only communication per step is that all-reduce (plus, for FREEDOM, two of the
-batch's projected feature rows, K x d floats); no gradient and no table row crosses the
-network, and each rank does 1/P of the propagation and holds 1/P of the state.
+The engine's only collective is that all-reduce; a model whose layers multiply split
+columns (a feature projection, an MLP, a GCN layer) adds their all-to-alls inside
+``partials`` and the backward (docs/train.md counts them per model). No table row and no
+gradient of a table crosses the network, and each rank does 1/P of the propagation and
+holds 1/P of the state.
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ from typing import Any
 import torch
 
 from cliper_dist import dist
-from cliper_dist.model.base import Batch, ModelConfig, Recommender
-from cliper_dist.model.registry import model_class
+from cliper_dist.data.batches import epoch_batches
+from cliper_dist.data.recdata import RecData
+from cliper_dist.model.base import Batch, Recommender
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.comm import sum_partials
 from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
-from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
-from cliper_dist.train.data import RecData, epoch_batches
-from cliper_dist.train.features import Features
+from cliper_dist.sharding.tables import IdTables
 from cliper_dist.train.phases import Phases
 
 ID_TABLE_PARAMS = ("user_table", "item_table")  # the model's names of the torchrec-held blocks
@@ -43,14 +44,14 @@ def sum_named(partials: dict[str, torch.Tensor], split: ColumnSplit) -> dict[str
 
 
 class Engine:
-    def __init__(self, model_cfg: ModelConfig, optim_cfg: OptimConfig, data: RecData, features: Features | None,
+    """Trains a built model, as torchrec's ``TrainPipelineSparseDist`` runs the module it is
+    given: the engine owns the optimizer, the batches, the step and the checkpoint state;
+    which model it trains is the job's choice (``job.build_model``)."""
+
+    def __init__(self, model: Recommender, tables: IdTables, optim_cfg: OptimConfig, data: RecData,
                  info: dist.DistInfo, seed: int, batch_size: int):
-        self.data, self.info, self.seed, self.batch_size = data, info, seed, batch_size
-        self.split = ColumnSplit(info.rank, info.world_size)
-        self.tables = IdTables({USER_TABLE: data.num_users, ITEM_TABLE: data.num_items}, model_cfg.embedding_dim,
-                               self.split, seed, info.device)
-        self.model: Recommender = model_class(model_cfg.name)(model_cfg, data, self.tables, self.split, seed,
-                                                             features)
+        self.model, self.tables, self.data, self.info = model, tables, data, info
+        self.seed, self.batch_size, self.split = seed, batch_size, tables.split
         self.params = dict(self.model.named_parameters())
         trainable = {n: p for n, p in self.params.items() if p.requires_grad}  # MMGCN's ID tables are frozen
         self.optimizer = ColumnAdam(trainable, set(self.model.tables), optim_cfg)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cliper_dist.data.recdata import RecData
 from cliper_dist.dist import Progress
 from cliper_dist.model.base import Recommender
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.comm import gather_columns, rows_to_owners
-from cliper_dist.train.data import RecData
 from cliper_dist.train.metrics import KS, hit_sums, top_items
 
 SPLITS = ("valid", "test")

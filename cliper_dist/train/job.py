@@ -1,9 +1,9 @@
 """The train job: a graph recommender on column-sharded state, full-ranking evaluation.
 
-    torchrun --nproc_per_node 2 launch/train.py --config configs/train/baby_lightgcn.yaml \\
+    torchrun --nproc_per_node 2 launch/train.py --config configs/train/lightgcn.yaml \\
         --data ../shared/data/amazon/baby --out runs/baby_lightgcn
 
-The run loop: build the engine (``engine.py``), resume from the run directory's last
+The run loop: build the model and hand it to the engine (``engine.py``), resume from the run directory's last
 checkpoint if there is one, then per epoch train, evaluate (``evaluate.py``), keep the
 early-stopping state, write the metric line and checkpoints; at the end write final.json.
 """
@@ -20,17 +20,18 @@ from typing import Literal
 import numpy as np
 import torch
 
+from cliper_dist import checkpoint, dirs, dist, files
 from cliper_dist import config as config_lib
-from cliper_dist import dirs, dist, files
+from cliper_dist.data.item_features import Features, load_job_features
+from cliper_dist.data.recdata import RecData, load_rec_data
 from cliper_dist.errors import UserError
-from cliper_dist.model.base import ModelConfig
-from cliper_dist.model.registry import model_class
+from cliper_dist.model.base import Recommender
+from cliper_dist.model.registry import ModelSection, model_class, model_config
+from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.optim import OptimConfig
-from cliper_dist.train import checkpoint
-from cliper_dist.train.data import RecData, load_rec_data
+from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
 from cliper_dist.train.engine import Engine
 from cliper_dist.train.evaluate import evaluate, evaluated_users, sample_users
-from cliper_dist.train.features import Features, load_job_features
 from cliper_dist.train.phases import Phases
 
 log = dist.log
@@ -56,7 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # evaluations between resume checkpoints (0: none)
     save_best: bool = True  # keep the tables of the best valid epoch (tools/recommend.py)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from RUN_DIR's last checkpoint if any
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSection = field(default_factory=model_config)  # the recommender (model/registry.py); its keys follow, by model
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -68,11 +69,21 @@ def load_model_inputs(cfg: TrainConfig) -> tuple[RecData, Features | None]:
     return data, load_job_features(cfg.data, cfg.features, data.num_items, f"model {cfg.model.name}")
 
 
+def build_model(cfg: TrainConfig, data: RecData, features: Features | None,
+                info: dist.DistInfo) -> tuple[Recommender, IdTables]:
+    """The configured model on this rank's columns, and the torchrec ID tables it trains."""
+    split = ColumnSplit(info.rank, info.world_size)
+    tables = IdTables({USER_TABLE: data.num_users, ITEM_TABLE: data.num_items}, cfg.model.embedding_dim, split,
+                      cfg.seed, info.device)
+    return model_class(cfg.model.name)(cfg.model, data, tables, split, cfg.seed, features), tables
+
+
 def build_engine(cfg: TrainConfig, info: dist.DistInfo) -> Engine:
     data, features = load_model_inputs(cfg)
     if features is not None and info.is_main:
         log.info("features: %s", features.describe())
-    return Engine(cfg.model, cfg.optim, data, features, info, cfg.seed, cfg.batch_size)
+    model, tables = build_model(cfg, data, features, info)
+    return Engine(model, tables, cfg.optim, data, info, cfg.seed, cfg.batch_size)
 
 
 @dataclass

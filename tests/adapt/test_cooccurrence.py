@@ -9,15 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-from cliper_dist import dist
+from cliper_dist import checkpoint, dist
 from cliper_dist.adapt.job import AdaptConfig, Adapter, load_inputs, run
 from cliper_dist.adapt.model import AdaptModelConfig
 from cliper_dist.adapt.pairs import cooccurrence_triples, epoch_steps
 from cliper_dist.data.interactions import Interactions, split_per_user, write_inter
+from cliper_dist.data.recdata import RecData
 from cliper_dist.parallel.optim import OptimConfig
-from cliper_dist.train import checkpoint
-from cliper_dist.train.data import RecData
 
 # user -> training items; user 3's item 7 and user 4's item 8 are theirs alone (one-item
 # users); user 5 holds item 9 twice (two training rows, one distinct item: never a pair)

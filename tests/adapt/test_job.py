@@ -14,8 +14,8 @@ import pytest
 from cliper_dist import dist
 from cliper_dist.adapt.job import AdaptConfig, run
 from cliper_dist.adapt.model import AdaptModelConfig
+from cliper_dist.data.item_features import load_features
 from cliper_dist.errors import UserError
-from cliper_dist.train.features import load_features
 from tests.conftest import REPO, run_python
 from tests.train._data import make_encode_dir, make_mmrec_folder
 

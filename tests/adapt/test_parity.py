@@ -27,7 +27,7 @@ from cliper_dist.parallel.optim import OptimConfig
 from tests.train._data import make_mmrec_folder
 
 TOL = 1e-5
-STEPS, EPOCH, SEED, LR, EPS = 3, 1, 5, 0.05, 1e-6  # EPS: see tests/train/test_parity.py
+STEPS, EPOCH, SEED, LR, EPS = 3, 1, 5, 0.05, 1e-6  # EPS: see tests/model/test_parity.py
 BATCH, PAIRS = 10, 24
 # distinct weights, so that a term weighted wrongly (or dropped) shows in the total; id_dim 7
 # splits unevenly (4 + 3 columns) at 2 ranks

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cliper_dist.data.dataset import DatasetDir
-from cliper_dist.train.data import load_rec_data
+from cliper_dist.data.recdata import load_rec_data
 from tests.conftest import REPO, run_python, run_with_timeout, torchrun_cmd
 
 

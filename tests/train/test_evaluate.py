@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from cliper_dist import dist
-from cliper_dist.model.base import ModelConfig
+from cliper_dist.data.recdata import load_rec_data
+from cliper_dist.model.registry import model_config
 from cliper_dist.parallel.comm import gather_columns
-from cliper_dist.train.data import load_rec_data
 from cliper_dist.train.evaluate import evaluate, evaluated_users, sample_users
 from cliper_dist.train.job import TrainConfig, build_engine
 from tests.train._data import make_mmrec_folder
@@ -18,7 +18,7 @@ from tests.train.test_metrics import brute_force
 
 def evaluate_sampled(data_dir: str) -> dict:
     info = dist.init()
-    engine = build_engine(TrainConfig(data=data_dir, out="", seed=3, model=ModelConfig(name="lightgcn")), info)
+    engine = build_engine(TrainConfig(data=data_dir, out="", seed=3, model=model_config("lightgcn")), info)
     data, split = engine.data, engine.split
     users, items = engine.model.embeddings()
     dim = engine.model.cfg.embedding_dim

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cliper_dist import checkpoint
 from cliper_dist.dist import DistInfo
 from cliper_dist.errors import UserError
-from cliper_dist.model.base import ModelConfig
-from cliper_dist.train import checkpoint
+from cliper_dist.model.registry import model_config
 from cliper_dist.train.job import TrainConfig, build_engine
 from tests.conftest import REPO, child_env, free_port, run_python, torchrun_cmd
 from tests.train._data import make_encode_dir, make_mmrec_folder
@@ -159,7 +159,7 @@ def test_two_nodes_of_one_process(tmp_path):
 # ---- bad input: one clear error, raised before any training -------------------------------
 def _trainer(data, features="", model="freedom", fusion="sa"):
     cfg = TrainConfig(data=str(data), features=str(features), out="",
-                      model=ModelConfig(name=model, embedding_dim=4, fusion=fusion))
+                      model=model_config(model, embedding_dim=4, fusion=fusion))
     return build_engine(cfg, DistInfo(0, 0, 1, __import__("torch").device("cpu"), "gloo"))
 
 
@@ -261,7 +261,7 @@ def test_mmgcn_is_initialised_and_frozen_as_mmrec_runs_it(tmp_path, process_grou
     import torch
 
     data = make_mmrec_folder(tmp_path / "d", num_users=400, num_items=300)
-    cfg = TrainConfig(data=str(data), out="", model=ModelConfig(name="mmgcn", embedding_dim=64, n_ui_layers=3))
+    cfg = TrainConfig(data=str(data), out="", model=model_config("mmgcn", embedding_dim=64, n_ui_layers=3))
     engine = build_engine(cfg, DistInfo(0, 0, 1, torch.device("cpu"), "gloo"))
     p = engine.params
     frozen = {"user_table", "item_table", "towers.image.preference", "towers.text.preference"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_dist.train.data import CSR
+from cliper_dist.data.recdata import CSR
 from cliper_dist.train.metrics import KS, evaluate_users
 
 
