@@ -2,7 +2,7 @@
 # README command 1: install (idempotent), then run the whole pipeline on the embedded demo:
 # demo catalog -> 2-rank convert -> 2-rank CLIP training on the catalog's own pairs -> 2-rank encode
 # (random-init and catalog-trained CLIP) -> 2-rank train (LightGCN, FREEDOM-CLIPER on each feature
-# store) -> one table of the three on the same split.
+# store) -> one table of the three on the same split, and a PNG of their curves and phase times.
 #   DEMO_OUT  where the demo writes (default runs/demo)    NPROC  ranks per job (default 2)
 #   SEED      seed of the CLIP training and the recommender training (default 0)
 set -euo pipefail
@@ -17,7 +17,7 @@ TORCHRUN=".venv/bin/torchrun --standalone --nproc_per_node $NPROC"
 MODEL=configs/models/clip-tiny.json
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-rm -rf "$OUT/raw" "$OUT/dataset" "$OUT/clip-catalog" "$OUT/features-random" "$OUT/features" \
+rm -rf "$OUT/raw" "$OUT/dataset" "$OUT/clip-catalog" "$OUT/features-random" "$OUT/features" "$OUT/runs.png" \
   "$OUT/run-lightgcn" "$OUT/run-random" "$OUT/run"
 step() { printf '\n== %s\n' "$*"; }
 
@@ -39,8 +39,10 @@ train() { $TORCHRUN launch/train.py --config configs/train/demo.yaml --data "$OU
 train --out "$OUT/run-lightgcn" model.name=lightgcn
 train --out "$OUT/run-random" --features "$OUT/features-random"
 train --out "$OUT/run" --features "$OUT/features"
-step "7/7 the same split, test metrics at the best valid epoch"
-$PY tools/compare_runs.py "LightGCN (ID only)=$OUT/run-lightgcn" \
-  "FREEDOM-CLIPER, random-init CLIP=$OUT/run-random" "FREEDOM-CLIPER, catalog-trained CLIP=$OUT/run"
+step "7/7 the same split, test metrics at the best valid epoch; valid R@20, N@20 and loss per epoch in a PNG"
+RUNS=("LightGCN (ID only)=$OUT/run-lightgcn" "FREEDOM-CLIPER, random-init CLIP=$OUT/run-random"
+      "FREEDOM-CLIPER, catalog-trained CLIP=$OUT/run")
+$PY tools/compare_runs.py "${RUNS[@]}"
+$PY tools/plot_runs.py "${RUNS[@]}" --out "$OUT/runs.png"
 printf '\nDemo outputs under %s (CLIP training: %s/clip-catalog/pretrain/metrics.jsonl; runs: %s/run*/final.json)\n' \
   "$OUT" "$OUT" "$OUT"
