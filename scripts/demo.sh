@@ -35,7 +35,8 @@ step "5/7 encode 5 CLIPER views per item with the random-init and the catalog-tr
 $TORCHRUN launch/encode.py --data "$OUT/dataset" --out "$OUT/features-random" --model $MODEL --pretrained "$OUT/clip-tiny.pt"
 $TORCHRUN launch/encode.py --data "$OUT/dataset" --out "$OUT/features" --model $MODEL --pretrained "$OUT/clip-catalog/clip.pt"
 step "6/7 train LightGCN (ID only) and FREEDOM-CLIPER on each feature store, torchrec-sharded ID tables: $NPROC ranks"
-train() { $TORCHRUN launch/train.py --config configs/train/demo.yaml --data "$OUT/dataset" seed="$SEED" "$@"; }
+train() { $TORCHRUN launch/train.py --config configs/train/demo.yaml --data "$OUT/dataset" seed="$SEED" \
+  model.reg_weight=1e-3 "$@"; }
 train --out "$OUT/run-lightgcn" model.name=lightgcn
 train --out "$OUT/run-random" --features "$OUT/features-random"
 train --out "$OUT/run" --features "$OUT/features"

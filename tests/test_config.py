@@ -93,8 +93,10 @@ def test_every_shipped_config_loads():
             assert resolve_model_name(str(path)) == path.stem  # an open_clip architecture
         else:
             config.load(jobs[path.parent.name], path)
-    # a model's file, then a dataset's: the demo's settings on top of any model that owns its keys
-    for model in ("lightgcn", "freedom"):
+    # a model's file, then a dataset's: the demo's layer holds keys every model has
+    from cliper_dist.model.registry import MODELS
+
+    for model in MODELS:
         cfg = config.load(TrainConfig, [root / "train" / f"{model}.yaml", root / "train" / "demo.yaml"])
         assert (cfg.model.name, cfg.model.embedding_dim, cfg.optim.lr, cfg.epochs) == (model, 32, 0.01, 100)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import numpy as np
 import pytest
 
 from cliper_dist.data.dataset import DatasetDir
 from cliper_dist.data.recdata import load_rec_data
+from cliper_dist.model.registry import MODELS
 from tests.conftest import REPO, run_python, run_with_timeout, torchrun_cmd
 
 
@@ -32,9 +34,11 @@ def test_encode_launcher_two_ranks(demo_features, demo_dataset):
 @pytest.mark.parametrize("model_name", ["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"])
 def test_train_launcher_two_ranks(model_name, demo_features, demo_dataset, tmp_path):
     out = tmp_path / "run"
+    # the demo's reg_weight where the model has one (demo.yaml holds only keys every model has)
+    reg = ["model.reg_weight=1e-3"] if "reg_weight" in typing.get_type_hints(MODELS[model_name].config_class) else []
     result = run_with_timeout(torchrun_cmd(2, REPO / "launch" / "train.py", [
         "--config", REPO / "configs" / "train" / "demo.yaml", "--data", demo_dataset, "--features", demo_features,
-        "--out", out, f"model.name={model_name}", "epochs=12", "batch_size=256"]), timeout=240)
+        "--out", out, f"model.name={model_name}", "epochs=12", "batch_size=256", *reg]), timeout=240)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "recall@20" in result.stdout and "torchrec column_wise ID tables" in result.stdout
     final = json.loads((out / "final.json").read_text())

@@ -157,9 +157,8 @@ def test_two_nodes_of_one_process(tmp_path):
 
 
 # ---- bad input: one clear error, raised before any training -------------------------------
-def _trainer(data, features="", model="freedom", fusion="sa"):
-    cfg = TrainConfig(data=str(data), features=str(features), out="",
-                      model=model_config(model, embedding_dim=4, fusion=fusion))
+def _trainer(data, features="", model="freedom", **keys):
+    cfg = TrainConfig(data=str(data), features=str(features), out="", model=model_config(model, embedding_dim=4, **keys))
     return build_engine(cfg, DistInfo(0, 0, 1, __import__("torch").device("cpu"), "gloo"))
 
 
