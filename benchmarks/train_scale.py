@@ -143,6 +143,7 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
 
     from cliper_dist import dist
     from cliper_dist.model.base import Batch, ModelConfig
+    from cliper_dist.parallel.comm import STATS
     from cliper_dist.parallel.optim import OptimConfig
     from cliper_dist.train.data import epoch_batches
     from cliper_dist.train.evaluate import evaluate
@@ -157,6 +158,8 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
     build_s = time.perf_counter() - t0
     dist.keep_freed_memory()  # as the train job does, after the build
     total_steps = -(-len(engine.data.train_user) // cfg.batch_size)
+    wire0 = wire_bytes()
+    STATS.reset()
     cpu0, t0 = time.process_time(), time.perf_counter()
     if max_steps:
         graph = engine.model.train_graph(0)
@@ -169,19 +172,38 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
         engine.train_epoch(0)
         epoch_s = time.perf_counter() - t0
     train_cpu = time.process_time() - cpu0
+    steps_run = min(max_steps, total_steps) if max_steps else total_steps
+    comm = {"s_per_step": STATS.seconds / steps_run, "bytes_per_step": STATS.bytes_sent / steps_run,
+            "calls_per_step": STATS.calls / steps_run}
+    if wire0 is not None:
+        comm["wire_bytes_per_step"] = (wire_bytes() - wire0) / steps_run
     cpu0, t0 = time.process_time(), time.perf_counter()
     metrics = evaluate(engine.model, engine.data, engine.split, cfg.eval_batch_users) if with_eval else None
     eval_s, eval_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per_rank = dist.all_gather_object({"rss": round(rss, 1), "train_cpu": round(train_cpu, 1),
-                                       "eval_cpu": round(eval_cpu, 1)})
+                                       "eval_cpu": round(eval_cpu, 1), "comm": comm})
     if info.is_main:
         print(json.dumps({"s_per_epoch": round(epoch_s, 2), "projected": bool(max_steps) and max_steps < total_steps,
                           "steps": total_steps, "eval_s": round(eval_s, 2), "build_s": round(build_s, 2),
                           "peak_rss_mb": [r["rss"] for r in per_rank],
                           "train_cpu_s": [r["train_cpu"] for r in per_rank],
                           "eval_cpu_s": [r["eval_cpu"] for r in per_rank],
+                          "comm_s_per_step": [round(r["comm"]["s_per_step"], 5) for r in per_rank],
+                          "comm_bytes_per_step": [round(r["comm"]["bytes_per_step"]) for r in per_rank],
+                          "comm_calls_per_step": per_rank[0]["comm"]["calls_per_step"],
+                          **({"wire_bytes_per_step": [round(r["comm"]["wire_bytes_per_step"]) for r in per_rank]}
+                             if "wire_bytes_per_step" in comm else {}),
                           "valid_recall@20": metrics["valid"]["recall@20"] if metrics else None}), flush=True)
+
+
+def wire_bytes() -> int | None:
+    """Bytes this host has sent on the interface the ranks bind (GLOO_SOCKET_IFNAME), when set:
+    what crossed the link, the rendezvous store's traffic included."""
+    ifname = os.environ.get("GLOO_SOCKET_IFNAME")
+    if not ifname or ifname == "lo":
+        return None
+    return int(Path(f"/sys/class/net/{ifname}/statistics/tx_bytes").read_text())
 
 
 def run_layout(folder: Path, ranks: int, threads: int, args) -> dict:
