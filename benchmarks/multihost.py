@@ -37,7 +37,9 @@ WORKER = REPO / "benchmarks" / "train_scale.py"
 
 
 def worker_args(folder: Path, model: str, args) -> list[str]:
-    return ["--_worker", str(folder), model, str(args.dim), str(args.max_steps), "all", "0"]
+    with_eval = not getattr(args, "skip_eval", True)
+    return ["--_worker", str(folder), model, str(args.dim), str(args.max_steps), "all", str(int(with_eval)),
+            getattr(args, "knn", "exact")]
 
 
 def result_line(outputs: list[str], cmd: str) -> dict:
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--knn", choices=("exact", "hnsw"), default="hnsw",
+                        help="freedom: the item graph's search (built before the timed steps; hnsw builds faster)")
     parser.add_argument("--workdir", default=None, help="keeps the generated data between runs")
     args = parser.parse_args()
     reason = unavailable_reason()

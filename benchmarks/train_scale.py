@@ -138,7 +138,7 @@ def run_job(folder: Path, features: Path, ranks: int, threads: int, work: Path, 
             "knn_recall_log": recall}
 
 
-def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_eval: bool) -> None:
+def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_eval: bool, knn: str = "exact") -> None:
     """One layout, on every rank of a torchrun: build, one epoch (or max_steps), one evaluation."""
     import torch
 
@@ -152,7 +152,7 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
 
     info = dist.init(device="cpu")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    cfg = TrainConfig(data=folder, out="", model=ModelConfig(name=model, embedding_dim=dim),
+    cfg = TrainConfig(data=folder, out="", model=ModelConfig(name=model, embedding_dim=dim, knn=knn),
                       optim=OptimConfig(rows=rows))
     t0 = time.perf_counter()
     engine = build_engine(cfg, info)
@@ -214,7 +214,8 @@ def wire_bytes() -> int | None:
 
 def run_layout(folder: Path, ranks: int, threads: int, args) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", __file__,
-           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows, str(int(not args.skip_eval))]
+           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows, str(int(not args.skip_eval)),
+           getattr(args, "knn", "exact")]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -230,6 +231,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--rows", choices=("all", "touched"), default="all", help="Adam row semantics")
     parser.add_argument("--max-steps", type=int, default=0, help="time this many steps and project the epoch")
+    parser.add_argument("--knn", choices=("exact", "hnsw"), default="exact", help="freedom: the item graph's search")
     parser.add_argument("--skip-eval", action="store_true", help="no evaluation (x60: hours of scoring on 2 cores)")
     parser.add_argument("--workdir", default=None, help="keeps the generated data between runs")
     parser.add_argument("--job", action="store_true", help="the whole FREEDOM train job on clustered 768-d features")
@@ -263,8 +265,9 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_worker":
         folder, model, dim, max_steps, rows, with_eval = sys.argv[2:8]
+        knn = sys.argv[8] if len(sys.argv) > 8 else "exact"
         from cliper_dist import dist
 
-        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows, with_eval == "1"))
+        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows, with_eval == "1", knn))
     else:
         main()

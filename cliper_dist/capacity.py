@@ -143,8 +143,9 @@ def memory(w: Workload, layout: Layout, machine: Machine) -> dict[str, float]:
     parts["step"] = 4 * 40 * w.batch * c + (8 * n_d * feat if w.model == "freedom" else 0)
     steady = sum(parts[k] for k in ("data", "graph", "tables", "optimizer", "features", "workspace"))
     evaluation = 0.0
-    if w.evaluate:  # embeddings (U x c, I x c reuse workspace blocks), the gathered I x d, a score block
-        evaluation = max(0.0, 4 * (U * c + I * w.dim + w.eval_batch_users * I * 3) - parts["workspace"] / 2)
+    if w.evaluate:  # the gathered I x d item matrix and one score block (the embeddings reuse workspace
+        # blocks; what evaluation frees of the workspace is not counted as reused: the heap fragments)
+        evaluation = 4 * (I * w.dim + w.eval_batch_users * I) + (4 * I * c if w.model == "freedom" else 0)
     parts["evaluation"] = evaluation
     build = 24 * 3 * (N + w.held_out)  # reading the interactions: the text's table, its columns, the masks
     if w.model == "freedom":  # exact kNN: a modality's normalised copy and one similarity block, all ranks
@@ -283,7 +284,7 @@ def kernel_rates(threads: int) -> dict[str, float]:
     for columns in SPMM_COLUMNS:
         for mb in OPERAND_MB:
             operand = mb * MB // (4 * columns)
-            out_rows = max(operand, 20_000)
+            out_rows = nnz // 12  # a graph's rows hold 5 to 30 entries (users: ~8, items: ~25)
             popularity = 1.0 / np.arange(1, operand + 1) ** Workload.zipf
             popularity = popularity[rng.permutation(operand)] / popularity.sum()
             for access, cols in (("uniform", rng.integers(operand, size=nnz)),

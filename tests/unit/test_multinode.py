@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from cliper_dist import dist
+from cliper_dist import dist, peers
 from cliper_dist.errors import UserError
 from cliper_dist.multinode import NodeConfig, NodeNetwork, interface_addresses, plan_network, torchrun_argv
 from cliper_dist.multinode import worker_env
@@ -79,14 +79,28 @@ def test_a_multi_host_world_on_a_loopback_hostname_is_refused(monkeypatch):
 
 
 def test_lost_peers_are_told_apart_from_other_failures(monkeypatch):
-    monkeypatch.setattr(dist.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(peers.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(peers.dist, "get_rank", lambda: 1)
     reset = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
                          "[10.1.0.2]:5802: Connection reset by peer. This is typically caused by a remote worker")
-    line = dist.peer_failure(reset)
+    line = peers.peer_failure(reset, collective_timeout_s=600)
     assert line.startswith("rank 1: lost the connection to a peer at 10.1.0.2 during a collective (Read error")
     assert "This is typically" not in line and "pair.cc" not in line
     timeout = RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 25000ms for recv")
-    assert "waited longer than CLIPER_COLLECTIVE_TIMEOUT" in dist.peer_failure(timeout)
-    assert dist.peer_failure(RuntimeError("shape mismatch")) is None
-    assert dist.peer_failure(ValueError("Connection reset by peer")) is None
+    assert "waited longer than CLIPER_COLLECTIVE_TIMEOUT=600 s" in peers.peer_failure(timeout, 600)
+    assert peers.peer_failure(RuntimeError("shape mismatch"), 600) is None
+    assert peers.peer_failure(ValueError("Connection reset by peer"), 600) is None
+
+
+def test_ranks_and_gpus_agree_or_the_job_says_why():
+    cpu = dist.torch.device("cpu")
+    assert dist.choose_device("auto", 1, 2, gpus=2) == (dist.torch.device("cuda", 1), None)
+    assert dist.choose_device("auto", 0, 1, gpus=0) == (cpu, None)
+    device, warning = dist.choose_device("auto", 1, 2, gpus=1)  # README command 1 on a 1-GPU machine
+    assert device == cpu and "2 ranks on this host but 1 GPU(s): running on the CPU with gloo" in warning
+    assert dist.choose_device("cpu", 0, 8, gpus=8) == (cpu, None)
+    assert dist.choose_device("cuda", 3, 4, gpus=4) == (dist.torch.device("cuda", 3), None)
+    with pytest.raises(UserError, match="device=cuda, but torch sees no usable GPU"):
+        dist.choose_device("cuda", 0, 1, gpus=0)
+    with pytest.raises(UserError, match="device=cuda with 2 ranks on this host but 1 GPU"):
+        dist.choose_device("cuda", 0, 2, gpus=1)
