@@ -5,7 +5,8 @@
 A case is SIZE:MODEL:HOSTSxRANKS[@RATE] (sizes and data from train_scale.py). One host runs
 train_scale's worker (the real engine, one thread per rank, ``--max-steps`` projected to an
 epoch, one full evaluation unless ``--skip-eval`` or size x60); two hosts run it on test
-hosts (network namespaces, ``tc`` at RATE; needs root), as benchmarks/multihost.py does.
+hosts (network namespaces, ``tc`` at RATE; needs root), as benchmarks/multihost.py does; the
+prediction then counts every rank as sharing this machine's cores and memory bandwidth.
 ``--calibrate`` measures the machine first (tools/plan.py --calibrate), in the same run; else
 ``--machine FILE``. One JSON line per case: predicted and measured peak RSS (the larger rank)
 and s/epoch, with their ratio; the summary counts the cases within 20% (memory) and 30% (time).
@@ -77,7 +78,8 @@ def main() -> None:
         workload = Workload(**counts(folder), model=model, feature_widths=FEATURES if model == "freedom" else (),
                             evaluate=with_eval)
         gbit = float(rate.removesuffix("gbit")) if rate else 10.0
-        predicted = plan(workload, Layout(hosts, ranks, link_gbit=gbit), machine)
+        # the test hosts share this machine: its cores and memory bandwidth serve every rank
+        predicted = plan(workload, Layout(hosts, ranks, link_gbit=gbit, procs_per_machine=hosts * ranks), machine)
         measured = measure(folder, model, hosts, ranks, rate or None, MAX_STEPS[size], with_eval, 29900 + n)
         rss, pred_rss = max(measured["peak_rss_mb"]), predicted["memory_mb"]["peak"]
         row = {"bench": "plan_check", "case": case, "with_eval": with_eval,

@@ -79,10 +79,15 @@ class Layout:
     ranks_per_host: int = 1
     link_gbit: float = 10.0  # between hosts, per host
     link_latency_us: float = 50.0  # one way, between hosts
+    procs_per_machine: int = 0  # ranks sharing one machine's cores and memory (0: a host's; test hosts: all)
 
     @property
     def world(self) -> int:
         return self.hosts * self.ranks_per_host
+
+    @property
+    def sharing(self) -> int:
+        return self.procs_per_machine or self.ranks_per_host
 
 
 @dataclass
@@ -160,7 +165,7 @@ def memory(w: Workload, layout: Layout, machine: Machine) -> dict[str, float]:
 # -- time ----------------------------------------------------------------------------------
 
 SPMM_COLUMNS = (16, 32, 64)
-OPERAND_MB = (1, 4, 16, 64)  # dense operands from in-cache to far beyond any cache
+OPERAND_MB = (1, 4, 16, 64, 256)  # dense operands from in-cache to far beyond any cache (and the TLB's reach)
 
 
 def _interp_log2(points: list[tuple[float, float]], x: float) -> float:
@@ -200,7 +205,7 @@ def collectives(w: Workload, P: int) -> list[tuple[int, float]]:
 
 def step_seconds(w: Workload, layout: Layout, machine: Machine) -> dict[str, float]:
     """Seconds of one training step on one rank: compute, and communication."""
-    r = machine.rate(layout.ranks_per_host)
+    r = machine.rate(layout.sharing)
     P, U, I, B = layout.world, w.users, w.items, w.batch
     c = _cols(w.dim, P)
     by_items, by_users = _spmm_rate(r, "zipf", c, 4 * I * c), _spmm_rate(r, "uniform", c, 4 * U * c)
@@ -238,7 +243,7 @@ def epoch_seconds(w: Workload, layout: Layout, machine: Machine) -> dict[str, fl
     step = step_seconds(w, layout, machine)
     per_epoch = 0.0
     if w.model == "freedom":  # the epoch's degree-sensitive pruning and its graph
-        per_epoch = machine.rate(layout.ranks_per_host)["prune"] * w.interactions
+        per_epoch = machine.rate(layout.sharing)["prune"] * w.interactions
     compute = w.steps * step["compute"] + per_epoch
     comm = w.steps * step["comm"]
     return {"compute": compute, "comm": comm, "total": compute + comm, "steps": w.steps,
@@ -256,7 +261,7 @@ def plan(w: Workload, layout: Layout, machine: Machine) -> dict:
 
 # -- calibration ---------------------------------------------------------------------------
 
-def _timed(fn, min_s: float = 0.3, repeat: int = 3) -> float:
+def _timed_alone(fn, min_s: float = 0.3, repeat: int = 3) -> float:
     """Median seconds of one call of ``fn`` (each estimate over at least ``min_s``)."""
     fn()
     estimates = []
@@ -269,13 +274,19 @@ def _timed(fn, min_s: float = 0.3, repeat: int = 3) -> float:
     return statistics.median(estimates)
 
 
-def kernel_rates(threads: int) -> dict[str, float]:
-    """Seconds per unit of each kernel the step model counts, measured in this process at
-    sizes beyond the caches (x10-like tables), as the engine calls them."""
+def kernel_rates(threads: int, sync=lambda: None) -> dict[str, float]:
+    """Seconds per unit of each kernel the step model counts, measured in this process as the
+    engine calls them, from in-cache to far-beyond-cache sizes. ``sync`` runs before each
+    measurement: with several processes, a barrier, so that they share the memory bandwidth
+    while they measure, as ranks do."""
     import torch
     from torch.optim.adam import adam
 
     from cliper_dist.model.graph import BipartiteGraph, csr_from_pairs, degree_sensitive_prune
+
+    def _timed(fn, min_s: float = 0.3, repeat: int = 3) -> float:
+        sync()
+        return _timed_alone(fn, min_s, repeat)
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -301,7 +312,7 @@ def kernel_rates(threads: int) -> dict[str, float]:
         rates[f"copy_{mb}"] = _timed(lambda: b.copy_(a), min_s=0.2) / a.numel()
     users, items = 200_000, 70_000
     keys = np.unique(rng.integers(users, size=1_200_000) * items + rng.integers(items, size=1_200_000))
-    p, g = torch.randn(5_000_000), torch.randn(5_000_000)
+    p, g = torch.randn(40_000_000), torch.randn(40_000_000)  # FREEDOM's feature tables step 10^8 elements
     m, v, step = torch.zeros_like(p), torch.zeros_like(p), torch.zeros(())
 
     def adam_step():
@@ -318,7 +329,6 @@ def kernel_rates(threads: int) -> dict[str, float]:
     user, item = keys // items, keys % items
     rates["prune"] = _timed(lambda: BipartiteGraph.from_edges(*degree_sensitive_prune(
         user, item, users, items, 0.2, np.random.default_rng(1)), users, items), min_s=0.5, repeat=1) / len(keys)
-    rates.update(_engine_rates(threads))
     return rates
 
 
@@ -354,7 +364,7 @@ def _engine_rates(threads: int) -> dict[str, float]:
             batches = [Batch(*(torch.from_numpy(a) for a in arrays)) for arrays in
                        epoch_batches(engine.data, engine.train_keys, 0, cfg.seed, cfg.batch_size)][:20]
             it = iter(range(10**9))
-            out[f"step_{model}"] = _timed(lambda: engine.step(graph, batches[next(it) % len(batches)]))
+            out[f"step_{model}"] = _timed_alone(lambda: engine.step(graph, batches[next(it) % len(batches)]))
         # sampling at a scale where its searches leave the caches (x10-like)
         n_users, n_items = 200_000, 70_000
         u = np.repeat(np.arange(n_users), 6)
@@ -365,7 +375,7 @@ def _engine_rates(threads: int) -> dict[str, float]:
         data = load_rec_data(str(folder))
         train_keys = data.train_keys()
         batches = epoch_batches(data, train_keys, 0, 0, 2048)
-        out["sample"] = _timed(lambda: next(batches), repeat=1) / 2048
+        out["sample"] = _timed_alone(lambda: next(batches), repeat=1) / 2048
     return out
 
 
@@ -414,29 +424,45 @@ def _collectives_worker() -> None:
         print(json.dumps(rates), flush=True)
 
 
+def _python(*args: str, threads: int, ranks: int = 1) -> str:
+    """Run ``python -m cliper_dist.capacity ARGS`` (under torchrun with ``ranks`` > 1); its last line."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else []
+    out = subprocess.run([sys.executable, *launcher, "-m", "cliper_dist.capacity", *args], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                                         "OMP_NUM_THREADS": str(threads)})
+    if out.returncode:
+        raise RuntimeError(f"calibration step {args[0]} failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _kernels_worker(threads: int) -> None:
+    """Every rank measures the kernels in step (a barrier before each); rank 0 prints the means."""
+    from cliper_dist import dist
+
+    dist.init(device="cpu")
+    rates = kernel_rates(threads, sync=dist.barrier)
+    everyone = dist.all_gather_object(rates)
+    if dist.world_info_from_env()[0] == 0:
+        print(json.dumps({k: statistics.mean(r[k] for r in everyone) for k in rates}), flush=True)
+
+
 def calibrate(ranks_per_host: tuple[int, ...] = (1, 2), threads: int = 1) -> Machine:
-    """Measure the machine: each kernel rate with R processes running it at once, for each R."""
-    rates = {}
-    for R in ranks_per_host:
-        procs = [subprocess.Popen([sys.executable, "-m", "cliper_dist.capacity", "--_kernels", str(threads)],
-                                  stdout=subprocess.PIPE, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-                                       "OMP_NUM_THREADS": str(threads)}) for _ in range(R)]
-        results = []
-        for proc in procs:
-            out, _ = proc.communicate()
-            if proc.returncode:
-                raise RuntimeError("kernel calibration failed")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        rates[str(R)] = {k: statistics.mean(r[k] for r in results) for k in results[0]}
+    """Measure the machine: each kernel rate with R processes measuring it at once, for each R;
+    the engine's per-op overhead and the batch sampling once, alone; a rank's runtime memory;
+    loopback collectives."""
+    engine = json.loads(_python("--_engine", str(threads), threads=threads))
+    rates = {str(R): {**json.loads(_python("--_kernels", str(threads), threads=threads, ranks=R)), **engine}
+             for R in ranks_per_host}
     return Machine(runtime_mb=_runtime_rss_mb(), rates=rates, loopback=_collective_rates(), threads=threads,
                    measured=time.strftime("%Y-%m-%d %H:%M"))
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--_kernels":
-        print(json.dumps(kernel_rates(int(sys.argv[2]))), flush=True)
-    elif sys.argv[1] == "--_collectives":
-        from cliper_dist import dist as _dist
+    from cliper_dist import dist as _dist
 
+    if sys.argv[1] == "--_kernels":
+        _dist.run_main(lambda: _kernels_worker(int(sys.argv[2])))
+    elif sys.argv[1] == "--_engine":
+        print(json.dumps(_engine_rates(int(sys.argv[2]))), flush=True)
+    elif sys.argv[1] == "--_collectives":
         _dist.run_main(_collectives_worker)

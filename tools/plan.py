@@ -79,6 +79,9 @@ def main() -> int:
     parser.add_argument("--layout", default="1x1", help="HOSTSxRANKS")
     parser.add_argument("--link-gbit", type=float, default=10.0)
     parser.add_argument("--latency-us", type=float, default=50.0)
+    parser.add_argument("--procs-per-machine", type=int, default=0,
+                        help="ranks that share one machine's cores and memory (default: a host's ranks; test hosts "
+                             "that are network namespaces of one machine: all ranks)")
     parser.add_argument("--no-eval", action="store_true", help="the peak without an evaluation")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args()
@@ -98,7 +101,8 @@ def main() -> int:
     workload = Workload(**counts, model=args.model, dim=args.dim, batch=args.batch, feature_widths=widths,
                         evaluate=not args.no_eval)
     hosts, ranks = parse_layout(args.layout)
-    result = plan(workload, Layout(hosts, ranks, args.link_gbit, args.latency_us), Machine.load(args.machine))
+    layout = Layout(hosts, ranks, args.link_gbit, args.latency_us, args.procs_per_machine)
+    result = plan(workload, layout, Machine.load(args.machine))
     print(json.dumps(result) if args.json else report(result), flush=True)
     return 0
 
