@@ -10,7 +10,8 @@ catalogs are), MMRec's per-user 80/10/10 split. Sizes: ``baby`` (19k users, 7k i
 Each layout RANKSxTHREADS runs in its own torchrun: the real engine (``build_engine``,
 ``Engine.train_epoch``, ``evaluate``) with LightGCN (or ``--model freedom`` on random
 features), one epoch, then one full evaluation. ``--max-steps N`` times N steps and
-projects the epoch from them (labelled ``projected``), and ``--skip-eval`` leaves out the
+projects the epoch from them (labelled ``projected``: the epoch's graph and first step
+once, the other N - 1 steps scaled to the epoch's), and ``--skip-eval`` leaves out the
 evaluation: on 2 cores an x60 epoch of full-graph propagation takes hours, and so does
 scoring 1M users against 300k items. One JSON line per layout; the ratios compare layouts
 measured in the same run (``speedup_vs_1x1``: same model, 1 rank x 1 thread).
@@ -137,13 +138,14 @@ def run_job(folder: Path, features: Path, ranks: int, threads: int, work: Path, 
             "knn_recall_log": recall}
 
 
-def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_eval: bool) -> None:
+def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_eval: bool, knn: str = "exact") -> None:
     """One layout, on every rank of a torchrun: build, one epoch (or max_steps), one evaluation."""
     import torch
 
     from cliper_dist import dist
     from cliper_dist.model.base import Batch
-    from cliper_dist.model.registry import model_config as ModelConfig  # the named model's config
+    from cliper_dist.model.registry import model_config
+    from cliper_dist.parallel.comm import STATS
     from cliper_dist.parallel.optim import OptimConfig
     from cliper_dist.data.batches import epoch_batches
     from cliper_dist.train.evaluate import evaluate
@@ -151,43 +153,71 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
 
     info = dist.init(device="cpu")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    cfg = TrainConfig(data=folder, out="", model=ModelConfig(name=model, embedding_dim=dim),
+    keys = {"knn": knn} if knn != "exact" else {}  # exact: every model's default, and lightgcn has no knn
+    cfg = TrainConfig(data=folder, out="", model=model_config(model, embedding_dim=dim, **keys),
                       optim=OptimConfig(rows=rows))
     t0 = time.perf_counter()
     engine = build_engine(cfg, info)
     build_s = time.perf_counter() - t0
     dist.keep_freed_memory()  # as the train job does, after the build
     total_steps = -(-len(engine.data.train_user) // cfg.batch_size)
+    wire0 = wire_bytes()
+    STATS.reset()
     cpu0, t0 = time.process_time(), time.perf_counter()
     if max_steps:
+        # the epoch's graph and the first step (its one-time costs: buffers allocated and
+        # faulted in, FREEDOM's S^T) once, the other steps' time scaled to the epoch's steps
         graph = engine.model.train_graph(0)
+        first = None
         for step, arrays in enumerate(epoch_batches(engine.data, engine.train_keys, 0, cfg.seed, cfg.batch_size)):
             if step == max_steps:
                 break
             engine.step(graph, Batch(*(torch.from_numpy(a) for a in arrays)))
-        epoch_s = (time.perf_counter() - t0) * total_steps / min(max_steps, total_steps)
+            first = first or time.perf_counter()
+        timed = min(max_steps, total_steps)
+        epoch_s = first - t0 + (time.perf_counter() - first) * (total_steps - 1) / max(timed - 1, 1)
     else:
         engine.train_epoch(0)
         epoch_s = time.perf_counter() - t0
     train_cpu = time.process_time() - cpu0
+    steps_run = min(max_steps, total_steps) if max_steps else total_steps
+    comm = {"s_per_step": STATS.seconds / steps_run, "bytes_per_step": STATS.bytes_sent / steps_run,
+            "calls_per_step": STATS.calls / steps_run}
+    if wire0 is not None:
+        comm["wire_bytes_per_step"] = (wire_bytes() - wire0) / steps_run
     cpu0, t0 = time.process_time(), time.perf_counter()
     metrics = evaluate(engine.model, engine.data, engine.split, cfg.eval_batch_users) if with_eval else None
     eval_s, eval_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per_rank = dist.all_gather_object({"rss": round(rss, 1), "train_cpu": round(train_cpu, 1),
-                                       "eval_cpu": round(eval_cpu, 1)})
+                                       "eval_cpu": round(eval_cpu, 1), "comm": comm})
     if info.is_main:
         print(json.dumps({"s_per_epoch": round(epoch_s, 2), "projected": bool(max_steps) and max_steps < total_steps,
                           "steps": total_steps, "eval_s": round(eval_s, 2), "build_s": round(build_s, 2),
                           "peak_rss_mb": [r["rss"] for r in per_rank],
                           "train_cpu_s": [r["train_cpu"] for r in per_rank],
                           "eval_cpu_s": [r["eval_cpu"] for r in per_rank],
+                          "comm_s_per_step": [round(r["comm"]["s_per_step"], 5) for r in per_rank],
+                          "comm_bytes_per_step": [round(r["comm"]["bytes_per_step"]) for r in per_rank],
+                          "comm_calls_per_step": per_rank[0]["comm"]["calls_per_step"],
+                          **({"wire_bytes_per_step": [round(r["comm"]["wire_bytes_per_step"]) for r in per_rank]}
+                             if "wire_bytes_per_step" in comm else {}),
                           "valid_recall@20": metrics["valid"]["recall@20"] if metrics else None}), flush=True)
+
+
+def wire_bytes() -> int | None:
+    """Bytes this host has sent on the interface the ranks bind (GLOO_SOCKET_IFNAME), when set:
+    what crossed the link, the rendezvous store's traffic included."""
+    ifname = os.environ.get("GLOO_SOCKET_IFNAME")
+    if not ifname or ifname == "lo":
+        return None
+    return int(Path(f"/sys/class/net/{ifname}/statistics/tx_bytes").read_text())
 
 
 def run_layout(folder: Path, ranks: int, threads: int, args) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", __file__,
-           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows, str(int(not args.skip_eval))]
+           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows, str(int(not args.skip_eval)),
+           getattr(args, "knn", "exact")]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -203,6 +233,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--rows", choices=("all", "touched"), default="all", help="Adam row semantics")
     parser.add_argument("--max-steps", type=int, default=0, help="time this many steps and project the epoch")
+    parser.add_argument("--knn", choices=("exact", "hnsw"), default="exact", help="freedom: the item graph's search")
     parser.add_argument("--skip-eval", action="store_true", help="no evaluation (x60: hours of scoring on 2 cores)")
     parser.add_argument("--workdir", default=None, help="keeps the generated data between runs")
     parser.add_argument("--job", action="store_true", help="the whole FREEDOM train job on clustered 768-d features")
@@ -236,8 +267,9 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_worker":
         folder, model, dim, max_steps, rows, with_eval = sys.argv[2:8]
+        knn = sys.argv[8] if len(sys.argv) > 8 else "exact"
         from cliper_dist import dist
 
-        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows, with_eval == "1"))
+        dist.run_main(lambda: worker(folder, model, int(dim), int(max_steps), rows, with_eval == "1", knn))
     else:
         main()

@@ -7,10 +7,10 @@ hosts). nccl is used when CUDA is present, gloo otherwise. No rank waits forever
 - start-up: the ranks must meet within ``CLIPER_CONNECT_TIMEOUT``, and a multi-host world
   whose hostname resolves to a loopback address is refused before it tries (the trap that
   makes gloo listen where no other host can reach it);
-- a crashed peer: the next collective fails at once, and ``run_main`` reports it as one line
-  (``peer_failure``); a failed rank exits, which makes torchrun stop the others;
-- a silent peer (a host that lost power or network): ``watchdog.PeerWatch`` ends the rank
-  after ``CLIPER_PEER_TIMEOUT``; every collective also has ``CLIPER_COLLECTIVE_TIMEOUT``.
+- a crashed or silent peer: ``run_main`` reports a lost connection as one line, and
+  ``peers.PeerWatch`` ends a rank whose peer went silent after ``CLIPER_PEER_TIMEOUT``
+  (cliper_dist/peers.py); every collective also has ``CLIPER_COLLECTIVE_TIMEOUT``, and a
+  failed rank exits, which makes torchrun stop the others.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import datetime
 import json
 import logging
 import os
-import re
 import socket
-import uuid
 import sys
+import uuid
 import time
 import traceback
 from dataclasses import dataclass, fields
@@ -34,8 +33,8 @@ from typing import Any, Callable, TypeVar
 import torch
 import torch.distributed as dist
 
+from cliper_dist import peers
 from cliper_dist.errors import UserError, as_user_error, error_line
-from cliper_dist.watchdog import PeerWatch, exit_lost
 
 T = TypeVar("T")
 log = logging.getLogger("cliper_dist")
@@ -83,7 +82,7 @@ class Timeouts:
         return cls(**values)
 
 
-_watch: PeerWatch | None = None
+_watch: peers.PeerWatch | None = None
 
 
 def local_address() -> str:
@@ -94,18 +93,17 @@ def local_address() -> str:
 def init(device: str = "auto", collective_timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes (a private one-member group without torchrun).
 
-    device: "auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu" or "cuda".
+    device: "auto", "cpu" or "cuda" (``choose_device``).
     collective_timeout_s: this job's default for ``CLIPER_COLLECTIVE_TIMEOUT``.
     """
     global _watch
     rank, local_rank, world_size = world_info_from_env()
     timeouts = Timeouts.from_env(collective_timeout_s)
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    dev, warning = choose_device(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), gpus)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+        torch.cuda.set_device(dev)
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
         # A world of one still gets a (single-member) group, so torchrec and the collectives
@@ -113,6 +111,7 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
         store = dist.HashStore() if "MASTER_ADDR" not in os.environ else None
         if store is None:
             _refuse_unreachable_hostname(world_size)
+            _agree_on_backend(backend, rank, world_size, timeouts.connect_s)
         try:
             dist.init_process_group(
                 backend=backend,
@@ -122,14 +121,61 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
             )
         except (dist.DistError, RuntimeError) as e:
             raise UserError(f"rank {rank} could not connect to the other {world_size - 1} rank(s) within "
-                            f"{timeouts.connect_s:g} s (CLIPER_CONNECT_TIMEOUT): {_first_line(e)}; {_IFNAME_HINT}") \
+                            f"{timeouts.connect_s:g} s (CLIPER_CONNECT_TIMEOUT): {peers.first_line(e)}; {_IFNAME_HINT}") \
                 from None
         dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeouts.collective_s))
         if store is None and world_size > 1:
-            _watch = PeerWatch(rank, world_size, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+            _watch = peers.PeerWatch(rank, world_size, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                                timeouts.peer_s, on_lost=_peer_lost).start()
     setup_logging(rank, world_size)
+    if warning and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        log.warning("%s", warning)
     return DistInfo(rank, local_rank, world_size, dev, backend)
+
+
+def choose_device(requested: str, local_rank: int, local_ranks: int, gpus: int) -> tuple[torch.device, str | None]:
+    """This rank's device, and a warning when ``auto`` leaves GPUs unused.
+
+    nccl gives each rank a GPU of its own, and gloo cannot carry the collectives of CUDA
+    tensors, so a host runs on its GPUs only when it has one for each of its ``local_ranks``.
+    ``auto``: cuda:LOCAL_RANK then, else the CPU (with a warning where there are GPUs, but
+    too few). ``cuda``: the same, or one line saying why not. ``cpu``: the CPU.
+    """
+    if requested == "cpu":
+        return torch.device("cpu"), None
+    if gpus >= local_ranks:
+        return torch.device("cuda", local_rank), None
+    if requested == "cuda":
+        if gpus == 0:
+            raise UserError("device=cuda, but torch sees no usable GPU here (torch.cuda.is_available() is False: a "
+                            "CPU build of torch, or no driver); install the CUDA stack with CLIPER_TARGET=cuda "
+                            "bash scripts/install.sh, or set device=cpu")
+        raise UserError(f"device=cuda with {local_ranks} ranks on this host but {gpus} GPU(s): nccl puts each rank on "
+                        f"a GPU of its own; start at most {gpus} rank(s) per host (--nproc_per_node, "
+                        "NPROC_PER_NODE), or set device=cpu")
+    if gpus:
+        return torch.device("cpu"), (f"{local_ranks} ranks on this host but {gpus} GPU(s): running on the CPU "
+                                     f"with gloo (nccl puts each rank on a GPU of its own); start {gpus} rank(s) per "
+                                     "host to use the GPUs, or set device=cpu")
+    return torch.device("cpu"), None
+
+
+def _agree_on_backend(backend: str, rank: int, world_size: int, timeout_s: float) -> None:
+    """Refuse a world whose hosts chose different backends (a host with too few GPUs falls back
+    to gloo under device=auto): nccl and gloo ranks would meet and then wait on each other."""
+    if world_size == 1:
+        return
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          wait_for_workers=False, timeout=datetime.timedelta(seconds=timeout_s))
+    prefix = f"cliper/backend/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    store.set(f"{prefix}{rank}", f"{backend}\t{local_address()}")
+    keys = [f"{prefix}{r}" for r in range(world_size)]
+    store.wait(keys)
+    chosen = [v.decode().split("\t") for v in store.multi_get(keys)]
+    if len({b for b, _ in chosen}) > 1:
+        where = sorted({f"{b} on {host}" for b, host in chosen})
+        raise UserError(f"the hosts chose different backends ({', '.join(where)}): every host needs a GPU for each "
+                        "of its ranks for nccl; set device=cpu, or start as many ranks per host as it has GPUs")
 
 
 _IFNAME_HINT = ("across hosts, start every node with launch/multinode.sh (it binds the ranks to the interface "
@@ -153,75 +199,11 @@ def _refuse_unreachable_hostname(world_size: int) -> None:
                         f"{addr}, which the other hosts cannot reach; {_IFNAME_HINT}")
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(e).__name__
-    line = re.sub(r"^\[[^\]]*\.(cc|cpp|hpp):\d+\]\s*", "", lines[0])  # gloo's source location
-    return line.split(". This is typically caused")[0][:300]  # gloo's generic advice
-
-
-def peer_failure(e: BaseException) -> str | None:
-    """A collective that failed because a peer is gone, as one line; None for anything else."""
-    if not isinstance(e, (RuntimeError, dist.DistError)) or not dist.is_initialized():
-        return None
-    text = str(e)
-    rank = dist.get_rank()
-    if "Timed out waiting" in text or isinstance(e, dist.DistStoreError) and "timeout" in text:
-        return (f"rank {rank}: a collective waited longer than CLIPER_COLLECTIVE_TIMEOUT="
-                f"{Timeouts.from_env().collective_s:g} s for its peers ({_first_line(e)}): a rank stopped answering "
-                "(its host died, or it is stuck); rerun the same command to continue from what was saved")
-    lost = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
-            "Connection was likely closed", "Socket closed")
-    if any(marker in text for marker in lost):
-        where = re.search(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", text)
-        peer = f" at {where.group(1)}" if where else ""
-        return (f"rank {rank}: lost the connection to a peer{peer} during a collective ({_first_line(e)}): a rank "
-                "on that host died or the host went down; rerun the same command to continue from what was saved")
-    return None
-
-
 def _peer_lost(line: str) -> None:
     rank = world_info_from_env()[0]
     full = f"cliper-dist: error: rank {rank}: {line}"
     _tell_torchrun(full)
-    exit_lost(full)
-
-
-def _failure_key(what: str) -> str:
-    return f"cliper/failed/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{what}"
-
-
-def _store_call(call: Callable[[Any], T], default: T) -> T:
-    """``call(store)`` on the job's store; ``default`` without one, or when it is gone too."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return default
-    try:
-        return call(dist.distributed_c10d._get_default_store())
-    except Exception:  # noqa: BLE001 - the store may be gone with the failed peer
-        return default
-
-
-def _report_failure(line: str = "") -> None:
-    """Tell the other ranks, through the store and before this rank's sockets close, that
-    this rank failed and says why itself; rank 0 leaves its line and its host for them."""
-    def report(store) -> None:
-        store.add(_failure_key("count"), 1)
-        if dist.get_rank() == 0:
-            store.set(_failure_key("rank0"), f"{local_address()}\t{line}")
-
-    _store_call(report, None)
-
-
-def _failure_reported() -> bool:
-    return _store_call(lambda store: store.add(_failure_key("count"), 0) > 0, False)
-
-
-def _rank0_failure() -> tuple[str, str] | None:
-    """(host, line) of rank 0's failure, if it reported one."""
-    key = _failure_key("rank0")
-    said = _store_call(lambda store: store.get(key).decode() if store.check([key]) else None, None)
-    return None if said is None else tuple(said.split("\t", 1))
+    peers.exit_lost(full)
 
 
 def _spans_hosts() -> bool:
@@ -361,23 +343,23 @@ def run_main(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         code = 130
     except Exception as e:  # noqa: BLE001 - every failure ends here, as one line or a traceback
-        user, lost = as_user_error(e), peer_failure(e)
+        user, lost = as_user_error(e), peers.peer_failure(e, Timeouts.from_env().collective_s)
         if lost is not None:
             # A peer that failed on its own said why; the survivors stay quiet. A peer that
             # died said nothing: each survivor says which peer it lost, at once.
             code = 3
-            if not _failure_reported():
+            if not peers.failure_reported():
                 line = f"cliper-dist: error: {lost}"
                 print(line, file=sys.stderr, flush=True)
                 _tell_torchrun(line)
         elif user is None:
-            _report_failure()
+            peers.report_failure()
             tag = f"rank {rank}/{world_size}" if world_size > 1 else "cliper-dist"
             print(f"{tag}: failed\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             code = 1
         else:
             line = error_line(user)
-            _report_failure(line)
+            peers.report_failure(line, local_address())
             if rank == 0:
                 print(line, file=sys.stderr, flush=True)
                 if _spans_hosts():
@@ -390,7 +372,7 @@ def run_main(main: Callable[[], int | None]) -> None:
                 # when rank 0 fails; elsewhere the first rank of each host repeats rank 0's
                 # line. A rank says its own line only when rank 0 had nothing to say.
                 time.sleep(OTHER_RANK_ERROR_DELAY_S)
-                said = _rank0_failure()
+                said = peers.rank0_failure()
                 if said is None:
                     print(f"{line} (rank {rank})", file=sys.stderr, flush=True)
                 elif said[0] != local_address() and int(os.environ.get("LOCAL_RANK", 0)) == 0:

@@ -16,10 +16,16 @@ The third, ``sum_gradients``, is its "copy to" alone: a tensor already the same 
 rank (LATTICE's learned item graph) that each rank applies to its own columns, so that
 each rank's gradient of it is a partial sum.
 Collectives run on the tensors' own device (gloo on CPU, nccl on CUDA). With one rank
-every function returns its input.
+every function returns its input. ``STATS`` counts what each rank sends and how long it
+waits in these collectives (benchmarks and tools/plan.py's calibration read it).
 """
 
 from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -27,9 +33,42 @@ import torch.distributed as dist
 from cliper_dist.parallel.columns import ColumnSplit
 
 
+@dataclass
+class CommStats:
+    """This rank's collectives since the last ``reset``: calls, bytes it sent (as the standard
+    algorithms send them: ring all-reduce 2 (P-1)/P of the tensor, all-to-all what goes to
+    the other ranks, broadcast (P-1) copies from the root), and seconds spent in them
+    (waiting for the slowest rank included)."""
+
+    calls: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+    def reset(self) -> None:
+        self.calls, self.bytes_sent, self.seconds = 0, 0, 0.0
+
+
+STATS = CommStats()
+
+
+@contextmanager
+def _counted(bytes_sent: float) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    STATS.seconds += time.perf_counter() - start
+    STATS.calls += 1
+    STATS.bytes_sent += int(bytes_sent)
+
+
+def _nbytes(x: torch.Tensor) -> int:
+    return x.numel() * x.element_size()
+
+
 def _all_reduce(x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous().clone()
-    dist.all_reduce(x)
+    world = dist.get_world_size()
+    with _counted(2 * (world - 1) / world * _nbytes(x)):
+        dist.all_reduce(x)
     return x
 
 
@@ -58,8 +97,9 @@ def _reduce_scatter_columns(x: torch.Tensor, split: ColumnSplit) -> torch.Tensor
     send = torch.cat([flat[:, lo:hi].reshape(-1) for lo, hi in (split.bounds(width, q) for q in range(world))])
     mine = sizes[split.rank]
     recv = x.new_empty(world * n * mine)
-    dist.all_to_all_single(recv, send, output_split_sizes=[n * mine] * world,
-                           input_split_sizes=[n * s for s in sizes])
+    with _counted((n * width - n * mine) * x.element_size()):
+        dist.all_to_all_single(recv, send, output_split_sizes=[n * mine] * world,
+                               input_split_sizes=[n * s for s in sizes])
     return recv.view(world, n, mine).sum(0).view(*x.shape[:-1], mine)
 
 
@@ -68,8 +108,9 @@ def _all_columns(local: torch.Tensor, width: int, split: ColumnSplit) -> torch.T
     world, n = split.world_size, local.numel() // max(local.shape[-1], 1)
     sizes = split.sizes(width)
     recv = local.new_empty(n * width)
-    dist.all_to_all_single(recv, local.reshape(-1).repeat(world), output_split_sizes=[n * s for s in sizes],
-                           input_split_sizes=[local.numel()] * world)
+    with _counted((world - 1) * _nbytes(local)):
+        dist.all_to_all_single(recv, local.reshape(-1).repeat(world), output_split_sizes=[n * s for s in sizes],
+                               input_split_sizes=[local.numel()] * world)
     blocks = recv.split([n * s for s in sizes])
     return torch.cat([b.view(n, s) for b, s in zip(blocks, sizes)], dim=1).view(*local.shape[:-1], width)
 
@@ -122,7 +163,8 @@ def gather_columns(local: torch.Tensor, width: int, split: ColumnSplit) -> torch
         lo, hi = split.bounds(width, q)
         if q == split.rank:
             out[lo:hi].copy_(local.movedim(-1, 0))
-        dist.broadcast(out[lo:hi], src=q)
+        with _counted((split.world_size - 1) * _nbytes(out[lo:hi]) if q == split.rank else 0):
+            dist.broadcast(out[lo:hi], src=q)
     return out.movedim(0, -1)
 
 
@@ -140,7 +182,8 @@ def rows_to_owners(local: torch.Tensor, width: int, rows_of: list[torch.Tensor],
     send = local.index_select(0, torch.cat(rows_of)).reshape(-1)
     sizes = split.sizes(width)
     recv = local.new_empty(len(mine) * width)
-    dist.all_to_all_single(recv, send, output_split_sizes=[len(mine) * s for s in sizes],
-                           input_split_sizes=[len(rows) * local.shape[1] for rows in rows_of])
+    with _counted((send.numel() - len(mine) * local.shape[1]) * send.element_size()):
+        dist.all_to_all_single(recv, send, output_split_sizes=[len(mine) * s for s in sizes],
+                               input_split_sizes=[len(rows) * local.shape[1] for rows in rows_of])
     blocks = recv.split([len(mine) * s for s in sizes])
     return torch.cat([b.view(len(mine), s) for b, s in zip(blocks, sizes)], dim=1)

@@ -140,3 +140,15 @@ def test_a_host_that_goes_silent_ends_both_sides_within_their_bounds(cluster, de
     assert "has sent no heartbeat" in ended[0].out or "has not answered" in ended[0].out, ended[0].out
     assert "has not answered" in ended[1].out, ended[1].out
     assert max(e.seconds for e in ended) - (cut - min(n.started for n in nodes)) < 60
+
+
+def test_ranks_that_cannot_reach_each_other_end_in_one_line_within_the_connect_timeout(cluster, demo_dataset,
+                                                                                      tmp_path):
+    # every host binds its ranks to loopback: they meet at the store, then cannot connect
+    ended = cluster.run("train", [*TRAIN, "--data", demo_dataset, "--out", tmp_path / "run"],
+                        env={"SOCKET_IFNAME": "lo", "CLIPER_CONNECT_TIMEOUT": "10"}, timeout=120)
+    assert all(e.code != 0 for e in ended)
+    said = [line for e in ended for line in e.errors()]
+    assert said and all("could not connect to the other 1 rank(s) within 10 s" in line for line in said), said
+    assert "GLOO_SOCKET_IFNAME" in said[0] and all("Traceback" not in e.out for e in ended)
+    assert max(e.seconds for e in ended) < 60

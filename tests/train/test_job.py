@@ -140,7 +140,7 @@ def test_two_nodes_of_one_process(tmp_path):
                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RDZV_ID": f"t{port}",
                              "PYTHON": sys.executable}
         procs.append(subprocess.Popen(
-            ["bash", str(REPO / "launch/multinode.sh"), "--data", str(data), "--out", str(tmp_path / "run"),
+            ["bash", str(REPO / "launch/multinode.sh"), "train", "--data", str(data), "--out", str(tmp_path / "run"),
              "model.name=lightgcn", "epochs=2", *SMALL],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
     outs = []
