@@ -120,7 +120,7 @@ def run_job(folder: Path, features: Path, ranks: int, threads: int, work: Path, 
     out = work / f"job_{ranks}x{threads}_{int(time.time())}"
     scale = (args.batch / 2048) ** 0.5  # docs/train.md's large-batch rule: lr and reg_weight x sqrt(B / B0)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-           str(REPO / "launch/train.py"), "--config", str(REPO / "configs/train/baby_freedom.yaml"),
+           str(REPO / "launch/train.py"), "--config", str(REPO / "configs/train/freedom.yaml"),
            "--data", str(folder), "--features", str(features), "--out", str(out), "epochs=1",
            f"batch_size={args.batch}", f"eval_users={args.eval_users}", "checkpoint_every=0", "save_best=false",
            "resume=never", f"threads={threads}", "model.knn=hnsw", f"model.embedding_dim={args.dim}",

@@ -2,7 +2,7 @@
 # Any stage on several hosts: one torchrun agent per host, c10d rendezvous, settings from env vars.
 #
 #   node 0:  NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 NPROC_PER_NODE=2 launch/multinode.sh train \
-#                --config configs/train/baby_lightgcn.yaml --data DATA --out RUN_DIR
+#                --config configs/train/lightgcn.yaml --data DATA --out RUN_DIR
 #   node 1:  the same with NODE_RANK=1
 #
 # STAGE is convert, pretrain, encode, adapt or train; the arguments go to launch/STAGE.py. The
