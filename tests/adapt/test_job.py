@@ -70,6 +70,7 @@ def test_adapt_at_two_ranks_then_train_on_its_output(ranks, tmp_path):
         load_features(out, ITEMS)
 
 
+@pytest.mark.slow  # the default run resumes train, encode and convert
 def test_resume_continues_into_the_straight_run_and_refuses_a_changed_config(ranks, tmp_path):
     """2 epochs at 2 ranks, then 2 more at 1 (DCP reshards the ID columns and their Adam
     moments), equal to 4 epochs at 2 ranks straight."""

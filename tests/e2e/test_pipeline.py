@@ -31,7 +31,9 @@ def test_encode_launcher_two_ranks(demo_features, demo_dataset):
     assert sorted(r["rank"] for r in stats["ranks"]) == [0, 1] and sum(r["items"] for r in stats["ranks"]) == n
 
 
-@pytest.mark.parametrize("model_name", ["lightgcn", "freedom", "vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"])
+# every model at 2 ranks; the default run launches two (tests/model/test_parity.py checks all seven)
+@pytest.mark.parametrize("model_name", ["lightgcn", "freedom", *(pytest.param(m, marks=pytest.mark.slow) for m in
+                                                          ("vbpr", "slmrec", "lattice", "dualgnn", "mmgcn"))])
 def test_train_launcher_two_ranks(model_name, demo_features, demo_dataset, tmp_path):
     out = tmp_path / "run"
     # the demo's reg_weight where the model has one (demo.yaml holds only keys every model has)
@@ -52,6 +54,7 @@ def test_train_launcher_two_ranks(model_name, demo_features, demo_dataset, tmp_p
     assert final["test"]["recall@20"] > 1.3 * random_recall, (final["test"], random_recall)
 
 
+@pytest.mark.slow
 def test_bad_config_and_inputs_are_one_clear_line(demo_dataset, tmp_path):
     cases = [
         (["launch/train.py", "--data", demo_dataset, "--out", tmp_path / "r", "model.nmae=x"],

@@ -4,6 +4,8 @@ checkpoint. The two setup commands (install + demo, install + tests) are not pas
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import re
@@ -32,6 +34,7 @@ def test_readme_names_the_whole_pipeline():
         assert part in tools
 
 
+@pytest.mark.slow  # 2 minutes: the README's commands, each pasted
 def test_every_readme_command_works_when_pasted(tmp_path):
     for name in (".venv", "configs", "tools", "launch"):
         (tmp_path / name).symlink_to(REPO / name)

@@ -103,6 +103,7 @@ def test_a_wrong_image_directory_stops_convert(demo_raw, tmp_path, tiny_clip):
 
 # -- one line, never a traceback -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_wrong_directories_and_bad_checkpoints_are_one_line(demo_dataset, demo_features, tiny_clip, tmp_path):
     model, ckpt = tiny_clip
     truncated = tmp_path / "truncated.pt"

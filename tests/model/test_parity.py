@@ -209,7 +209,7 @@ def _close(a, b, what, relative: bool = False):
     assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
 
 
-@pytest.mark.parametrize("nproc", [1, 2, 3, 4])
+@pytest.mark.parametrize("nproc", [pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(3, marks=pytest.mark.slow), 4])
 def test_engine_matches_the_dense_equations(ranks, tmp_path, nproc):
     for name in CASES:
         make_case(tmp_path, name)

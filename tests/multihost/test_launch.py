@@ -1,7 +1,8 @@
 """Jobs across test hosts with their own network stacks, launched as a user would
 (launch/multinode.sh on every host, c10d rendezvous): the same results as one host, bounded
 failures with one line, a lost host survived and resumed exactly, torchrun's restarts.
-test_stages.py (slow) runs every stage at 2x1 and 2x2."""
+Together they take over 2 minutes, so the default run keeps the unreachable store (and
+the stage name) and marks the rest slow; test_stages.py (slow) runs every stage at 2x1 and 2x2."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def test_an_unreachable_store_or_a_missing_node_is_one_line_within_the_bound(clu
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_train_on_two_hosts_is_one_host_and_resumes_exactly_after_losing_a_host(cluster, demo_dataset, tmp_path,
                                                                                one_host_run):
     out = tmp_path / "run"
@@ -91,6 +93,7 @@ def test_train_on_two_hosts_is_one_host_and_resumes_exactly_after_losing_a_host(
                                                                  reference["best_epoch"])
 
 
+@pytest.mark.slow
 def test_torchrun_restarts_after_a_lost_rank_and_ends_as_an_uninterrupted_run(cluster, demo_dataset, tmp_path,
                                                                              one_host_run):
     out = tmp_path / "run"
@@ -103,6 +106,7 @@ def test_torchrun_restarts_after_a_lost_rank_and_ends_as_an_uninterrupted_run(cl
     assert metric_lines(out) == metric_lines(one_host_run)
 
 
+@pytest.mark.slow
 def test_encode_on_two_hosts_writes_the_bytes_of_one_host(cluster, demo_dataset, demo_features, tiny_clip, tmp_path):
     model, ckpt = tiny_clip
     out = tmp_path / "features"
@@ -114,6 +118,7 @@ def test_encode_on_two_hosts_writes_the_bytes_of_one_host(cluster, demo_dataset,
         assert (out / name).read_bytes() == (demo_features / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_an_out_the_hosts_do_not_share_is_refused_in_one_line(cluster, demo_dataset, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -125,6 +125,7 @@ def test_the_checkpoint_round_trips_through_encode(pretrained, demo_dataset, tin
     assert not np.allclose(stored[rows], before, atol=1e-3)
 
 
+@pytest.mark.slow  # the default run resumes train, encode and convert
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(pretrained, demo_dataset, tiny_clip, tmp_path,
                                                                        ranks):
     model, ckpt = tiny_clip

@@ -24,7 +24,8 @@ from tests.conftest import REPO, child_env, free_port, run_python, torchrun_cmd
 from tests.train._data import make_encode_dir, make_mmrec_folder
 
 TRAIN = "launch/train.py"
-SMALL = ["batch_size=64", "model.embedding_dim=8", "model.knn_k=4", "eval_batch_users=16"]
+SMALL_ID = ["batch_size=64", "model.embedding_dim=8", "eval_batch_users=16"]  # keys every model has
+SMALL = [*SMALL_ID, "model.knn_k=4"]  # FREEDOM's
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -109,6 +110,7 @@ def test_a_killed_run_resumes_into_the_uninterrupted_one(ranks, tmp_path):
         assert final[key] == whole[key]
 
 
+@pytest.mark.slow
 def test_a_run_resumes_at_another_world_size(ranks, tmp_path):
     """DCP reshards the column blocks: 2 ranks for 2 epochs, then 3 ranks for 2 more, equal
     (up to float summation order) to 1 rank for all 4."""
@@ -121,6 +123,7 @@ def test_a_run_resumes_at_another_world_size(ranks, tmp_path):
     _assert_same_training(tmp_path / "moved", tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_eight_oversubscribed_ranks_train_like_one(ranks, tmp_path):
     data = make_mmrec_folder(tmp_path / "data")
     common = ["--data", data, "model.name=freedom", "epochs=2", "checkpoint_every=0", "save_best=false", *SMALL]
@@ -141,7 +144,7 @@ def test_two_nodes_of_one_process(tmp_path):
                              "PYTHON": sys.executable}
         procs.append(subprocess.Popen(
             ["bash", str(REPO / "launch/multinode.sh"), "train", "--data", str(data), "--out", str(tmp_path / "run"),
-             "model.name=lightgcn", "epochs=2", *SMALL],
+             "model.name=lightgcn", "epochs=2", *SMALL_ID],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
     outs = []
     try:
