@@ -87,6 +87,7 @@ def test_a_changed_config_is_not_resumed(demo_dataset, trained_run):
     assert more.returncode == 0 and "resumed from" in more.stderr + more.stdout, more.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_wrong_image_directory_stops_convert(demo_raw, tmp_path, tiny_clip):
     args = [REPO / "tools" / "convert.py", "jsonl", "--catalog", demo_raw["catalog"], "--images", tmp_path / "typo",
             "--interactions", demo_raw["interactions"], "--shard-size", "50"]
@@ -181,6 +182,7 @@ def config_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+@pytest.mark.slow
 def test_help_lists_every_config_key():
     from cliper_dist.convert.job import ConvertConfig
     from cliper_dist.encode.job import EncodeConfig
