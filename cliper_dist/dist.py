@@ -23,8 +23,9 @@ import logging
 import os
 import socket
 import sys
-import uuid
+import threading
 import time
+import uuid
 import traceback
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -90,6 +91,15 @@ def local_address() -> str:
     return os.environ.get("CLIPER_LOCAL_ADDR") or socket.gethostname()
 
 
+CONNECT_GRACE_S = 2.0  # past CLIPER_CONNECT_TIMEOUT, for gloo's own, more specific, error
+
+
+def _exit_with_line(line: str) -> None:
+    """End this rank at once with one error line, from a thread: the main thread is blocked in C++."""
+    print(line, file=sys.stderr, flush=True)
+    os._exit(2)
+
+
 def init(device: str = "auto", collective_timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes (a private one-member group without torchrun).
 
@@ -112,6 +122,14 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
         if store is None:
             _refuse_unreachable_hostname(world_size)
             _agree_on_backend(backend, rank, world_size, timeouts.connect_s)
+        cannot_connect = (f"rank {rank} could not connect to the other {world_size - 1} rank(s) within "
+                          f"{timeouts.connect_s:g} s (CLIPER_CONNECT_TIMEOUT)")
+        # gloo honours the timeout on the side that connects; the side that waits for a peer's
+        # connection can wait far longer (a minute and more), so the bound is enforced here
+        deadline = threading.Timer(timeouts.connect_s + CONNECT_GRACE_S, _exit_with_line,
+                                   (f"cliper-dist: error: {cannot_connect}: no connection from them; {_IFNAME_HINT}",))
+        deadline.daemon = True
+        deadline.start()
         try:
             dist.init_process_group(
                 backend=backend,
@@ -120,9 +138,9 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
                 **({"store": store, "rank": rank, "world_size": world_size} if store is not None else {}),
             )
         except (dist.DistError, RuntimeError) as e:
-            raise UserError(f"rank {rank} could not connect to the other {world_size - 1} rank(s) within "
-                            f"{timeouts.connect_s:g} s (CLIPER_CONNECT_TIMEOUT): {peers.first_line(e)}; {_IFNAME_HINT}") \
-                from None
+            raise UserError(f"{cannot_connect}: {peers.first_line(e)}; {_IFNAME_HINT}") from None
+        finally:
+            deadline.cancel()
         dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeouts.collective_s))
         if store is None and world_size > 1:
             _watch = peers.PeerWatch(rank, world_size, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
