@@ -2,7 +2,8 @@
 and FREEDOM on adapted features, on the same split, averaged over seeds.
 
     python benchmarks/adapt_quality.py --data runs/demo/dataset --features runs/demo/features \
-        --train-config configs/train/demo.yaml [--seeds 0,1,2] [--adapt key=value ...]
+        --train-config configs/train/demo.yaml [--seeds 0,1,2] [--adapt key=value ...] [--train key=value ...] \
+        [--freedom model.knn_k=...]  # --train: keys every model has; --freedom: FREEDOM's own
 
 One JSON line per (seed, variant), then one per variant with the mean and standard deviation
 over seeds. Every job runs as a world of one through its launcher. ``--features`` may be an
@@ -42,7 +43,10 @@ def main() -> None:
     parser.add_argument("--train-config", required=True, help="train YAML (FREEDOM settings; LightGCN reuses it)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--adapt", nargs="*", default=[], help="adapt key=value overrides")
-    parser.add_argument("--train", nargs="*", default=[], help="train key=value overrides (every variant)")
+    parser.add_argument("--train", nargs="*", default=[], help="train key=value overrides (every variant: keys every "
+                        "model has)")
+    parser.add_argument("--freedom", nargs="*", default=[], help="train key=value overrides of FREEDOM's own keys "
+                        "(model.knn_k, ...): the two FREEDOM variants")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -55,8 +59,8 @@ def main() -> None:
         adapt_s = launch("adapt.py", ["--data", args.data, "--features", args.features, "--out", adapted,
                                       f"seed={seed}", f"threads={args.threads}", *args.adapt], args.threads)
         for variant, extra in (("lightgcn", ["model.name=lightgcn"]),
-                               ("freedom-raw", ["--features", args.features]),
-                               ("freedom-adapted", ["--features", adapted])):
+                               ("freedom-raw", ["--features", args.features, *args.freedom]),
+                               ("freedom-adapted", ["--features", adapted, *args.freedom])):
             out = work / f"{variant}-{seed}"
             seconds = launch("train.py", [*common, *extra, "--out", out], args.threads)
             final = json.loads((out / "final.json").read_text())

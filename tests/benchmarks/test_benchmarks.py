@@ -108,7 +108,7 @@ def test_adapt_quality_three_variants(tmp_path):
     result = run_python([REPO / "benchmarks/adapt_quality.py", "--data", data, "--features", data,
                          "--train-config", REPO / "configs/train/demo.yaml", "--seeds", "0",
                          "--adapt", "epochs=2", "batch_size=16", "model.dim=8", "model.id_dim=8",
-                         "--train", "epochs=2", "model.embedding_dim=8", "model.knn_k=3",
+                         "--train", "epochs=2", "model.embedding_dim=8", "--freedom", "model.knn_k=3",
                          "--threads", "1", "--workdir", tmp_path / "work"], timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     rows = _rows(result.stdout)
