@@ -29,17 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.train_scale import SIZES, make_folder  # noqa: E402
+from benchmarks.train_scale import SIZES, make_folder, worker_args  # noqa: E402
 from cliper_dist.multinode import NodeConfig, NodeNetwork, torchrun_argv, worker_env  # noqa: E402
 from cliper_dist.testing.hosts import TestHosts, unavailable_reason  # noqa: E402
 
 WORKER = REPO / "benchmarks" / "train_scale.py"
-
-
-def worker_args(folder: Path, model: str, args) -> list[str]:
-    with_eval = not getattr(args, "skip_eval", True)
-    return ["--_worker", str(folder), model, str(args.dim), str(args.max_steps), "all", str(int(with_eval)),
-            getattr(args, "knn", "exact")]
 
 
 def result_line(outputs: list[str], cmd: str) -> dict:

@@ -214,10 +214,15 @@ def wire_bytes() -> int | None:
     return int(Path(f"/sys/class/net/{ifname}/statistics/tx_bytes").read_text())
 
 
+def worker_args(folder: Path, model: str, args) -> list[str]:
+    """This script's ``--_worker`` arguments (run_layout's, and benchmarks/multihost.py's)."""
+    return ["--_worker", str(folder), model, str(args.dim), str(args.max_steps), getattr(args, "rows", "all"),
+            str(int(not getattr(args, "skip_eval", True))), getattr(args, "knn", "exact")]
+
+
 def run_layout(folder: Path, ranks: int, threads: int, args) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", __file__,
-           "--_worker", str(folder), args.model, str(args.dim), str(args.max_steps), args.rows, str(int(not args.skip_eval)),
-           getattr(args, "knn", "exact")]
+           *worker_args(folder, args.model, args)]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:

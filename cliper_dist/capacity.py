@@ -391,13 +391,7 @@ def _runtime_rss_mb() -> float:
 
 def _collective_rates() -> dict[str, float]:
     """Latency per message and bandwidth between two ranks of this host (gloo over loopback)."""
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "cliper_dist.capacity", "--_collectives"], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-                              "OMP_NUM_THREADS": "1"})
-    if out.returncode:
-        raise RuntimeError(f"collective calibration failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(_python("--_collectives", threads=1, ranks=2))
 
 
 def _collectives_worker() -> None:

@@ -94,12 +94,6 @@ def local_address() -> str:
 CONNECT_GRACE_S = 2.0  # past CLIPER_CONNECT_TIMEOUT, for gloo's own, more specific, error
 
 
-def _exit_with_line(line: str) -> None:
-    """End this rank at once with one error line, from a thread: the main thread is blocked in C++."""
-    print(line, file=sys.stderr, flush=True)
-    os._exit(2)
-
-
 def init(device: str = "auto", collective_timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes (a private one-member group without torchrun).
 
@@ -126,8 +120,8 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
                           f"{timeouts.connect_s:g} s (CLIPER_CONNECT_TIMEOUT)")
         # gloo honours the timeout on the side that connects; the side that waits for a peer's
         # connection can wait far longer (a minute and more), so the bound is enforced here
-        deadline = threading.Timer(timeouts.connect_s + CONNECT_GRACE_S, _exit_with_line,
-                                   (f"cliper-dist: error: {cannot_connect}: no connection from them; {_IFNAME_HINT}",))
+        deadline = threading.Timer(timeouts.connect_s + CONNECT_GRACE_S, peers.exit_with_line,
+                                   (f"cliper-dist: error: {cannot_connect}: no connection from them; {_IFNAME_HINT}", 2))
         deadline.daemon = True
         deadline.start()
         try:
@@ -221,7 +215,7 @@ def _peer_lost(line: str) -> None:
     rank = world_info_from_env()[0]
     full = f"cliper-dist: error: rank {rank}: {line}"
     _tell_torchrun(full)
-    peers.exit_lost(full)
+    peers.exit_with_line(full)
 
 
 def _spans_hosts() -> bool:

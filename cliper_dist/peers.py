@@ -120,9 +120,9 @@ class PeerWatch:
                 "its process or host died, or the network to it failed; this rank stops too")
 
 
-def exit_lost(line: str, code: int = 3) -> None:
+def exit_with_line(line: str, code: int = 3) -> None:
     """Print ``line`` and end this process at once (from any thread): the main thread may be
-    blocked in a collective that will never complete."""
+    blocked in C++, in a collective or a connect that will never complete."""
     print(line, file=sys.stderr, flush=True)
     os._exit(code)
 
