@@ -153,7 +153,7 @@ def worker(folder: str, model: str, dim: int, max_steps: int, rows: str, with_ev
 
     info = dist.init(device="cpu")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    keys = {"knn": knn} if knn != "exact" else {}  # exact: every model's default, and lightgcn has no knn
+    keys = {"knn": knn} if model == "freedom" else {}  # the search of FREEDOM's item graph; lightgcn has none
     cfg = TrainConfig(data=folder, out="", model=model_config(model, embedding_dim=dim, **keys),
                       optim=OptimConfig(rows=rows))
     t0 = time.perf_counter()
