@@ -97,12 +97,17 @@ CONNECT_GRACE_S = 2.0  # past CLIPER_CONNECT_TIMEOUT, for gloo's own, more speci
 def init(device: str = "auto", collective_timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes (a private one-member group without torchrun).
 
-    device: "auto", "cpu" or "cuda" (``choose_device``).
+    device: "auto", "cpu" or "cuda" (``choose_device``); "auto" defers to ``CLIPER_DEVICE``
+    where it is set (the test suite pins cpu with it, so a GPU host runs the CPU tests on the CPU).
     collective_timeout_s: this job's default for ``CLIPER_COLLECTIVE_TIMEOUT``.
     """
     global _watch
     rank, local_rank, world_size = world_info_from_env()
     timeouts = Timeouts.from_env(collective_timeout_s)
+    if device == "auto":
+        device = os.environ.get("CLIPER_DEVICE") or "auto"
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"CLIPER_DEVICE must be auto, cpu or cuda; got {device!r}")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     dev, warning = choose_device(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), gpus)
     use_cuda = dev.type == "cuda"

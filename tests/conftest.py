@@ -16,6 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_rank_worker.py")
+# Jobs and helpers that say device=auto run on the CPU here and in every child process, also on
+# a GPU host: their inputs and references are CPU tensors. tests/e2e/test_gpu.py asks for cuda.
+os.environ.setdefault("CLIPER_DEVICE", "cpu")
 
 
 def free_port() -> int:

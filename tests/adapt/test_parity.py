@@ -41,7 +41,7 @@ def adapt_steps(data_dir: str) -> dict:
     cfg = AdaptConfig(data=data_dir, out="", seed=SEED, batch_size=BATCH, pairs_per_step=PAIRS,
                       model=AdaptModelConfig(**MODEL), optim=OptimConfig(lr=LR, eps=EPS))
     data, features = load_inputs(cfg)
-    adapter = Adapter(cfg, data, features, dist.init())
+    adapter = Adapter(cfg, data, features, dist.init(device="cpu"))  # against CPU references
 
     def full(of=lambda p: p.detach()):
         """``of(p)`` for every parameter, whole: column blocks gathered from every rank."""

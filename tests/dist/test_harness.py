@@ -14,7 +14,7 @@ from tests.conftest import WORKER, run_with_timeout, torchrun_cmd
 
 
 def gather_ranks(tag: str):
-    info = dist.init()
+    info = dist.init(device="cpu")  # a CPU tensor all-reduced: gloo on a GPU host too
     t = torch.tensor([info.rank + 1.0])
     torch_dist.all_reduce(t)
     return {"tag": tag, "rank": info.rank, "world": info.world_size, "backend": info.backend,
@@ -33,7 +33,7 @@ def test_every_rank_runs_and_talks(ranks):
 
 
 def fail_on_rank_one():
-    info = dist.init(collective_timeout_s=300)
+    info = dist.init(device="cpu", collective_timeout_s=300)
     if info.rank == 1:
         raise RuntimeError("rank one broke")
     torch_dist.barrier()  # rank 0 would wait here forever (300 s) if nobody stopped it
@@ -41,12 +41,12 @@ def fail_on_rank_one():
 
 
 def user_error_everywhere():
-    dist.init()
+    dist.init(device="cpu")
     raise UserError("the config names a file that is not there")
 
 
 def user_error_on_rank_one():
-    info = dist.init(collective_timeout_s=300)
+    info = dist.init(device="cpu", collective_timeout_s=300)
     if info.rank == 1:
         raise UserError("shard 7 has a bad image")
     torch_dist.barrier()

@@ -104,3 +104,22 @@ def test_ranks_and_gpus_agree_or_the_job_says_why():
         dist.choose_device("cuda", 0, 1, gpus=0)
     with pytest.raises(UserError, match="device=cuda with 2 ranks on this host but 1 GPU"):
         dist.choose_device("cuda", 0, 2, gpus=1)
+
+
+def test_init_applies_the_rule_to_the_gpus_torch_reports(monkeypatch):
+    """dist.init on a faked GPU count: refused in one line before any process group exists."""
+    monkeypatch.setattr(dist.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dist.torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=r"device=cuda with 2 ranks on this host but 1 GPU\(s\)"):
+        dist.init("cuda")
+    monkeypatch.setenv("CLIPER_DEVICE", "cuda")  # what device=auto defers to
+    with pytest.raises(UserError, match="device=cuda with 2 ranks"):
+        dist.init("auto")
+    monkeypatch.setenv("CLIPER_DEVICE", "gpu")
+    with pytest.raises(UserError, match="CLIPER_DEVICE must be auto, cpu or cuda; got 'gpu'"):
+        dist.init("auto")
+    monkeypatch.setattr(dist.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="device=cuda, but torch sees no usable GPU"):
+        dist.init("cuda")
+    assert not dist.torch.distributed.is_initialized()

@@ -31,7 +31,7 @@ def recall(approx: torch.Tensor, exact: torch.Tensor) -> float:
 def neighbours_on_every_rank(search: str) -> list[list[int]]:
     """The job's way in: the features stream in blocks (here 700 rows, not a divisor of the
     items or of a rank's block)."""
-    info = dist.init()
+    info = dist.init(device="cpu")  # CPU features and a CPU result, on a GPU host too
     features = ItemVectors.of(clustered())
     graph = knn_graph_neighbours(dataclasses.replace(features, block=700), K, ColumnSplit(info.rank, info.world_size),
                                  KnnSearch(search, 16, 64))

@@ -115,7 +115,7 @@ def make_case(root: Path, name: str) -> None:
 def run_case(data_dir: str, feat_dir: str, case: Case) -> dict:
     """On every rank: the engine's full initial parameters, STEPS steps' losses, the full
     parameters after them, the gathered final embeddings and the distributed metrics."""
-    info = dist.init()
+    info = dist.init(device="cpu")  # compared with CPU references; tests/e2e/test_gpu.py covers CUDA
     cfg = TrainConfig(data=data_dir, features=feat_dir, out="", seed=SEED, batch_size=case.batch,
                       model=model_config(**case.model),
                       optim=OptimConfig(lr=LR, eps=case.eps, rows=case.rows, weight_decay=case.weight_decay))

@@ -17,7 +17,7 @@ from tests.train.test_metrics import brute_force
 
 
 def evaluate_sampled(data_dir: str) -> dict:
-    info = dist.init()
+    info = dist.init(device="cpu")  # .numpy() of the scores below; tests/e2e/test_gpu.py covers CUDA
     engine = build_engine(TrainConfig(data=data_dir, out="", seed=3, model=model_config("lightgcn")), info)
     data, split = engine.data, engine.split
     users, items = engine.model.embeddings()
