@@ -49,8 +49,9 @@ def test_encode_then_train_on_the_device(demo_dataset, demo_features, tiny_clip,
         "--data", demo_dataset, "--out", feats, "--model", model, "--pretrained", ckpt, f"device={DEVICE}",
         "workers=2", "batch_size=16"]), timeout=300))
     _agree(compare_arrays(feats, demo_features, ["image.npy", "text_views.npy"], cosine_min=BF16_COSINE_MIN))
-    for name, extra in (("lightgcn", []), ("freedom", ["optim.rows=touched"]), ("freedom", ["model.fusion=mlp"])):
-        out = tmp_path / f"run_{name}_{len(extra)}"
+    for i, (name, extra) in enumerate((("lightgcn", []), ("freedom", ["optim.rows=touched"]),
+                                       ("freedom", ["model.fusion=mlp"]))):
+        out = tmp_path / f"run{i}_{name}"  # one --out per run (the two FREEDOM runs shared one, never run before)
         _ok(run_with_timeout(torchrun_cmd(NPROC, REPO / "launch" / "train.py", [
             "--config", REPO / "configs" / "train" / "demo.yaml", "--data", demo_dataset, "--features", feats,
             "--out", out, f"model.name={name}", "epochs=3", f"device={DEVICE}", *extra]), timeout=300))
