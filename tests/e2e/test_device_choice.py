@@ -14,4 +14,5 @@ def test_device_cuda_without_a_visible_gpu_is_one_line(demo_dataset, tmp_path, m
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("cliper-dist: error:")]
     assert len(lines) == 1 and lines[0].startswith("cliper-dist: error: device=cuda, but torch sees no usable GPU"), \
         result.stdout[-3000:]
-    assert "Traceback" not in result.stdout and not (tmp_path / "run").exists()
+    # torchrun's own failure summary follows the line; no frame of the project's code may appear
+    assert "cliper_dist/" not in result.stdout and not (tmp_path / "run").exists()
