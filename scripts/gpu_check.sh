@@ -13,6 +13,7 @@
 #   train_cpu    the same FREEDOM training on the CPU, and agreement: the two runs within the
 #                tolerances of cliper_dist/testing/devices.py
 #   gpu_tests    pytest -m gpu tests/e2e/test_gpu.py (CLIPER_TEST_DEVICE=cuda, or cpu with --cpu)
+# A demo step runs only when the one before it passed; the summary lists those not run.
 # Writes $OUT/gpu_check.log (every step's output) and $OUT/gpu_check.json (the summary); OUT defaults
 # to runs/gpu_check. Exit 0 when every step passed.
 #   GPU_CHECK_ITEMS (1000), GPU_CHECK_PRETRAIN_STEPS (300), GPU_CHECK_EPOCHS (10): the demo's size
@@ -91,7 +92,7 @@ step agreement 60 "$PY" -m cliper_dist.testing.devices train "$D/run-$MODE" "$D/
 XDIST=()
 [ "$MODE" = cuda ] && "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 4)   # CPU halves of the cases in parallel
 export CLIPER_TEST_DEVICE=$MODE
-step gpu_tests 330 "$PY" -m pytest -m gpu tests/e2e/test_gpu.py -q -p no:cacheprovider --junitxml="$WORK/junit.xml" "${XDIST[@]}" \
+step gpu_tests 400 "$PY" -m pytest -m gpu tests/e2e/test_gpu.py -q -p no:cacheprovider --junitxml="$WORK/junit.xml" "${XDIST[@]}" \
   ${GPU_CHECK_TESTS:+-k "$GPU_CHECK_TESTS"}
 
 "$PY" - "$MODE" "$WORK" "$D" "$OUT/gpu_check.json" "$START" <<'PY' >> "$LOG" 2>&1
@@ -104,8 +105,11 @@ steps = []
 for line in (work / "steps.tsv").read_text().splitlines():
     name, rc, seconds = line.split("\t")
     steps.append({"step": name, "ok": rc == "0", "exit": int(rc), "seconds": round(float(seconds or 0), 1)})
+expected = (["wheels", "environment"] if mode == "cuda" else []) + [
+    "imports", "demo_catalog", "demo_convert", "demo_checkpoint", "demo_pretrain", "demo_encode", "demo_train",
+    "train_cpu", "agreement", "gpu_tests"]
 summary = {"mode": mode, "ok": bool(steps) and all(s["ok"] for s in steps), "total_s": round(time.time() - start, 1),
-           "steps": steps}
+           "steps": steps, "not_run": [n for n in expected if n not in {s["step"] for s in steps}]}  # after a failed one
 try:
     import torch
     summary["torch"] = torch.__version__
@@ -119,6 +123,8 @@ for name, path in (("encode", demo / "features" / "manifest.json"),):
         summary["encode_dtype"] = manifest.get("compute_dtype") or manifest.get("config", {}).get("precision")
     except (OSError, ValueError):
         pass
+if mode == "cuda" and summary.get("encode_dtype") != "bfloat16":  # precision=auto: bf16 autocast on CUDA
+    summary["ok"] = False
 for run in sorted(demo.glob("run-*")):
     try:
         final = json.loads((run / "final.json").read_text())

@@ -24,6 +24,7 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert [s["step"] for s in summary["steps"]] == ["imports", "demo_catalog", "demo_convert", "demo_checkpoint",
                                                      "demo_pretrain", "demo_encode", "demo_train", "train_cpu",
                                                      "agreement", "gpu_tests"]
+    assert summary["not_run"] == []
     assert summary["agreement"]["agree"] and summary["agreement"]["max_loss_rel"] == 0.0
     assert summary["gpu_tests"]["passed"] == 3 and summary["gpu_tests"]["failed"] == 0
     assert summary["encode_dtype"] == "float32"
