@@ -53,7 +53,7 @@ if [ "$TARGET" = cpu ]; then
 else
   # Remove the CPU stack this replaces. Uninstalling fbgemm-gpu-cpu after fbgemm-gpu would
   # delete files of both (one folder), hence first, and fbgemm-gpu is then reinstalled whole.
-  installed=$([ "$PLAN" = 1 ] || "$VENV/bin/python" -m pip list 2>/dev/null)
+  installed=$([ "$PLAN" = 1 ] || "$VENV/bin/python" -m pip list 2>/dev/null || true)
   if [ "$PLAN" = 1 ] || grep -qiE '^fbgemm[-_]gpu[-_]cpu ' <<<"$installed"; then
     pip uninstall -y fbgemm-gpu-cpu
     reinstall=--force-reinstall   # fbgemm-gpu's files in the shared folder went with it
