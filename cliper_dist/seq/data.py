@@ -1,0 +1,127 @@
+"""Users' item sequences in time order, the leave-one-out split, and the training batches.
+
+Leave-one-out by time: a user's last item is the test target, the one before the valid target,
+the rest trains. Every rank builds the same batches: a seeded permutation per epoch of the users
+with at least two training items, cut into global batches; rank r takes its contiguous share,
+and negatives are drawn for the whole global batch from (seed, epoch, step) before slicing, so
+the batches and negatives are the same at any world size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Sequences:
+    """Per-user training items in time order (``items[indptr[u]:indptr[u+1]]``) and the held-out
+    valid/test targets (-1: none)."""
+
+    num_items: int
+    indptr: np.ndarray
+    items: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    @classmethod
+    def leave_one_out(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> "Sequences":
+        """From interactions already in time order (ties keep the input order)."""
+        order = np.argsort(user, kind="stable")
+        user, item = user[order], item[order]
+        counts = np.bincount(user, minlength=num_users)
+        ends = np.cumsum(counts)
+        valid, test = np.full(num_users, -1), np.full(num_users, -1)
+        has_test, has_valid = counts >= 1, counts >= 2
+        test[has_test] = item[ends[has_test] - 1]
+        valid[has_valid] = item[ends[has_valid] - 2]
+        held = np.minimum(counts, 2)
+        keep = np.ones(len(item), dtype=bool)
+        keep[ends[has_test] - 1] = False
+        keep[ends[has_valid] - 2] = False
+        indptr = np.concatenate([[0], np.cumsum(counts - held)])
+        return cls(num_items, indptr, item[keep].astype(np.int64), valid, test)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def row(self, u: int) -> np.ndarray:
+        return self.items[self.indptr[u]:self.indptr[u + 1]]
+
+    @cached_property
+    def trained_pairs(self) -> np.ndarray:
+        """Sorted user * num_items + item of every training interaction."""
+        user = np.repeat(np.arange(self.num_users), np.diff(self.indptr))
+        return np.sort(_pair_keys(user, self.items, self.num_items))
+
+    def history(self, with_valid: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, items) of what each user has seen before its valid (or test) target."""
+        if not with_valid:
+            return self.indptr, self.items
+        lengths = np.diff(self.indptr) + (self.valid >= 0)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        items = np.empty(indptr[-1], dtype=np.int64)
+        for u in range(self.num_users):
+            row = self.row(u)
+            items[indptr[u]:indptr[u] + len(row)] = row
+            if self.valid[u] >= 0:
+                items[indptr[u + 1] - 1] = self.valid[u]
+        return indptr, items
+
+
+@dataclass
+class Batch:
+    """One rank's share of a global batch: ``bags`` users (padding users have empty bags)."""
+
+    bags: int
+    inputs: torch.Tensor  # jagged input items, user-major, oldest first
+    targets: torch.Tensor  # the next item of each input position
+    negatives: torch.Tensor  # a sampled item per position
+    lengths: torch.Tensor  # positions per user
+    total: int  # positions in the global batch (the loss is a mean over them)
+
+
+def _pair_keys(user: np.ndarray, item: np.ndarray, num_items: int) -> np.ndarray:
+    return user.astype(np.int64) * num_items + item
+
+
+def sample_negatives(seqs: Sequences, users: np.ndarray, g: np.random.Generator) -> np.ndarray:
+    """An item per user in ``users`` that the user never trained on (uniform; resampled until so)."""
+    seen = seqs.trained_pairs
+    out = g.integers(0, seqs.num_items, len(users))
+    for _ in range(100):
+        bad = np.isin(_pair_keys(users, out, seqs.num_items), seen)
+        if not bad.any():
+            return out
+        out[bad] = g.integers(0, seqs.num_items, int(bad.sum()))
+    return out  # a user who trained on almost every item keeps a few positives as negatives
+
+
+def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, seed: int, rank: int,
+                  world_size: int):
+    """This rank's batches of one epoch (a generator); the global batch is ``batch_size`` users."""
+    lengths = np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
+    users = np.flatnonzero(lengths >= 1)
+    users = users[np.random.default_rng([seed, epoch]).permutation(len(users))]
+    per_rank = -(-batch_size // world_size)
+    for step, start in enumerate(range(0, len(users), batch_size)):
+        group = users[start:start + batch_size]
+        n = lengths[group]
+        position_user = np.repeat(group, n)
+        negatives = sample_negatives(seqs, position_user, np.random.default_rng([seed, epoch, step]))
+        lo, hi = min(rank * per_rank, len(group)), min((rank + 1) * per_rank, len(group))
+        first = int(n[:lo].sum())
+        mine = group[lo:hi]
+        windows = [seqs.row(u)[-(m + 1):] for u, m in zip(mine, n[lo:hi])]
+        empty = np.zeros(0, dtype=np.int64)
+        inputs = np.concatenate([w[:-1] for w in windows]) if windows else empty
+        targets = np.concatenate([w[1:] for w in windows]) if windows else empty
+        bag_lengths = np.zeros(per_rank, dtype=np.int64)
+        bag_lengths[:hi - lo] = n[lo:hi]
+        yield Batch(per_rank, torch.from_numpy(inputs), torch.from_numpy(targets),
+                    torch.from_numpy(negatives[first:first + len(inputs)]), torch.from_numpy(bag_lengths),
+                    int(n.sum()))

@@ -1,0 +1,81 @@
+"""SASRec's sequence encoder (Kang & McAuley, ICDM 2018): the dense, data-parallel part.
+
+Item embeddings (looked up elsewhere, scaled by sqrt(d)) plus learned positions, dropout, then
+``blocks`` pre-LayerNorm blocks of causal self-attention and a point-wise feed-forward net, each
+with a residual; padding positions are zeroed after every block, as in the paper, and a final
+LayerNorm. Sequences are left-padded to ``max_len``, so position L-1 is always the most recent
+item, and its output is the user's representation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MASKED = -1e9  # a finite "minus infinity": a query whose keys are all padding attends evenly, never NaN
+
+
+@dataclass
+class SASRecConfig:
+    max_len: int = 50  # L: the most recent items a user's representation reads
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.attn_norm, self.ffn_norm = nn.LayerNorm(dim, eps=1e-8), nn.LayerNorm(dim, eps=1e-8)
+        # no bias: a key bias cannot change the attention (softmax is shift-invariant), so its gradient is
+        # rounding noise that Adam would scale up to full steps; the LayerNorm's shift reaches q, k, v anyway
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, n, d)), self.dropout, self.training)
+        return x + F.dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
+
+
+class SASRec(nn.Module):
+    """(B, L, d) left-padded item embeddings and their (B, L) mask -> (B, L, d) outputs."""
+
+    def __init__(self, cfg: SASRecConfig, dim: int):
+        super().__init__()
+        if dim % cfg.heads:
+            raise ValueError(f"embedding_dim {dim} is not divisible by heads {cfg.heads}")
+        self.cfg, self.dim = cfg, dim
+        self.positions = nn.Embedding(cfg.max_len, dim)
+        self.blocks = nn.ModuleList(Block(dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
+        self.norm = nn.LayerNorm(dim, eps=1e-8)
+        causal = torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool).tril()
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, _ = items.shape
+        keep = mask.unsqueeze(-1).to(items.dtype)
+        x = items * math.sqrt(self.dim) + self.positions.weight[-n:]
+        x = F.dropout(x, self.cfg.dropout, self.training) * keep
+        allowed = self.causal[-n:, -n:] & mask[:, None, :]  # (B, L, L): earlier, real items only
+        attn_mask = torch.zeros(allowed.shape, dtype=items.dtype).masked_fill(~allowed, MASKED).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, attn_mask) * keep
+        return self.norm(x)
+
+
+def left_pad(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jagged rows (sum(lengths), d) -> (B, max_len, d) right-aligned, and its (B, max_len) mask."""
+    b = lengths.numel()
+    mask = torch.arange(max_len).expand(b, max_len) >= (max_len - lengths).unsqueeze(1)
+    out = values.new_zeros(b, max_len, values.shape[-1])
+    out[mask] = values
+    return out, mask

@@ -1,0 +1,128 @@
+"""The full softmax over a row-sharded item table, and full-ranking evaluation on it.
+
+Every rank holds its positions' outputs h (its users) and its rows E_r of the item table.
+The output layer is vocabulary-parallel, as Megatron-LM's cross-entropy: the positions are
+all-gathered, each rank scores them against its own rows only, and three all-reduces (the
+row maximum, the sum of exponentials, the target's logit) give each position's exact
+log-sum-exp. No rank holds more than ``block`` x (its rows) logits at once: the backward
+recomputes them block by block from the saved log-sum-exp. Memory per rank: the gathered
+positions plus one block of logits; compute per rank: 1 / world of the whole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Every rank's rows of ``x`` (n_r, ...) concatenated in rank order, and the n_r."""
+    if _world() == 1:
+        return x, [x.shape[0]]
+    counts = [torch.zeros(1, dtype=torch.long) for _ in range(_world())]
+    dist.all_gather(counts, torch.tensor([x.shape[0]]))
+    counts = [int(c) for c in counts]
+    padded = x.new_zeros(max(counts), *x.shape[1:])
+    padded[:x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]), counts
+
+
+def _reduce(x: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if _world() > 1:
+        dist.all_reduce(x, op=op)
+    return x
+
+
+def _own(counts: list[int]) -> slice:
+    rank = dist.get_rank() if _world() > 1 else 0
+    start = sum(counts[:rank])
+    return slice(start, start + counts[rank])
+
+
+class _ShardedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, rows, targets, total, lo, block):
+        hs, counts = gather_rows(h.detach())
+        ts, _ = gather_rows(targets)
+        n, local = hs.shape[0], rows.shape[0]
+        row_max, sum_exp, target_logit = (hs.new_full((n,), -torch.inf), hs.new_zeros(n), hs.new_zeros(n))
+        mine = (ts >= lo) & (ts < lo + local)
+        for s in range(0, n, block):
+            z = hs[s:s + block] @ rows.T
+            if local:
+                row_max[s:s + block] = z.max(1).values
+                sum_exp[s:s + block] = (z - row_max[s:s + block, None]).exp().sum(1)
+            m = mine[s:s + block]
+            target_logit[s:s + block][m] = z[m.nonzero().squeeze(1), ts[s:s + block][m] - lo]
+        global_max = _reduce(row_max.clone(), dist.ReduceOp.MAX)
+        sum_exp = _reduce(sum_exp * (row_max - global_max).exp())
+        lse = global_max + sum_exp.log()
+        target_logit = _reduce(target_logit)
+        own = _own(counts)
+        ctx.save_for_backward(hs, rows, ts, lse)
+        ctx.own, ctx.total, ctx.lo, ctx.block, ctx.counts = own, total, lo, block, counts
+        return (lse[own] - target_logit[own]).sum() / total
+
+    @staticmethod
+    def backward(ctx, grad):
+        hs, rows, ts, lse = ctx.saved_tensors
+        # each position's loss was counted on its owner: its gradient scale is that owner's
+        scales, _ = gather_rows(grad.detach().reshape(1))
+        per_rank = torch.repeat_interleave(scales, torch.tensor(ctx.counts)) / ctx.total
+        local = rows.shape[0]
+        d_rows, d_h = torch.zeros_like(rows), torch.zeros_like(hs)
+        mine = (ts >= ctx.lo) & (ts < ctx.lo + local)
+        for s in range(0, hs.shape[0], ctx.block):
+            hb = hs[s:s + ctx.block]
+            dz = (hb @ rows.T - lse[s:s + ctx.block, None]).exp()
+            m = mine[s:s + ctx.block]
+            dz[m.nonzero().squeeze(1), ts[s:s + ctx.block][m] - ctx.lo] -= 1.0
+            dz *= per_rank[s:s + ctx.block, None]
+            d_rows += dz.T @ hb
+            d_h[s:s + ctx.block] = dz @ rows
+        return _reduce(d_h)[ctx.own], d_rows, None, None, None, None
+
+
+def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, total: int, lo: int,
+                          block: int = 4096) -> torch.Tensor:
+    """This rank's share of the mean full-softmax cross-entropy over ``total`` positions
+    (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
+    their items, ``rows`` (I_r, d) this rank's rows of the table, which start at row ``lo``."""
+    return _ShardedCrossEntropy.apply(h, rows, targets, total, lo, block)
+
+
+@torch.no_grad()
+def target_ranks(h: torch.Tensor, users: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, lo: int,
+                 history: tuple[np.ndarray, np.ndarray], block: int = 256) -> torch.Tensor:
+    """Each of this rank's users' 0-based rank of its target among all items, its history
+    (``history`` = (indptr, items) over all users, on every rank) excluded, the target kept;
+    an item ranks above the target only with a strictly higher score."""
+    hs, counts = gather_rows(h)
+    us, _ = gather_rows(users)
+    ts, _ = gather_rows(targets)
+    indptr, items = history
+    local = rows.shape[0]
+    ranks = torch.zeros(hs.shape[0], dtype=torch.long)
+    for s in range(0, hs.shape[0], block):
+        scores = hs[s:s + block] @ rows.T
+        t = ts[s:s + block]
+        m = (t >= lo) & (t < lo + local)
+        target_score = torch.zeros(t.shape[0], dtype=scores.dtype)
+        target_score[m] = scores[m.nonzero().squeeze(1), t[m] - lo]
+        target_score = _reduce(target_score)
+        u = us[s:s + block].numpy()
+        starts, ends = indptr[u], indptr[u + 1]
+        lengths = ends - starts
+        row_of = np.repeat(np.arange(len(u)), lengths)
+        seen = items[np.arange(lengths.sum()) + np.repeat(starts - np.cumsum(lengths) + lengths, lengths)]
+        keep = (seen >= lo) & (seen < lo + local) & (seen != t.numpy()[row_of])
+        scores[torch.from_numpy(row_of[keep]), torch.from_numpy(seen[keep] - lo)] = -torch.inf
+        ranks[s:s + block] = (scores > target_score[:, None]).sum(1)
+    return _reduce(ranks)[_own(counts)]

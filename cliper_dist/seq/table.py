@@ -1,0 +1,122 @@
+"""The item table of the sequential task: a torchrec EmbeddingCollection sharded row-wise.
+
+Rank r owns the rows ``[lo, hi)`` torchrec's plan gives it. Every use of a row goes through the
+collection's forward with a ``KeyedJaggedTensor`` (torchrec all-to-alls the ids to their owners
+and the embeddings back), and the optimizer is fbgemm's, fused into the backward: a row is
+updated once per step from the sum of its gradients over every key and rank ("exact" optimizers
+merge duplicate ids). The keys share the one table:
+
+- ``seq``: each user's input items (jagged, one bag per user),
+- ``pos`` / ``neg``: the target and sampled negative of each position (BCE),
+- ``rows``: this rank's own rows, in order (the output layer of the full softmax). Row-wise
+  routing keeps them on this rank, so the lookup moves no row between ranks.
+
+Why fused: torchrec 1.8's ``dense`` kernel fails the row-wise sequence all-to-all on CPU (its
+output carries every id, not the owner's, and the split sizes do not match); fbgemm's CPU
+kernels (``fused``) work, with exact SGD, Adagrad and row-wise Adagrad (no Adam on CPU).
+
+Gradient division is off: torchrec's default divides the rows' gradients by the world size (to
+match DDP's averaging); here each rank's loss is its share of the global mean, so gradients add.
+
+Initialised from (seed, row block) independently of the world size: the same table at any number
+of ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+from torchrec.distributed.comm_ops import set_gradient_division
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.sharding_plan import construct_module_sharding_plan, row_wise
+from torchrec.distributed.types import ShardingPlan
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+KEYS = ("seq", "pos", "neg", "rows")
+TABLE = "item_id"
+INIT_BLOCK = 1 << 16  # rows drawn per generator seed: the table is the same at any world size
+
+Optimizer = Literal["sgd", "rowwise_adagrad", "adagrad"]
+FBGEMM_OPTIMIZERS = {"sgd": EmbOptimType.EXACT_SGD, "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+                     "adagrad": EmbOptimType.EXACT_ADAGRAD}
+
+
+@dataclass
+class TableOptim:
+    """fbgemm's fused optimizer of the item table (applied inside backward)."""
+
+    name: Optimizer = "rowwise_adagrad"
+    lr: float = 0.05
+    eps: float = 1e-8
+
+
+def init_rows(lo: int, hi: int, num_rows: int, dim: int, seed: int) -> torch.Tensor:
+    """Rows [lo, hi) of the table's initial values: Xavier-uniform over (num_rows, dim), drawn in
+    blocks of INIT_BLOCK rows from generators seeded by (seed, block)."""
+    bound = math.sqrt(6.0 / (num_rows + dim))
+    out = torch.empty(hi - lo, dim)
+    for block in range(lo // INIT_BLOCK, (hi - 1) // INIT_BLOCK + 1 if hi > lo else 0):
+        b_lo, b_hi = block * INIT_BLOCK, min((block + 1) * INIT_BLOCK, num_rows)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + block)
+        values = torch.empty(b_hi - b_lo, dim).uniform_(-bound, bound, generator=g)
+        s, e = max(lo, b_lo), min(hi, b_hi)
+        out[s - lo:e - lo] = values[s - b_lo:e - b_lo]
+    return out
+
+
+class ItemTable:
+    """``num_items`` x ``dim`` rows sharded row-wise over the world; ``lookup`` returns one
+    JaggedTensor per key."""
+
+    def __init__(self, num_items: int, dim: int, optim: TableOptim, seed: int, world_size: int,
+                 device: torch.device):
+        self.num_items, self.dim = num_items, dim
+        # torchrec divides the gradients its all-to-alls carry back by the world size (DDP's mean of
+        # per-rank means); each rank's loss here is its share of the global mean, so they must add up
+        set_gradient_division(False)
+        config = EmbeddingConfig(name=TABLE, num_embeddings=num_items, embedding_dim=dim, feature_names=list(KEYS))
+        collection = EmbeddingCollection(tables=[config], device=torch.device("meta"))
+        fused = {"optimizer": FBGEMM_OPTIMIZERS[optim.name], "learning_rate": optim.lr, "eps": optim.eps}
+        sharder = EmbeddingCollectionSharder(fused_params=fused)
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        module_plan = construct_module_sharding_plan(collection, {TABLE: row_wise(compute_kernel="fused")},
+                                                     sharder=sharder, local_size=local_size, world_size=world_size,
+                                                     device_type=device.type)
+        self.plan = ShardingPlan({"": module_plan})
+        self.module = DistributedModelParallel(collection, device=device, plan=self.plan, sharders=[sharder],
+                                               init_data_parallel=False)
+        shard = self.module.state_dict()[f"embeddings.{TABLE}.weight"].local_shards()[0]
+        self.lo = shard.metadata.shard_offsets[0]
+        self.hi = self.lo + shard.metadata.shard_sizes[0]
+        self.local = shard.tensor  # this rank's rows, in place (fbgemm's weights)
+        with torch.no_grad():
+            self.local.copy_(init_rows(self.lo, self.hi, num_items, dim, seed))
+
+    def lookup(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int) -> dict[str, JaggedTensor]:
+        """``ids[key] = (values, lengths)`` with ``batch`` bags per key (absent keys: empty bags)."""
+        empty = torch.zeros(batch, dtype=torch.long)
+        values = [ids[k][0] if k in ids else empty[:0] for k in KEYS]
+        lengths = [ids[k][1] if k in ids else empty for k in KEYS]
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(KEYS), values=torch.cat(values).long(),
+                                                  lengths=torch.cat(lengths).int())
+        return self.module(kjt)
+
+    def own_rows_ids(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``rows`` key: this rank's rows, all in the first bag."""
+        lengths = torch.zeros(batch, dtype=torch.long)
+        lengths[0] = self.hi - self.lo
+        return torch.arange(self.lo, self.hi), lengths
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def describe(self) -> str:
+        return (f"torchrec row_wise item table {self.num_items} x {self.dim} (fused {self.plan}); "
+                f"this rank holds rows [{self.lo}, {self.hi})")
