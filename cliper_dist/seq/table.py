@@ -113,10 +113,3 @@ class ItemTable:
         lengths = torch.zeros(batch, dtype=torch.long)
         lengths[0] = self.hi - self.lo
         return torch.arange(self.lo, self.hi), lengths
-
-    def state_dict(self) -> dict:
-        return self.module.state_dict()
-
-    def describe(self) -> str:
-        return (f"torchrec row_wise item table {self.num_items} x {self.dim} (fused {self.plan}); "
-                f"this rank holds rows [{self.lo}, {self.hi})")
