@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from cliper_dist import dirs, dist
+from cliper_dist.convert.accounting import describe
 from cliper_dist.convert.amazon import convert_amazon2014, convert_amazon2023
 from cliper_dist.convert.download import Downloader, DownloadOptions
 from cliper_dist.convert.jsonl import convert_jsonl
@@ -70,6 +71,7 @@ class ConvertConfig:
     strict: bool = False  # stop at the first bad input instead of counting it
     workers: int = 1  # processes re-encoding images, per rank (1: the rank itself)
     allow_missing_images: bool = False  # convert even when more than half of the named images are unavailable
+    keep_duplicates: bool = False  # keep exact repeats of an interaction as rows (default: merge them; counted either way)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
     def inputs(self) -> dict[str, str | None]:
@@ -94,7 +96,8 @@ class ConvertConfig:
         return WriterOptions(shard_size=self.shard_size, max_image_side=self.max_image_side,
                              jpeg_quality=self.jpeg_quality, split=self.split, split_seed=self.split_seed,
                              strict=self.strict, workers=self.workers,
-                             max_unavailable_images=1.0 if self.allow_missing_images else 0.5)
+                             max_unavailable_images=1.0 if self.allow_missing_images else 0.5,
+                             keep_duplicates=self.keep_duplicates)
 
 
 def run(cfg: ConvertConfig, rank: int = 0, world_size: int = 1) -> dict | None:
@@ -145,6 +148,12 @@ def summary(manifest: dict, out: str, kept: int, world_size: int, seconds: float
              + (f"; {kept}/{len(manifest['shards'])} shards kept from an earlier run" if kept else "")]
     if c["rejects"]:
         lines.append(f"convert: rejects (listed in {Path(out) / REJECTS}): {c['rejects']}")
+    lines += [f"convert: rows of {describe(name, t)}" for name, t in c.get("accounting", {}).items()]
+    if c.get("duplicate_interactions"):
+        kept = manifest["options"].get("keep_duplicates")
+        lines.append(f"convert: {c['duplicate_interactions']} exact duplicate interactions "
+                     + ("kept as rows (--keep-duplicates)" if kept else "merged into their first occurrence "
+                        "(--keep-duplicates keeps them)"))
     if c["image_urls_not_fetched"]:
         lines.append(f"convert: {c['image_urls_not_fetched']} image URLs recorded but not fetched "
                      "(pass --download, or download.enabled=true)")
