@@ -67,7 +67,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     d = DEFAULTS.download
     net.add_argument("--download-threads", type=int, default=d.threads, help="concurrent downloads")
     net.add_argument("--timeout", type=float, default=d.timeout, help="seconds per attempt")
-    net.add_argument("--retries", type=int, default=d.retries, help="further attempts after a transient failure")
+    net.add_argument("--retries", type=int, default=d.retries,
+                     help="further attempts after a transient failure (a timeout, a truncated body, a reset "
+                          "connection, HTTP 5xx or 429); a host name that does not resolve or a refused connection "
+                          "is not retried, and when the first 16 fetches all fail that way the job stops")
     net.add_argument("--host-interval", type=float, default=d.host_interval,
                      help="minimum seconds between requests to one host")
 

@@ -45,7 +45,7 @@ class DownloadConfig:
     cache: str = ""  # download cache, keyed by sha256 of the URL ("" = OUT/.cache/images)
     threads: int = 8  # concurrent downloads per rank
     timeout: float = 10.0  # seconds per attempt
-    retries: int = 2  # further attempts after a transient failure (timeout, truncated body, 5xx, 429)
+    retries: int = 2  # further attempts after a transient failure (timeout, truncated body, reset connection, 5xx, 429)
     host_interval: float = 0.1  # minimum seconds between requests to one host, per rank
 
 
@@ -124,7 +124,7 @@ def _downloader(cfg: ConvertConfig) -> Downloader | None:
         return None
     cache = Path(d.cache) if d.cache else Path(cfg.out) / DEFAULT_CACHE
     return Downloader(DownloadOptions(cache, threads=d.threads, timeout=d.timeout, retries=d.retries,
-                                      host_interval=d.host_interval))
+                                      host_interval=d.host_interval, stop_offline=not cfg.allow_missing_images))
 
 
 def _read(cfg: ConvertConfig, writer: DatasetWriter) -> dict | None:
