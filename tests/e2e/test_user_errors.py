@@ -100,6 +100,7 @@ def test_a_wrong_image_directory_stops_convert(demo_raw, tmp_path, tiny_clip):
                    "workers=0"])
     assert encoded.returncode == 0, encoded.stderr[-3000:]
     assert "encode: only 0 of 120 items have an image" in encoded.stderr + encoded.stdout
+    assert f"{tmp_path / 'f'}/missing_images.txt will list them" in encoded.stderr + encoded.stdout
 
 
 # -- one line, never a traceback -----------------------------------------------------------------
