@@ -80,18 +80,3 @@ class Ledger:
         order = list(roles)
         return dict(sorted(named.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
-
-def describe(name: str, t: dict) -> str:
-    """One file's identity as a line: ``reviews: 3,012 read = 2,411 kept + 61 rejected (...) + ...``."""
-    def part(n: int, label: str, by: dict | None = None) -> str:
-        detail = f" ({', '.join(f'{k} {v:,}' for k, v in by.items())})" if by else ""
-        return f"{n:,} {label}{detail}"
-
-    parts = [part(t["kept"], "kept")]
-    if t["rejected"]:
-        parts.append(part(sum(t["rejected"].values()), "rejected", t["rejected"]))
-    if t["filtered"]:
-        parts.append(part(sum(t["filtered"].values()), "filtered", t["filtered"]))
-    if t["merged"]:
-        parts.append(part(t["merged"], "merged duplicates"))
-    return f"{name}: {t['read']:,} read = " + " + ".join(parts)

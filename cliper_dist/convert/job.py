@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 from cliper_dist import dirs, dist
-from cliper_dist.convert.accounting import describe
 from cliper_dist.convert.amazon import convert_amazon2014, convert_amazon2023
 from cliper_dist.convert.download import Downloader, DownloadOptions
 from cliper_dist.convert.jsonl import convert_jsonl
 from cliper_dist.convert.mmrec import convert_mmrec
 from cliper_dist.convert.writer import REJECTS, DatasetWriter, Split, WriterOptions
+from cliper_dist.data import schema
 from cliper_dist.errors import UserError
 
 DEFAULT_CACHE = ".cache/images"  # under out
@@ -148,7 +148,7 @@ def summary(manifest: dict, out: str, kept: int, world_size: int, seconds: float
              + (f"; {kept}/{len(manifest['shards'])} shards kept from an earlier run" if kept else "")]
     if c["rejects"]:
         lines.append(f"convert: rejects (listed in {Path(out) / REJECTS}): {c['rejects']}")
-    lines += [f"convert: rows of {describe(name, t)}" for name, t in c.get("accounting", {}).items()]
+    lines += [f"convert: rows of {schema.accounting_line(name, t)}" for name, t in c.get("accounting", {}).items()]
     if c.get("duplicate_interactions"):
         kept = manifest["options"].get("keep_duplicates")
         lines.append(f"convert: {c['duplicate_interactions']} exact duplicate interactions "
