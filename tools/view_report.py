@@ -5,8 +5,8 @@
 Writes ``view_report.json``, ``view_ranks.png`` and a one-page ``feature_report.md`` with
 ``variance.png`` (identical and constant rows, constant dimensions and per-dimension
 variance of the image and each text view: what train checks before its kNN graph) into
-FEATURES_DIR unless --out, and prints the table. ``--tau`` recomputes eq. 2 from the raw embeddings instead of reading the
-stored similarity.
+FEATURES_DIR unless --out, and prints the table. ``--tau`` recomputes eq. 2 from the raw
+embeddings instead of reading the stored similarity.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class ConvertConfig:
     strict: bool = False  # stop at the first bad input instead of counting it
     workers: int = 1  # processes re-encoding images, per rank (1: the rank itself)
     allow_missing_images: bool = False  # convert even when more than half of the named images are unavailable
-    keep_duplicates: bool = False  # keep exact repeats of an interaction as rows (default: merge them; counted either way)
+    keep_duplicates: bool = False  # keep exact repeats of an interaction as rows (counted either way; default: merged)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
     def inputs(self) -> dict[str, str | None]:

@@ -43,7 +43,8 @@ def _loglog(ax, counts: np.ndarray, what: str) -> None:
     ax.loglog(degree, n, "o", markersize=3)
     ax.set_xlabel(f"interactions per {what}")
     ax.set_ylabel(f"{what}s")
-    ax.set_title(f"{len(counts):,} {what}s, median {np.median(counts) if len(counts) else 0:g}, max {counts.max(initial=0):,}")
+    median = np.median(counts) if len(counts) else 0
+    ax.set_title(f"{len(counts):,} {what}s, median {median:g}, max {counts.max(initial=0):,}")
     ax.grid(True, which="both", alpha=0.3)
 
 
@@ -96,7 +97,8 @@ def write_report(dataset: str | Path, out_dir: str | Path) -> Path:
     split = c["interactions"]
     lines = [f"# Dataset report: {ds.path}", "",
              f"Source: `{m['source'].get('format')}`; split: {m['split']}. {ds.num_items:,} items, {ds.num_users:,} "
-             f"users, {split['total']:,} interactions (density {split['total'] / max(1, ds.num_items * ds.num_users):.2e}).",
+             f"users, {split['total']:,} interactions "
+             f"(density {split['total'] / max(1, ds.num_items * ds.num_users):.2e}).",
              "", "## Interactions per user and per item", "", "![degrees](degrees.png)", "",
              f"Users with fewer than 3 interactions: {int((user_n < 3).sum()):,}; items with none: "
              f"{int((item_n == 0).sum()):,} (they can be recommended only from their content).", "",

@@ -114,7 +114,8 @@ def feature_report(features: FeatureStore, view_result: dict, out_dir: str | Pat
              "", "## Rows and dimensions", "",
              f"Train refuses a modality whose identical rows or constant dimensions reach {REFUSE_SHARE:.0%} of all "
              f"(`model.accept_degenerate_features=true` accepts it) and warns from {WARN_SHARE:.0%}.", "",
-             "| modality | identical rows | largest group | constant rows | constant dims | variance min / median / max |",
+             "| modality | identical rows | largest group | constant rows | constant dims "
+             "| variance min / median / max |",
              "|---|---:|---:|---:|---:|---|"]
     for s in stats:
         v = s.as_dict()["variance"]

@@ -57,7 +57,7 @@ class FREEDOMConfig(LightGCNConfig, FeatureConfig):
     hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # fraction of user-item edges dropped each epoch (degree-sensitive)
-    accept_degenerate_features: bool = False  # build the kNN graph even when most rows of a modality are identical or most dimensions constant (data/feature_stats.py)
+    accept_degenerate_features: bool = False  # build the kNN graph on mostly identical rows (data/feature_stats.py)
 
 
 class _UniqueRows(torch.autograd.Function):

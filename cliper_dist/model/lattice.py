@@ -61,7 +61,7 @@ class LATTICEConfig(FeatureConfig):
     knn_k: int = 10  # neighbours per item in each modality's kNN graph (learned and frozen)
     lambda_coeff: float = 0.9  # weight of the frozen feature kNN graph against the learned one
     reg_weight: float = 1e-4  # weight of the squared L2 of the batch's output rows, over 2B
-    accept_degenerate_features: bool = False  # build the kNN graph even when most rows of a modality are identical or most dimensions constant (data/feature_stats.py)
+    accept_degenerate_features: bool = False  # build the kNN graph on mostly identical rows (data/feature_stats.py)
 
 
 class LearnedGraphBranch(nn.Module):
