@@ -11,6 +11,11 @@ One pass, a block of items at a time (``ItemVectors``): rows are hashed (64-bit,
 linear hash of their bytes) rather than kept, columns keep running min, max, mean and sum
 of squared deviations (Chan et al.'s pairwise update). Nothing of size items x items, or
 items x width, is held.
+
+"Identical" allows for the last bits: one image encoded in batches of different sizes need
+not give bit-equal rows, so rows are hashed with the 12 low bits of each float32 mantissa
+cleared (equal to about 5e-4, relative), and a row or a dimension is constant when its
+range is within ``CONSTANT_TOL`` of the table's largest magnitude.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from cliper_dist.errors import UserError
 REFUSE_SHARE = 0.5  # identical rows, or constant dimensions, at this share or more: refuse
 WARN_SHARE = 0.05  # ... at this share or more: warn
 ACCEPT_KEY = "model.accept_degenerate_features"
+CONSTANT_TOL = 1e-6  # a range this small, relative to the table's largest |value|, is no range
+MANTISSA_MASK = np.uint32(0xFFFFF000)  # float32 bits kept for the row hash
 
 log = logging.getLogger("cliper_dist")
 
@@ -75,16 +82,18 @@ def modality_stats(vectors: ItemVectors, name: str, seed: int = 0) -> ModalitySt
     hashes = np.empty(vectors.num_items, dtype=np.uint64)
     lo = np.full(width, np.inf)
     hi = np.full(width, -np.inf)
-    mean, m2, seen, constant_rows = np.zeros(width), np.zeros(width), 0, 0
+    mean, m2, seen, row_ranges, scale = np.zeros(width), np.zeros(width), 0, [], 0.0
     for start, rows in vectors.blocks():
-        block = np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)
+        block = np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32) + np.float32(0)  # -0 -> +0
         n = len(block)
         if not n:
             continue
+        bits = (block.view(np.uint32) & MANTISSA_MASK).astype(np.uint64)
         with np.errstate(over="ignore"):
-            hashes[start:start + n] = (block.view(np.uint32).astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+            hashes[start:start + n] = (bits * mult).sum(axis=1, dtype=np.uint64)
         lo, hi = np.minimum(lo, block.min(axis=0)), np.maximum(hi, block.max(axis=0))
-        constant_rows += int((block.max(axis=1) == block.min(axis=1)).sum())
+        row_ranges.append((block.max(axis=1) - block.min(axis=1)).astype(np.float64))
+        scale = max(scale, float(np.abs(block).max()))
         b = block.astype(np.float64)
         b_mean = b.mean(axis=0)
         b_m2 = ((b - b_mean) ** 2).sum(axis=0)
@@ -95,8 +104,10 @@ def modality_stats(vectors: ItemVectors, name: str, seed: int = 0) -> ModalitySt
     _, counts = np.unique(hashes, return_counts=True)
     shared = counts[counts > 1]
     variance = m2 / seen if seen else np.zeros(width)
+    tol = CONSTANT_TOL * scale
+    constant_rows = int((np.concatenate(row_ranges) <= tol).sum()) if row_ranges else 0
     return ModalityStats(name, vectors.num_items, width, int(shared.sum()), int(counts.max(initial=0)),
-                         constant_rows, int((hi <= lo).sum()) if seen else 0, variance)
+                         constant_rows, int((hi - lo <= tol).sum()) if seen else 0, variance)
 
 
 def check_modalities(modalities: dict[str, ItemVectors | None], accept: bool, where: str = "") -> list[ModalityStats]:

@@ -37,3 +37,12 @@ def test_thresholds_warn_then_refuse(caplog):
                                         r"model.accept_degenerate_features=true"):
         check_modalities({"text": vectors(a), "image": None}, accept=False)
     assert check_modalities({"text": vectors(a)}, accept=True)[0].identical_rows == 26
+
+
+def test_rows_equal_but_for_the_last_bits_count_as_identical():
+    rng = np.random.default_rng(2)
+    row = rng.normal(size=16).astype(np.float32)
+    a = np.repeat(row[None], 30, axis=0)
+    a[1::2] = np.nextafter(a[1::2], np.float32(np.inf))  # one ulp apart, as batched encoding can leave them
+    s = modality_stats(vectors(a), "image")
+    assert s.identical_rows == 30 and s.constant_columns == 16
