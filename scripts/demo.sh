@@ -17,7 +17,7 @@ TORCHRUN=".venv/bin/torchrun --standalone --nproc_per_node $NPROC"
 MODEL=configs/models/clip-tiny.json
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-rm -rf "$OUT/raw" "$OUT/dataset" "$OUT/clip-catalog" "$OUT/features-random" "$OUT/features" "$OUT/runs.png" \
+rm -rf "$OUT/raw" "$OUT/dataset" "$OUT/report" "$OUT/clip-catalog" "$OUT/features-random" "$OUT/features" "$OUT/runs.png" \
   "$OUT/run-lightgcn" "$OUT/run-random" "$OUT/run"
 step() { printf '\n== %s\n' "$*"; }
 
@@ -26,6 +26,7 @@ $PY tools/make_demo.py --out "$OUT/raw"
 step "2/7 convert to WebDataset shards: $NPROC ranks"
 $TORCHRUN launch/convert.py --format jsonl --catalog "$OUT/raw/catalog.jsonl" --images "$OUT/raw/images" \
   --interactions "$OUT/raw/interactions.csv" --out "$OUT/dataset" shard_size=100
+$PY tools/inspect_dataset.py "$OUT/dataset" --report "$OUT/report" | tail -1
 step "3/7 random-init tiny open_clip checkpoint (no weights are downloaded)"
 $PY tools/init_checkpoint.py --model $MODEL --out "$OUT/clip-tiny.pt"
 step "4/7 train that CLIP contrastively on the catalog's own image-text pairs: $NPROC ranks"
@@ -45,5 +46,5 @@ RUNS=("LightGCN (ID only)=$OUT/run-lightgcn" "FREEDOM-CLIPER, random-init CLIP=$
       "FREEDOM-CLIPER, catalog-trained CLIP=$OUT/run")
 $PY tools/compare_runs.py "${RUNS[@]}"
 $PY tools/plot_runs.py "${RUNS[@]}" --out "$OUT/runs.png"
-printf '\nDemo outputs under %s (CLIP training: %s/clip-catalog/pretrain/metrics.jsonl; runs: %s/run*/final.json)\n' \
-  "$OUT" "$OUT" "$OUT"
+printf '\nDemo outputs under %s (dataset report: %s/report/report.md; CLIP training: %s/clip-catalog/pretrain/metrics.jsonl; runs: %s/run*/final.json)\n' \
+  "$OUT" "$OUT" "$OUT" "$OUT"

@@ -1,6 +1,10 @@
 """Summarise a dataset directory, verify its shards against the manifest, dump a few samples.
 
-    python tools/inspect_dataset.py DATASET_DIR [--verify] [--dump N --dump-dir DIR]
+    python tools/inspect_dataset.py DATASET_DIR [--verify] [--dump N --dump-dir DIR] [--report DIR]
+
+--report DIR writes a one-page report (report.md and PNG figures) to read before training:
+interactions per user and per item, the split, missing text fields, images by status,
+rejects by kind with examples, and where every input row went.
 
 Exit status: 0 fine, 1 verification found problems, 2 not a dataset directory.
 """
@@ -9,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from cliper_dist.config import ToolHelp
 from cliper_dist.data.dataset import DatasetDir
+from cliper_dist.data.report import write_report
 from cliper_dist.data.verify import dump, summary, verify
 from cliper_dist.errors import run_tool
 
@@ -22,6 +28,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--verify", action="store_true", help="check every shard against the manifest")
     parser.add_argument("--dump", type=int, default=0, metavar="N", help="write the first N samples")
     parser.add_argument("--dump-dir", default=None, help="where --dump writes images and text (needed with --dump)")
+    parser.add_argument("--report", default=None, metavar="DIR", help="write report.md and its PNG figures into DIR")
     args = parser.parse_args(argv)
     if args.dump and not args.dump_dir:
         parser.error("--dump needs --dump-dir")
@@ -37,6 +44,10 @@ def main(argv: list[str]) -> int:
     if args.dump:
         for line in dump(ds, args.dump, args.dump_dir):
             print(f"  {line}")
+    if args.report:
+        start = time.perf_counter()
+        page = write_report(ds.path, args.report)
+        print(f"report: {page} ({time.perf_counter() - start:.1f}s)")
     return status
 
 

@@ -7,7 +7,7 @@
 Users are named by the catalog's own ids (users.jsonl of the dataset; an MMRec folder's ids
 are its userID numbers), or by index with --by-index. Prints one JSON line per user:
 {"user": ID, "user_index": U, "items": [item ids], "titles": [...], "scores": [...]}, best
-first ("titles" where the dataset has them). The user's training items are never
+first ("titles" where the dataset has them; UTF-8, non-ASCII text as is). The user's training items are never
 recommended. Unknown users are refused before the model is loaded. Runs as one process:
 the run's sharded checkpoint is resharded onto it by torch.distributed.checkpoint. The
 run's config.yaml says where its data (and features) are; --data/--features override
@@ -122,8 +122,15 @@ def recommend(run_dir: str | Path, names: list[str], k: int, kind: str = checkpo
     return out
 
 
+def json_line(row: dict) -> str:
+    """One output line: JSON with non-ASCII text as is (not \\u escapes)."""
+    return json.dumps(row, ensure_ascii=False)
+
+
 def main() -> None:
     args = parse_args(sys.argv[1:])
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
     if not args.verbose:
         quiet.hide_known_library_noise()
     if args.users_file is not None and not Path(args.users_file).is_file():
@@ -132,7 +139,7 @@ def main() -> None:
     names = [x.strip() for x in text.replace("\n", ",").split(",") if x.strip()]
     overrides = [f"{key}={v}" for key in ("data", "features") if (v := getattr(args, key))]
     for line in recommend(args.run_dir, names, args.k, args.checkpoint, overrides, args.by_index):
-        print(json.dumps(line))
+        print(json_line(line))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
     python tools/view_report.py FEATURES_DIR [--tau 0.2] [--out DIR]
 
-Writes ``view_report.json`` and ``view_ranks.png`` (into FEATURES_DIR unless --out) and
-prints the table. ``--tau`` recomputes eq. 2 from the raw embeddings instead of reading the
-stored similarity.
+Writes ``view_report.json``, ``view_ranks.png`` and a one-page ``feature_report.md`` with
+``variance.png`` (identical and constant rows, constant dimensions and per-dimension
+variance of the image and each text view: what train checks before its kNN graph) into
+FEATURES_DIR unless --out, and prints the table. ``--tau`` recomputes eq. 2 from the raw
+embeddings instead of reading the stored similarity.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from cliper_dist.config import ToolHelp
 from cliper_dist.files import write_json
-from cliper_dist.encode.report import rank_heatmap, rank_shares, similarity, view_stats
+from cliper_dist.encode.report import feature_report, rank_heatmap, rank_shares, similarity, view_stats
 from cliper_dist.data.features import FeatureStore
 from cliper_dist.errors import UserError, run_tool
 
@@ -33,6 +35,7 @@ def report(features_dir: str, tau: float | None = None, out: str | None = None) 
     write_json(target / "view_report.json", result)
     rank_heatmap(shares, names, target / "view_ranks.png",
                  f"view importance ranks, {len(sim)} items, tau={used_tau:g} (share of items per rank)")
+    result["page"] = str(feature_report(features, result, target))
     return result
 
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14}{s['mean']:>8.3f}{s['std']:>8.3f}{s['min']:>8.3f}{s['median']:>8.3f}{s['max']:>8.3f}"
               f"{100 * s['top1_share']:>7.1f}%{s['mean_rank']:>7.2f}")
     print(f"{result['items']} items, tau={result['tau']:g} -> {args.out or args.features}/view_ranks.png")
+    print(f"report: {result['page']}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """Amazon review dumps (McAuley et al.): the 2014 and 2023 metadata + review files.
 
-Reviews are read first into id-coded arrays and reduced to their k-core (5 by default:
-every user and item keeps at least k reviews). Then the metadata streams through and each
-item of the core becomes one dataset item, in metadata order. Core items without metadata
-lose their interactions as ``unknown_item`` rejects (the core is computed before the join,
-so a user may end with fewer than k).
+Reviews are read first into id-coded arrays (exact repeats merged, see the writer) and
+reduced to their k-core (5 by default: every user and item keeps at least k reviews). Then
+the metadata streams through and each item of the core becomes one dataset item, in
+metadata order. Every review of an item without metadata is an ``unknown_item`` reject,
+inside the core or not (the core is computed before this join, so a user may end with
+fewer than k); the other reviews outside the core are counted by why they left it (their
+user's count or their item's count below k: ``accounting``), not listed.
 
 2014: ``meta_X.json.gz`` lines are Python literals (``{'asin': ...}``), reviews are JSON
 with reviewerID, asin, unixReviewTime. 2023: JSON lines; metadata keyed by parent_asin with
@@ -20,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cliper_dist.convert.images import index_image_dir
-from cliper_dist.convert.interactions import InteractionBuilder, SourceInteractions, k_core
+from cliper_dist.convert.interactions import ITEM_BELOW_K, USER_BELOW_K, InteractionBuilder, SourceInteractions, k_core
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_records
 from cliper_dist.convert.writer import DatasetWriter
@@ -42,24 +44,33 @@ Item = tuple[str, dict[str, Any], str | None]  # item id, text fields, image URL
 
 def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, images: str | Path | None, k: int,
              review: Callable[[dict], Review], item: Callable[[dict], Item]) -> dict | None:
-    inter = _read_reviews(reviews, writer.rejects, review)
-    core = k_core(inter.user, inter.item, k)
+    inter = writer.set_interactions(_read_reviews(reviews, writer.rejects, review))
+    core, why = k_core(inter.user, inter.item, k)
     in_core = np.zeros(len(inter.item_ids) + 1, dtype=bool)  # by item code; the last entry: unknown (-1)
     in_core[inter.item[core]] = True
-    writer.set_interactions(inter.subset(core))
     image_files = index_image_dir(images) if images is not None else {}
-    outside_core = 0
+    meta_tally = writer.rejects.ledger.tally(meta)
+    described = np.zeros(len(inter.item_ids), dtype=bool)  # by item code: a metadata record names it
     for _, where, record in iter_records(meta, writer.rejects):
         try:
             item_id, fields, url = item(record)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             writer.rejects.add("malformed_line", f"unexpected record layout ({e.__class__.__name__}: {e})", where)
             continue
-        if not in_core[inter.item_ids.get(item_id)]:
-            outside_core += 1
+        code = inter.item_ids.get(item_id)
+        if code >= 0:
+            described[code] = True
+        if not in_core[code]:
+            meta_tally.filtered["outside_k_core"] += 1
             continue
-        writer.add_item(item_id, fields, image_files.get(item_id, url), where)
-    return writer.finish({"reviews_outside_k_core": int((~core).sum()), "meta_items_outside_k_core": outside_core})
+        if writer.add_item(item_id, fields, image_files.get(item_id, url), where) is not None:
+            meta_tally.kept += 1
+    unknown = ~described[inter.item]
+    writer.reject_unknown_items(inter, np.flatnonzero(unknown), "which has no metadata record")
+    writer.keep_interactions(core & ~unknown, {"k_core_user": int((~core & ~unknown & (why == USER_BELOW_K)).sum()),
+                                               "k_core_item": int((~core & ~unknown & (why == ITEM_BELOW_K)).sum())})
+    return writer.finish({"reviews_outside_k_core": int((~core).sum()),
+                          "meta_items_outside_k_core": meta_tally.filtered["outside_k_core"]})
 
 
 def _read_reviews(path: str | Path, rejects: Rejects, review: Callable[[dict], Review]) -> SourceInteractions:

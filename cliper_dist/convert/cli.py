@@ -58,13 +58,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     out.add_argument("--allow-missing-images", action="store_true",
                      help="convert even when most named images cannot be read (without it: stop when more than "
                           "half are unavailable; a wrong --images is the usual cause)")
+    out.add_argument("--keep-duplicates", action="store_true",
+                     help="keep exact repeats of an interaction (same user, item, and timestamp and x_label where "
+                          "given) as rows; without it they are merged into the first. Counted either way")
     net = common.add_argument_group("image URLs")
     net.add_argument("--download", action="store_true", help="fetch image URLs (default: record them, no network)")
     net.add_argument("--cache", default=None, help=f"download cache directory (None: OUT/{DEFAULT_CACHE})")
     d = DEFAULTS.download
     net.add_argument("--download-threads", type=int, default=d.threads, help="concurrent downloads")
     net.add_argument("--timeout", type=float, default=d.timeout, help="seconds per attempt")
-    net.add_argument("--retries", type=int, default=d.retries, help="further attempts after a transient failure")
+    net.add_argument("--retries", type=int, default=d.retries,
+                     help="further attempts after a transient failure (a timeout, a truncated body, a reset "
+                          "connection, HTTP 5xx or 429); a host name that does not resolve or a refused connection "
+                          "is not retried, and when the first 16 fetches all fail that way the job stops")
     net.add_argument("--host-interval", type=float, default=d.host_interval,
                      help="minimum seconds between requests to one host")
 
@@ -101,7 +107,7 @@ def to_config(args: argparse.Namespace) -> ConvertConfig:
         k_core=getattr(args, "k_core", DEFAULTS.k_core), shard_size=args.shard_size,
         max_image_side=args.max_image_side, jpeg_quality=args.jpeg_quality, split=args.split,
         split_seed=args.split_seed, strict=args.strict, workers=args.workers,
-        allow_missing_images=args.allow_missing_images,
+        allow_missing_images=args.allow_missing_images, keep_duplicates=args.keep_duplicates,
         download=DownloadConfig(enabled=args.download, cache=args.cache or "", threads=args.download_threads,
                                 timeout=args.timeout, retries=args.retries, host_interval=args.host_interval))
 

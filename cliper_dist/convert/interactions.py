@@ -48,6 +48,22 @@ class SourceInteractions:
         return SourceInteractions(self.path, self.user[mask], self.item[mask], self.line[mask], pick(self.split),
                                   pick(self.timestamp), self.user_ids, self.item_ids, self.fixed_users)
 
+    def repeats(self) -> np.ndarray:
+        """Mask of the rows that exactly repeat an earlier row: same user, item and, where the
+        source has them, timestamp and x_label. The first occurrence is not marked."""
+        n = len(self)
+        if n < 2:
+            return np.zeros(n, dtype=bool)
+        keys = [a for a in (self.user, self.item, self.timestamp, self.split) if a is not None]
+        order = np.lexsort(keys[::-1])  # stable: equal rows stay in source order
+        same = np.ones(n - 1, dtype=bool)
+        for key in keys:
+            ordered = key[order]
+            same &= ordered[1:] == ordered[:-1]
+        repeat = np.zeros(n, dtype=bool)
+        repeat[order[1:]] = same
+        return repeat
+
 
 class InteractionBuilder:
     """Appends rows into compact arrays, coding string ids in order of first appearance a
@@ -128,16 +144,25 @@ def read_table(path: str | Path, rejects: Rejects) -> SourceInteractions:
     return builder.build()
 
 
-def k_core(user: np.ndarray, item: np.ndarray, k: int) -> np.ndarray:
-    """Mask of the rows left after repeatedly dropping users and items with fewer than k rows."""
+KEPT, USER_BELOW_K, ITEM_BELOW_K = 0, 1, 2  # why a row left the k-core
+
+
+def k_core(user: np.ndarray, item: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows left after repeatedly dropping users and items with fewer than k rows: (mask,
+    why) where ``why`` is KEPT, or why the row left in the round it left: USER_BELOW_K when
+    its user had fewer than k rows then, else ITEM_BELOW_K."""
     keep = np.ones(len(user), dtype=bool)
+    why = np.zeros(len(user), dtype=np.int8)
     if k <= 1 or len(user) == 0:
-        return keep
+        return keep, why
     while True:
         user_n = np.bincount(user[keep], minlength=int(user.max()) + 1)
         item_n = np.bincount(item[keep], minlength=int(item.max()) + 1)
-        drop = keep & ((user_n[user] < k) | (item_n[item] < k))
+        user_low, item_low = keep & (user_n[user] < k), keep & (item_n[item] < k)
+        drop = user_low | item_low
         if not drop.any():
-            return keep
+            return keep, why
+        why[user_low] = USER_BELOW_K
+        why[item_low & ~user_low] = ITEM_BELOW_K
         keep &= ~drop
 

@@ -21,6 +21,7 @@ from cliper_dist.convert.download import Downloader, DownloadOptions
 from cliper_dist.convert.jsonl import convert_jsonl
 from cliper_dist.convert.mmrec import convert_mmrec
 from cliper_dist.convert.writer import REJECTS, DatasetWriter, Split, WriterOptions
+from cliper_dist.data import schema
 from cliper_dist.errors import UserError
 
 DEFAULT_CACHE = ".cache/images"  # under out
@@ -44,7 +45,7 @@ class DownloadConfig:
     cache: str = ""  # download cache, keyed by sha256 of the URL ("" = OUT/.cache/images)
     threads: int = 8  # concurrent downloads per rank
     timeout: float = 10.0  # seconds per attempt
-    retries: int = 2  # further attempts after a transient failure (timeout, truncated body, 5xx, 429)
+    retries: int = 2  # further attempts after a transient failure (timeout, truncated body, reset connection, 5xx, 429)
     host_interval: float = 0.1  # minimum seconds between requests to one host, per rank
 
 
@@ -70,6 +71,7 @@ class ConvertConfig:
     strict: bool = False  # stop at the first bad input instead of counting it
     workers: int = 1  # processes re-encoding images, per rank (1: the rank itself)
     allow_missing_images: bool = False  # convert even when more than half of the named images are unavailable
+    keep_duplicates: bool = False  # keep exact repeats of an interaction as rows (counted either way; default: merged)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
     def inputs(self) -> dict[str, str | None]:
@@ -94,7 +96,8 @@ class ConvertConfig:
         return WriterOptions(shard_size=self.shard_size, max_image_side=self.max_image_side,
                              jpeg_quality=self.jpeg_quality, split=self.split, split_seed=self.split_seed,
                              strict=self.strict, workers=self.workers,
-                             max_unavailable_images=1.0 if self.allow_missing_images else 0.5)
+                             max_unavailable_images=1.0 if self.allow_missing_images else 0.5,
+                             keep_duplicates=self.keep_duplicates)
 
 
 def run(cfg: ConvertConfig, rank: int = 0, world_size: int = 1) -> dict | None:
@@ -121,7 +124,7 @@ def _downloader(cfg: ConvertConfig) -> Downloader | None:
         return None
     cache = Path(d.cache) if d.cache else Path(cfg.out) / DEFAULT_CACHE
     return Downloader(DownloadOptions(cache, threads=d.threads, timeout=d.timeout, retries=d.retries,
-                                      host_interval=d.host_interval))
+                                      host_interval=d.host_interval, stop_offline=not cfg.allow_missing_images))
 
 
 def _read(cfg: ConvertConfig, writer: DatasetWriter) -> dict | None:
@@ -145,6 +148,12 @@ def summary(manifest: dict, out: str, kept: int, world_size: int, seconds: float
              + (f"; {kept}/{len(manifest['shards'])} shards kept from an earlier run" if kept else "")]
     if c["rejects"]:
         lines.append(f"convert: rejects (listed in {Path(out) / REJECTS}): {c['rejects']}")
+    lines += [f"convert: rows of {schema.accounting_line(name, t)}" for name, t in c.get("accounting", {}).items()]
+    if c.get("duplicate_interactions"):
+        kept = manifest["options"].get("keep_duplicates")
+        lines.append(f"convert: {c['duplicate_interactions']} exact duplicate interactions "
+                     + ("kept as rows (--keep-duplicates)" if kept else "merged into their first occurrence "
+                        "(--keep-duplicates keeps them)"))
     if c["image_urls_not_fetched"]:
         lines.append(f"convert: {c['image_urls_not_fetched']} image URLs recorded but not fetched "
                      "(pass --download, or download.enabled=true)")

@@ -18,9 +18,11 @@ def convert_jsonl(writer: DatasetWriter, catalog: str | Path,
                   interactions: str | Path | None = None) -> dict | None:
     if interactions is not None:
         writer.set_interactions(read_table(interactions, writer.rejects))
+    tally = writer.rejects.ledger.tally(catalog)
     for _, where, record in iter_records(catalog, writer.rejects):
         item_id, image = record.get("item_id"), record.get("image")
         if isinstance(image, list):  # a list of images: the first is the item's
             image = image[0] if image else None
-        writer.add_item("" if item_id is None else str(item_id), record, image, where)
+        if writer.add_item("" if item_id is None else str(item_id), record, image, where) is not None:
+            tally.kept += 1
     return writer.finish()

@@ -42,23 +42,29 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
 
     extra = {"meta_records_outside_item_map": 0, "url_rows_outside_item_map": 0}
     texts: dict[int, tuple[dict[str, Any], str]] = {}  # index -> (the record's text fields and imUrl, where)
+    ledger = writer.rejects.ledger
     if meta is not None:
         for _, where, record in iter_records(meta, writer.rejects):
             index = _record_index(record, asins)
             if index is None:
                 extra["meta_records_outside_item_map"] += 1
+                ledger.tally(meta).filtered["outside_item_map"] += 1
             elif index in texts:
                 writer.rejects.add("duplicate_item", f"second metadata record for item {asins[index]!r}; the first "
                                    "is kept", where, asins[index])
             else:
                 texts[index] = ({k: record.get(k) for k in (*TEXT_FIELDS, "imUrl")}, where)
+                ledger.tally(meta).kept += 1
     image_urls: dict[int, str] = {}
     if urls is not None:
         for _, _, row in iter_table(urls, writer.rejects):
             index = _record_index(row, asins)
             if index is None:
                 extra["url_rows_outside_item_map"] += 1
-            elif row.get("imUrl"):
+                ledger.tally(urls).filtered["outside_item_map"] += 1
+                continue
+            ledger.tally(urls).kept += 1
+            if row.get("imUrl"):
                 image_urls[index] = row["imUrl"]
     image_files = index_image_dir(images) if images is not None else {}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from cliper_dist import files
+from cliper_dist.convert.accounting import Ledger
 from cliper_dist.errors import UserError
 
 
@@ -32,12 +33,15 @@ class Rejects:
     when the dataset is assembled) go to separate files and are joined by ``write``: the
     rejects file is then the same whatever the number of workers, ranks or interruptions.
     ``out_dir=None`` counts (and in strict mode raises) without writing: the ranks other
-    than 0 read the same inputs, and only rank 0 lists what they reject.
+    than 0 read the same inputs, and only rank 0 lists what they reject. ``ledger`` is the
+    conversion's row accounting (``accounting``): a reject that removes a row counts there.
     """
 
     def __init__(self, out_dir: str | Path | None, strict: bool):
         self.strict = strict
         self.counts: Counter = Counter()
+        self.ledger = Ledger()
+        self.first: dict | None = None  # the first reject, for an error that has to name one
         self._paths = () if out_dir is None else (Path(out_dir) / ".rejects-inputs.tmp",
                                                   Path(out_dir) / ".rejects-shards.tmp")
         self._files: tuple[IO[str], ...] = tuple(open(p, "w", encoding="utf-8") for p in self._paths)
@@ -53,6 +57,8 @@ class Rejects:
         if self.strict:
             raise strict_error(row)
         self.counts[row["kind"]] += 1
+        self.ledger.rejected(row["where"], row["kind"])
+        self.first = self.first or row
         if self._files:
             self._files[stream].write(json.dumps(row, ensure_ascii=False) + "\n")
 

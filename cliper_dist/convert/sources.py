@@ -35,17 +35,23 @@ def iter_lines(path: str | Path, rejects: Rejects | None) -> Iterator[tuple[int,
     """(line number, text) of every non-blank line; undecodable lines become rejects.
 
     ``rejects=None``: the file must be flawless (an id map), so a bad line is an error.
+    Otherwise every non-blank line counts as read in the rejects' ledger (``accounting``).
     """
     line_no = 0
+    tally = rejects.ledger.tally(path) if rejects is not None else None
     with open_binary(path) as f:
         try:
             for line_no, raw in enumerate(f, start=1):
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
+                    if tally is not None:
+                        tally.lines += 1
                     report(rejects, "malformed_line", f"not UTF-8 ({e.reason} at byte {e.start})", f"{path}:{line_no}")
                     continue
                 if text.strip():
+                    if tally is not None:
+                        tally.lines += 1
                     yield line_no, text
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             report(rejects, "truncated_file", f"compressed stream ends early ({e}); lines after {line_no} lost",
@@ -68,6 +74,8 @@ def iter_table(path: str | Path, rejects: Rejects | None) -> Iterator[tuple[int,
     if first is None:
         return
     delimiter = "\t" if "\t" in first[1] else ","
+    if rejects is not None:
+        rejects.ledger.tally(path).header = 1
     header = [h.strip() for h in next(csv.reader([first[1]], delimiter=delimiter))]
     kept, wrong_widths = 0, Counter()
     for line_no, text in lines:

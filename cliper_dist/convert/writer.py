@@ -63,6 +63,7 @@ class WriterOptions:
     strict: bool = False
     workers: int = 1          # processes re-encoding images; 1 = in this process
     max_unavailable_images: float = 0.5  # share of named images that may be unreadable before convert stops
+    keep_duplicates: bool = False  # keep exact repeats of an interaction (default: merge them into the first)
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.workers < 1 or self.max_image_side < 1:
@@ -100,6 +101,7 @@ class DatasetWriter:
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.rejects = Rejects(self.out if rank == 0 else None, options.strict)
         self.counts: Counter = Counter()
+        self._unavailable_reasons: Counter = Counter()  # why images are unavailable (``_check_images``)
         self.resumed_shards = 0  # shards kept from an earlier run: this rank's; after ``finish``, all ranks'
         self.item_index = IdCodes()
         self.shards: list[ShardInfo] = []
@@ -129,11 +131,35 @@ class DatasetWriter:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def set_interactions(self, inter: SourceInteractions) -> None:
-        """Take the interactions before the items, so their problems show before any image work."""
+    def set_interactions(self, inter: SourceInteractions) -> SourceInteractions:
+        """Take the interactions before the items, so their problems show before any image work.
+
+        Exact repeats (``SourceInteractions.repeats``) are counted, and merged into their first
+        occurrence unless ``keep_duplicates``; returns the interactions as kept.
+        """
         if inter.split is None and self.options.split == "temporal" and inter.timestamp is None:
             raise UserError(f"{inter.path}: --split temporal needs timestamps, and this file has none")
+        repeat = inter.repeats()
+        self.counts["duplicate_interactions"] = int(repeat.sum())
+        if not self.options.keep_duplicates and repeat.any():
+            inter = inter.subset(~repeat)
+            self.rejects.ledger.tally(inter.path).merged += self.counts["duplicate_interactions"]
         self._interactions = inter
+        return inter
+
+    def keep_interactions(self, mask: np.ndarray, filtered: dict[str, int]) -> None:
+        """Keep the rows of ``mask`` of the interactions set; a filter (the k-core) removed the
+        others for the reasons counted in ``filtered`` (rejects of the rest are the caller's)."""
+        src = self._interactions
+        self.rejects.ledger.tally(src.path).filtered.update({k: n for k, n in filtered.items() if n})
+        self._interactions = src.subset(mask)
+
+    def reject_unknown_items(self, src: SourceInteractions, rows: np.ndarray, why: str) -> None:
+        """``unknown_item`` rejects of the interaction ``rows`` (indices, in source order)."""
+        for row in rows:
+            item_id = src.item_ids[src.item[row]]
+            self.rejects.add("unknown_item", f"interaction names item {item_id!r}, {why}",
+                             f"{src.path}:{src.line[row]}", item_id)
 
     def add_item(self, item_id: str, raw: dict[str, Any], image: str | None, where: str,
                  described: bool = True) -> int | None:
@@ -230,8 +256,10 @@ class DatasetWriter:
         while self._in_flight:
             self._complete(*self._in_flight.popleft())
         if not self.item_index:
+            first = self.rejects.first
             raise UserError(f"no items were converted ({sum(self.rejects.counts.values())} rejects: "
-                            f"{dict(self.rejects.counts)})")
+                            f"{dict(self.rejects.counts)}" + (f"; the first: {first['where']}: {first['kind']}: "
+                                                              f"{first['reason']}" if first else "") + ")")
         self._agree()
         if self.rank != 0:
             self.close()
@@ -240,6 +268,10 @@ class DatasetWriter:
             self._assemble(items)
             self._check_images()  # before items.jsonl takes its place
         inter, user_ids, how = self._index_interactions()
+        ledger = self.rejects.ledger
+        if self._interactions is not None:
+            ledger.tally(self._interactions.path).kept += len(inter)
+        ledger.check()
         write_inter(self.out / schema.INTERACTIONS, inter)
         files.write_jsonl(self.out / schema.USERS, ({"index": i, "user_id": u} for i, u in enumerate(user_ids)))
         self.rejects.write(self.out / REJECTS)
@@ -249,8 +281,10 @@ class DatasetWriter:
                   "image_urls_not_fetched": self.counts["image_urls_not_fetched"],
                   "users": len(user_ids),
                   "interactions": {"total": len(inter), **inter.counts()},
+                  "duplicate_interactions": self.counts["duplicate_interactions"],
                   **(extra_counts or {}),
-                  "rejects": dict(sorted(self.rejects.counts.items()))}
+                  "rejects": dict(sorted(self.rejects.counts.items())),
+                  "accounting": ledger.report(self.source)}
         manifest = {"format_version": FORMAT_VERSION, "source": self.source, "options": self.options.recorded(),
                     "split": how, "counts": counts, "shards": [asdict(s) for s in self.shards]}
         files.write_json(self.out / schema.MANIFEST, manifest)
@@ -293,6 +327,8 @@ class DatasetWriter:
                                 "and only one conversion may write it at a time")
             self.shards.append(result.info)
             self.counts.update(result.states)
+            self._unavailable_reasons.update(r["reason"].split("; kept")[0].split(" (after ")[0]
+                                             for r in result.rejects if r["kind"] == "image_unavailable")
             items.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
             self.rejects.add_from_shard(result.rejects)
 
@@ -301,10 +337,17 @@ class DatasetWriter:
         unavailable = self.counts[UNAVAILABLE]
         named = unavailable + self.counts[WITH_IMAGE] + self.counts[CORRUPT]
         if named and unavailable > self.options.max_unavailable_images * named:
+            self.rejects.write(self.out / REJECTS)  # the reason of each, for the user to read
+            if self.downloader is not None:
+                top = ", ".join(f"{n}: {why}" for why, n in self._unavailable_reasons.most_common(2))
+                raise UserError(f"{unavailable} of {named} item images could not be fetched ({top}); reasons per "
+                                f"image in {self.out / REJECTS}. Pass --allow-missing-images (launch/convert.py: "
+                                "allow_missing_images=true) to convert without them, or fetch them elsewhere and "
+                                "pass --images DIR")
             where = f"--images {self.image_dir}" if self.image_dir else "the catalog's image paths (no --images given)"
-            raise UserError(f"{unavailable} of {named} item images are unavailable under {where}; check the "
-                            "directory, or pass --allow-missing-images (launch/convert.py: allow_missing_images=true) "
-                            "to convert without them")
+            raise UserError(f"{unavailable} of {named} item images are unavailable under {where} (reasons per image "
+                            f"in {self.out / REJECTS}); check the directory, or pass --allow-missing-images "
+                            "(launch/convert.py: allow_missing_images=true) to convert without them")
 
     def _index_interactions(self) -> tuple[Interactions, IdCodes, str]:
         """Source interactions -> index space; rows naming unknown items become rejects."""
@@ -314,10 +357,7 @@ class DatasetWriter:
             return Interactions(empty, empty, empty), IdCodes(), "none"
         code_index = self.item_index.find(src.item_ids.names)
         item = code_index[src.item]
-        for row in np.flatnonzero(item < 0):
-            item_id = src.item_ids[src.item[row]]
-            self.rejects.add("unknown_item", f"interaction names item {item_id!r}, which is not in the catalog",
-                             f"{src.path}:{src.line[row]}", item_id)
+        self.reject_unknown_items(src, np.flatnonzero(item < 0), "which is not in the catalog")
         keep = item >= 0
         src, item = src.subset(keep), item[keep]
         if src.fixed_users:

@@ -9,6 +9,8 @@ Dataset directory (written by ``tools/convert.py``, read by encode and train)::
       users.jsonl            {"index", "user_id"}
       interactions.inter     MMRec format in index space: userID<TAB>itemID<TAB>x_label
       rejects.jsonl          {"kind", "id", "where", "reason"}: inputs left out or degraded
+                             (manifest ``counts.accounting``: per input file, rows read = kept +
+                             rejected + filtered + merged; ``convert/accounting.py``)
       shards/shard-NNNNNN.tar  WebDataset samples: __key__ = item index (9 digits),
                                "json" = the item's fields, "jpg" = image (absent: no image)
       .progress/             the converter's per-shard done records (resume)
@@ -63,3 +65,20 @@ def shard_name(i: int) -> str:
 PARTS_DIR = "parts"
 IMAGE, TEXT_VIEWS = "image", "text_views"
 MMREC_IMAGE, MMREC_TEXT = "image_feat.npy", "text_feat.npy"  # the names MMRec reads, row = itemID
+
+
+def accounting_line(name: str, t: dict) -> str:
+    """One input file's entry of the manifest's ``counts.accounting`` as a line:
+    ``reviews: 3,012 read = 2,411 kept + 61 rejected (...) + ...``."""
+    def part(n: int, label: str, by: dict | None = None) -> str:
+        detail = f" ({', '.join(f'{k} {v:,}' for k, v in by.items())})" if by else ""
+        return f"{n:,} {label}{detail}"
+
+    parts = [part(t["kept"], "kept")]
+    if t["rejected"]:
+        parts.append(part(sum(t["rejected"].values()), "rejected", t["rejected"]))
+    if t["filtered"]:
+        parts.append(part(sum(t["filtered"].values()), "filtered", t["filtered"]))
+    if t["merged"]:
+        parts.append(part(t["merged"], "merged duplicates"))
+    return f"{name}: {t['read']:,} read = " + " + ".join(parts)

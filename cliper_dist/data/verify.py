@@ -35,11 +35,12 @@ def summary(ds: DatasetDir) -> str:
              f"  shards {len(m['shards'])} ({sum(s['samples'] for s in m['shards'])} samples)"]
     extra = {k: v for k, v in c.items() if v and k not in ("items", "users", "interactions", "rejects", "with_image",
                                                       "without_image", "corrupt_image", "unavailable_image",
-                                                      "without_text")}
+                                                      "without_text", "accounting")}
     if extra:
         lines.append("  " + ", ".join(f"{k} {v}" for k, v in extra.items()))
     lines.append(f"  rejects {sum(c.get('rejects', {}).values())}" +
                  (f": {c['rejects']} (see rejects.jsonl)" if c.get("rejects") else ""))
+    lines += [f"  rows of {schema.accounting_line(name, t)}" for name, t in c.get("accounting", {}).items()]
     return "\n".join(lines)
 
 

@@ -89,7 +89,8 @@ def run(cfg: EncodeConfig, info: dist.DistInfo) -> FeatureManifest | None:
     with_image = dataset.manifest["counts"].get("with_image", dataset.num_items)
     if info.is_main and with_image < dataset.num_items / 2:
         log.warning("encode: only %d of %d items have an image; the others are encoded with the default image "
-                    "(see %s/rejects.jsonl)", with_image, dataset.num_items, cfg.data)
+                    "(%s/missing_images.txt will list them, with the reason of each)", with_image, dataset.num_items,
+                    cfg.out)
     dirs.check_output(cfg.out, dirs.FEATURES, {"--data": cfg.data, "--pretrained": cfg.pretrained})
     dist.check_shared_dir(cfg.out)
     out = Path(cfg.out)

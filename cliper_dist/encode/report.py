@@ -74,3 +74,59 @@ def rank_heatmap(shares: np.ndarray, names: list[str], path: str | Path, title: 
             draw.text((x + cell_w // 2 - 14, y + cell_h // 2 - 6), f"{100 * v:.1f}%",
                       fill="white" if v / scale > 0.5 else "black", font=font)
     img.save(path)
+
+
+def feature_report(features: FeatureStore, view_result: dict, out_dir: str | Path) -> Path:
+    """``feature_report.md`` and ``variance.png``: per modality (the image and each text view)
+    identical and constant rows, constant dimensions and the per-dimension variance
+    (``data.feature_stats``, the statistics train checks), beside the view similarity table
+    and ``view_ranks.png``. Returns the page's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from cliper_dist import files
+    from cliper_dist.data import schema
+    from cliper_dist.data.feature_stats import REFUSE_SHARE, WARN_SHARE, modality_stats
+    from cliper_dist.data.features import ItemVectors
+
+    out = Path(out_dir)
+    names = features.manifest.views
+    views = features.array(schema.TEXT_VIEWS)
+    stats = [modality_stats(ItemVectors.of(features.array(schema.IMAGE)), "image")]
+    stats += [modality_stats(ItemVectors.of(views[j]), f"text view {name}") for j, name in enumerate(names)]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for s in stats:
+        ax.semilogy(np.sort(s.variance)[::-1] + 1e-12, label=s.name)
+    ax.set_xlabel("dimension (by decreasing variance)")
+    ax.set_ylabel("variance over items")
+    ax.set_title("per-dimension variance of each modality")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "variance.png", dpi=90)
+    plt.close(fig)
+    c = features.manifest.counts
+    lines = [f"# Feature store report: {features.path}", "",
+             f"Model `{features.manifest.model}`, {c.items:,} items, {len(names)} text views; {c.missing_image:,} "
+             f"items encoded with the default image ({c.corrupt_image:,} corrupt; listed in `missing_images.txt`).",
+             "", "## Rows and dimensions", "",
+             f"Train refuses a modality whose identical rows or constant dimensions reach {REFUSE_SHARE:.0%} of all "
+             f"(`model.accept_degenerate_features=true` accepts it) and warns from {WARN_SHARE:.0%}.", "",
+             "| modality | identical rows | largest group | constant rows | constant dims "
+             "| variance min / median / max |",
+             "|---|---:|---:|---:|---:|---|"]
+    for s in stats:
+        v = s.as_dict()["variance"]
+        lines.append(f"| {s.name} | {s.identical_rows:,} ({s.identical_share:.1%}) | {s.largest_group:,} | "
+                     f"{s.constant_rows:,} | {s.constant_columns:,} of {s.width} | "
+                     f"{v['min']:.3g} / {v['median']:.3g} / {v['max']:.3g} |")
+    lines += ["", "![variance](variance.png)", "", f"## View similarity (tau = {view_result['tau']:g})", "",
+              "| view | mean | std | top-1 share | mean rank |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {s['mean']:.3f} | {s['std']:.3f} | {s['top1_share']:.1%} | {s['mean_rank']:.2f} |"
+              for n, s in view_result["views"].items()]
+    lines += ["", "![view ranks](view_ranks.png)"]
+    page = out / "feature_report.md"
+    files.write_text(page, "\n".join(lines) + "\n")
+    return page

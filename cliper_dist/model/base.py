@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cliper_dist.data.feature_stats import check_modalities
 from cliper_dist.data.fusion import get_fusion
 from cliper_dist.data.item_features import Features
 from cliper_dist.errors import UserError
@@ -102,10 +103,13 @@ class Recommender(nn.Module):
 
 
 def frozen_features(features: Features | None, fusion_name: str, tau: float, model_name: str,
-                    need_both: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                    need_both: bool = False, accept_degenerate: bool | None = None,
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(text, image), each (I, D) float32 or None, for a model that fuses its text views once:
     the views fused by a parameter-free fusion (or the ready text feature), the image.
-    ``need_both``: the model reads both modalities."""
+    ``need_both``: the model reads both modalities. Each is checked for degenerate rows and
+    dimensions first when ``accept_degenerate`` is not None (a model that builds a kNN graph
+    over them: ``feature_stats.check_modalities``; True lets them through)."""
     if features is None:
         raise ValueError(f"{model_name} needs item features (the job checks this before building)")
     if need_both and (features.image is None or (features.text is None and features.text_views is None)):
@@ -113,4 +117,7 @@ def frozen_features(features: Features | None, fusion_name: str, tau: float, mod
     if get_fusion(fusion_name).trained and features.text_views is not None:
         raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "
                         "trained with the recommender (use sa, sum or concat)")
-    return tuple(None if v is None else v.whole() for v in features.modalities(fusion_name, tau))
+    text, image = features.modalities(fusion_name, tau)
+    if accept_degenerate is not None:
+        check_modalities({"image": image, "text": text}, accept_degenerate, f" of {features.source}")
+    return tuple(None if v is None else v.whole() for v in (text, image))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cliper_dist import dist
+from cliper_dist.data.feature_stats import check_modalities
 from cliper_dist.data.features import ItemVectors
 from cliper_dist.data.fusion import get_fusion
 from cliper_dist.data.item_features import Features
@@ -56,6 +57,7 @@ class FREEDOMConfig(LightGCNConfig, FeatureConfig):
     hnsw_ef: int = 64  # knn=hnsw: candidate-list breadth when building and searching (recall vs time)
     mm_image_weight: float = 0.1  # w in mm_adj = w * image_adj + (1 - w) * text_adj
     edge_dropout: float = 0.8  # fraction of user-item edges dropped each epoch (degree-sensitive)
+    accept_degenerate_features: bool = False  # build the kNN graph on mostly identical rows (data/feature_stats.py)
 
 
 class _UniqueRows(torch.autograd.Function):
@@ -125,6 +127,7 @@ class FREEDOM(LightGCN, config=FREEDOMConfig):
         text, image = features.modalities(cfg.fusion, cfg.tau)
         if features.text is not None:
             dist.log.info("one ready text feature: CLIPER fusion (%s) bypassed", cfg.fusion)
+        check_modalities({"image": image, "text": text}, cfg.accept_degenerate_features, f" of {features.source}")
         # the frozen item graph; with MLP fusion (trained, unknown up front) from the SUM fusion
         search = KnnSearch(cfg.knn, cfg.hnsw_m, cfg.hnsw_ef)
         start = time.perf_counter()

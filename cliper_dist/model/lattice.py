@@ -61,6 +61,7 @@ class LATTICEConfig(FeatureConfig):
     knn_k: int = 10  # neighbours per item in each modality's kNN graph (learned and frozen)
     lambda_coeff: float = 0.9  # weight of the frozen feature kNN graph against the learned one
     reg_weight: float = 1e-4  # weight of the squared L2 of the batch's output rows, over 2B
+    accept_degenerate_features: bool = False  # build the kNN graph on mostly identical rows (data/feature_stats.py)
 
 
 class LearnedGraphBranch(nn.Module):
@@ -92,7 +93,8 @@ class LATTICE(Recommender, config=LATTICEConfig):
         self.graph = BipartiteGraph.mean_with_self(data.train_user, data.train_item, data.num_users,
                                                    data.num_items).to(device)
         self.workspace = Workspace()
-        text, image = frozen_features(features, cfg.fusion, cfg.tau, "lattice")
+        text, image = frozen_features(features, cfg.fusion, cfg.tau, "lattice",
+                                      accept_degenerate=cfg.accept_degenerate_features)
         present = [(name, x.to(device)) for name, x in (("image", image), ("text", text)) if x is not None]
         self.branches = nn.ModuleDict()
         original = []  # per modality: N(K(X_m)), frozen

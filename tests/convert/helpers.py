@@ -159,3 +159,42 @@ def run_tool(script: str, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ROOT / "tools" / script), *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def make_amazon2014_sample(tmp_path: Path, items: int = 300, per_user: int = 10) -> dict:
+    """An Amazon 2014 Baby-like sample in the real formats: Python-literal ``meta_Baby.json``
+    and JSON ``reviews_Baby_5.json.gz``, ``items`` items x 10 reviews each (``items`` users
+    with ``per_user`` reviews), image URLs that cannot resolve (.invalid, RFC 6761), and one
+    of each defect. Returns the paths and the planted counts.
+
+    Defects: 3 exact repeats of a review line; 7 reviews of 2 items without metadata (6 of
+    one, enough for the 5-core, 1 of the other); a user with 2 reviews (cut by the user's
+    count); an item with metadata and 3 reviews (cut by the item's count); a malformed review
+    line; reviews by one-review users at the end of a gzip stream cut short; metadata with a
+    malformed line, a second record of an item, an item nobody reviewed and one without text.
+    """
+    ts = 1_400_000_000
+    ids = [f"B{i:09d}" for i in range(items)]
+    review = lambda u, a, t: json.dumps({"reviewerID": u, "asin": a, "overall": 5.0, "unixReviewTime": t,
+                                         "reviewText": "ok"})
+    lines = [review(f"A{u:05d}", ids[(u + 30 * j) % items], ts + 1000 * u + j)
+             for u in range(items) for j in range(per_user)]
+    lines[5:5] = lines[0:3]  # exact repeats
+    lines += [review(f"A{u:05d}", "BNOMETA001", ts + u) for u in range(6)] + [review("A00000", "BNOMETA002", ts)]
+    lines += [review("AONLYTWO", ids[0], ts), review("AONLYTWO", ids[1], ts + 1)]
+    lines += [review(f"A{u:05d}", "BRARE00001", ts + 7 + u) for u in range(3)]
+    lines.insert(100, "{not a review")
+    tail = [review(f"ATAIL{n:04d}", ids[0], ts + n) for n in range(400)]  # lost, in part, to the cut
+    data = gzip.compress("".join(line + "\n" for line in lines + tail).encode(), mtime=0)
+    reviews = tmp_path / "reviews_Baby_5.json.gz"
+    reviews.write_bytes(data[:-2000])
+    meta = [{"asin": a, "title": f"Baby product {i} \u65e5\u672c", "brand": "Acme", "categories": [["Baby", "Toys"]],
+             "imUrl": f"http://images.invalid/I/{a}.jpg", "description": f"Item {i}." * (i % 3)}
+            for i, a in enumerate(ids)]
+    meta[7] = {"asin": ids[7], "imUrl": f"http://images.invalid/I/{ids[7]}.jpg"}  # no text
+    meta += [{"asin": "BRARE00001", "title": "rare"}, {"asin": "BNOREVIEWS", "title": "nobody"},
+             {"asin": ids[3], "title": "second record"}]
+    meta_lines = [repr(m) for m in meta]
+    meta_lines.insert(50, "{'asin': 'BBROKEN', 'title': ")
+    meta_path = write_lines(tmp_path / "meta_Baby.json", meta_lines)
+    return {"meta": meta_path, "reviews": reviews, "review_lines": lines, "tail": tail}

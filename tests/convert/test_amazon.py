@@ -42,10 +42,15 @@ def test_amazon2014_python_literal_meta_and_5_core(tmp_path):
     assert items[1]["description"] == "Loud®" and items[1]["image"] == "http://example.invalid/P0.jpg"
     assert items[2]["categories"] == "Baby, Toys" and items[3]["title"] == "Bib"
     assert c["reviews_outside_k_core"] == 3 and c["meta_items_outside_k_core"] == 1
-    assert c["rejects"] == {"duplicate_item": 1, "malformed_line": 2, "unknown_item": 6}  # P4 has no metadata
+    # P4 (in the core) and P9 (outside it) have no metadata: their reviews are unknown_item either way
+    assert c["rejects"] == {"duplicate_item": 1, "malformed_line": 2, "unknown_item": 8}
+    assert c["accounting"]["reviews"] == {"read": 34, "kept": 24, "rejected": {"malformed_line": 1, "unknown_item": 8},
+                                          "filtered": {"k_core_user": 1}, "merged": 0}  # U6: one review
+    assert c["accounting"]["meta"] == {"read": 7, "kept": 4, "rejected": {"duplicate_item": 1, "malformed_line": 1},
+                                       "filtered": {"outside_k_core": 1}, "merged": 0}
     assert c["users"] == 6 and c["interactions"]["total"] == 24
     unknown = [r for r in read_rows(out / "rejects.jsonl") if r["kind"] == "unknown_item"]
-    assert {r["id"] for r in unknown} == {"P4"} and all(r["where"].startswith(str(reviews)) for r in unknown)
+    assert {r["id"] for r in unknown} == {"P4", "P9"} and all(r["where"].startswith(str(reviews)) for r in unknown)
     users = [r["user_id"] for r in read_rows(out / "users.jsonl")]
     assert users == CORE_USERS
     assert {(users[u], items[i]["item_id"]) for u, i, _ in read_inter(out / "interactions.inter")} == {
@@ -78,7 +83,7 @@ def test_amazon2023_jsonl_with_downloads(tmp_path, image_server):
     assert [r["has_image"] for r in items] == [True, False, False, True, False]
     c = read_manifest(out)["counts"]
     assert (c["with_image"], c["unavailable_image"], c["without_image"]) == (2, 1, 2)
-    assert c["rejects"] == {"image_unavailable": 1}
+    assert c["rejects"] == {"image_unavailable": 1, "unknown_item": 2}  # P9's reviews: no metadata
     assert image_server.hits["/404"] == 1 and image_server.hits["/ok/p0-large.jpg"] == 0
     # Temporal split: each user's reviews were written oldest first, so the last one is test.
     inter = read_inter(out / "interactions.inter")

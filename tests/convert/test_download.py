@@ -40,3 +40,33 @@ def test_per_host_rate_limit(tmp_path, image_server):
 def test_oversized_body_is_refused(tmp_path, image_server):
     got = downloader(tmp_path, max_bytes=100).fetch(f"{image_server.url}/ok/big.jpg")
     assert got.path is None and "exceeds" in got.error
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_network_failures_are_not_retried_and_end_the_fetching(tmp_path):
+    import pytest
+
+    from cliper_dist.errors import UserError
+
+    port = closed_port()
+    urls = [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(40)]
+    got = downloader(tmp_path, retries=2, backoff=1.0, fail_fast=4, stop_offline=False, threads=1).fetch_all(urls)
+    assert all("ConnectionRefusedError" in f.error and "attempts" not in f.error for f in got[:4])  # one attempt each
+    assert all(f.error.startswith("not attempted: the network looked unreachable (connection refused") for f in got[4:])
+    with pytest.raises(UserError, match=r"the first 4 fetches all failed on the network \(host name does not resolve"):
+        downloader(tmp_path, fail_fast=4).fetch_all([f"http://img.invalid/{i}.jpg" for i in range(40)])
+
+
+def test_a_success_keeps_fetching_after_network_failures(tmp_path, image_server):
+    port = closed_port()
+    urls = [f"{image_server.url}/ok/a.jpg"] + [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(8)]
+    got = downloader(tmp_path, fail_fast=4, threads=1).fetch_all(urls)
+    assert got[0].path is not None and all("ConnectionRefusedError" in f.error for f in got[1:])

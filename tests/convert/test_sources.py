@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from cliper_dist.convert.interactions import InteractionBuilder, k_core, read_table
+from cliper_dist.convert.interactions import ITEM_BELOW_K, KEPT, USER_BELOW_K, InteractionBuilder, k_core, read_table
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_lines, parse_record
 from cliper_dist.data.text import clean_categories, clean_text, text_fields
@@ -68,8 +68,11 @@ def test_k_core_is_iterative():
     # dropping item 5 leaves user 6 with 4 reviews, so user 6 goes in the second round.
     user = np.array([u for u in range(6) for _ in range(5)] + [6] * 5)
     item = np.array([i for _ in range(6) for i in range(5)] + [0, 1, 2, 3, 5])
-    assert (k_core(user, item, 5) == (user < 6)).all()
-    assert k_core(user, item, 0).all()
+    keep, why = k_core(user, item, 5)
+    assert (keep == (user < 6)).all()
+    # item 5 left in round 1 for its own count; user 6's other rows in round 2 for the user's
+    assert why.tolist() == [KEPT] * 30 + [USER_BELOW_K] * 4 + [ITEM_BELOW_K]
+    assert k_core(user, item, 0)[0].all()
 
 
 def test_read_table_codes_ids_the_same_across_chunk_boundaries(tmp_path, rejects, monkeypatch):

@@ -100,6 +100,14 @@ def test_a_wrong_image_directory_stops_convert(demo_raw, tmp_path, tiny_clip):
                    "workers=0"])
     assert encoded.returncode == 0, encoded.stderr[-3000:]
     assert "encode: only 0 of 120 items have an image" in encoded.stderr + encoded.stdout
+    assert f"{tmp_path / 'f'}/missing_images.txt will list them" in encoded.stderr + encoded.stdout
+    # every item has the default image: FREEDOM refuses the features, and takes them with the key
+    freedom = [TRAIN, "--data", tmp_path / "d", "--features", tmp_path / "f", "model.name=freedom",
+               "model.embedding_dim=8", "batch_size=256", "epochs=1", "threads=1"]
+    one_error_line(run([*freedom, "--out", tmp_path / "r"]),
+                   f"image features of {tmp_path / 'f'} are degenerate: 120 of 120 items share their row")
+    accepted = run([*freedom, "--out", tmp_path / "r2", "model.accept_degenerate_features=true"])
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
 
 
 # -- one line, never a traceback -----------------------------------------------------------------

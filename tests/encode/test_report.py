@@ -27,3 +27,8 @@ def test_report_cli_writes_stats_and_png(single_features, tmp_path):
     assert abs(sum(v["top1_share"] for v in report["views"].values()) - 1.0) < 1e-9
     with Image.open(tmp_path / "view_ranks.png") as png:
         assert png.format == "PNG" and png.size[0] > 300
+    page = (tmp_path / "feature_report.md").read_text()
+    assert f"report: {tmp_path / 'feature_report.md'}" in result.stdout
+    assert "| image |" in page and "| text view global |" in page and "![variance](variance.png)" in page
+    with Image.open(tmp_path / "variance.png") as png:
+        assert png.format == "PNG"

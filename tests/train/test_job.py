@@ -181,6 +181,21 @@ def test_nan_features(tmp_path):
         _trainer(data)
 
 
+def test_identical_image_rows_are_refused_unless_accepted(tmp_path, caplog, process_group):
+    data = make_mmrec_folder(tmp_path / "d")
+    image = np.load(data / "image_feat.npy")
+    np.save(data / "image_feat.npy", np.broadcast_to(image[:1], image.shape).copy())  # one image for every item
+    with pytest.raises(UserError) as e:
+        _trainer(data)
+    assert str(e.value) == (f"image features of {data} are degenerate: 30 of 30 items share their row with another "
+                            "item (30 the same one) and 16 of 16 dimensions are constant; a kNN graph over them is "
+                            "arbitrary (no images reached the encode job? its missing_images.txt lists them). Set "
+                            "model.accept_degenerate_features=true to train on them anyway")
+    with caplog.at_level("WARNING", logger="cliper_dist"):
+        _trainer(data, accept_degenerate_features=True)
+    assert "(accepted: model.accept_degenerate_features=true)" in caplog.text
+
+
 def _dataset_dir(path: Path, rows: list[tuple[int, int, int]], users: int, items: int) -> Path:
     path.mkdir(parents=True)
     (path / "manifest.json").write_text(json.dumps({"counts": {"users": users, "items": items}, "shards": []}))
