@@ -9,9 +9,10 @@ fewer than k); the other reviews outside the core are counted by why they left i
 user's count or their item's count below k: ``accounting``), not listed.
 
 2014: ``meta_X.json.gz`` lines are Python literals (``{'asin': ...}``), reviews are JSON
-with reviewerID, asin, unixReviewTime. 2023: JSON lines; metadata keyed by parent_asin with
-``images`` ({large, hi_res, variant}), ``features`` and ``description`` lists; reviews with
-user_id, parent_asin and a timestamp in milliseconds.
+with reviewerID, asin, unixReviewTime and overall (the rating). 2023: JSON lines; metadata keyed
+by parent_asin with ``images`` ({large, hi_res, variant}), ``features`` and ``description``
+lists; reviews with user_id, parent_asin, rating and a timestamp in milliseconds. Timestamps (in
+seconds) and ratings are kept in the dataset's interactions; a review without a rating keeps NaN.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def convert_amazon2023(writer: DatasetWriter, meta: str | Path, reviews: str | P
     return _convert(writer, meta, reviews, images, k, _review_2023, _item_2023)
 
 
-Review = tuple[str, str, float]          # user, item, timestamp in seconds
+Review = tuple[str, str, float, float]   # user, item, timestamp in seconds, rating
 Item = tuple[str, dict[str, Any], str | None]  # item id, text fields, image URL
 
 
@@ -74,10 +75,10 @@ def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, image
 
 
 def _read_reviews(path: str | Path, rejects: Rejects, review: Callable[[dict], Review]) -> SourceInteractions:
-    builder = InteractionBuilder(path, with_split=False, with_timestamp=True)
+    builder = InteractionBuilder(path, with_split=False, with_timestamp=True, with_rating=True)
     for line_no, where, record in iter_records(path, rejects):
         try:
-            user, item, timestamp = review(record)
+            user, item, timestamp, rating = review(record)
         except (KeyError, TypeError, ValueError) as e:
             rejects.add("malformed_line", f"review lacks a field or has a bad value ({e.__class__.__name__}: {e})",
                         where)
@@ -85,16 +86,21 @@ def _read_reviews(path: str | Path, rejects: Rejects, review: Callable[[dict], R
         if not user or not item:
             rejects.add("malformed_line", "review with an empty user or item id", where)
             continue
-        builder.add(user, item, line_no, timestamp=timestamp)
+        builder.add(user, item, line_no, timestamp=timestamp, rating=rating)
     return builder.build()
 
 
 def _review_2014(r: dict) -> Review:
-    return str(r["reviewerID"]), str(r["asin"]), float(r.get("unixReviewTime") or 0)
+    return str(r["reviewerID"]), str(r["asin"]), float(r.get("unixReviewTime") or 0), _rating(r.get("overall"))
 
 
 def _review_2023(r: dict) -> Review:
-    return str(r["user_id"]), str(r.get("parent_asin") or r["asin"]), float(r.get("timestamp") or 0) / 1000.0
+    return (str(r["user_id"]), str(r.get("parent_asin") or r["asin"]), float(r.get("timestamp") or 0) / 1000.0,
+            _rating(r.get("rating")))
+
+
+def _rating(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _item_2014(m: dict) -> Item:

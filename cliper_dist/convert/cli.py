@@ -50,7 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                      help="JPEG quality of the re-encoded images (1-95)")
     out.add_argument("--split", choices=SPLITS, default=DEFAULTS.split,
                      help="split when the interactions carry no x_label: MMRec's per-user rule on a seeded shuffle "
-                          "(random) or on time order (temporal, needs timestamps)")
+                          "(random) or on time order (temporal, needs timestamps); loo: leave-one-out by time, "
+                          "each user's last interaction is test and the one before valid (sequential "
+                          "recommendation, needs timestamps)")
     out.add_argument("--split-seed", type=int, default=DEFAULTS.split_seed, help="seed of the random split")
     out.add_argument("--strict", action="store_true", help="stop at the first bad input instead of counting it")
     out.add_argument("--workers", type=int, default=DEFAULTS.workers,

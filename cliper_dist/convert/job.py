@@ -66,7 +66,7 @@ class ConvertConfig:
     shard_size: int = 1000  # items per shard: shard k holds indices [k*size, (k+1)*size) on any number of ranks
     max_image_side: int = 512  # longest image side after re-encoding
     jpeg_quality: int = 90  # JPEG quality of the re-encoded images (1-95)
-    split: Split = "random"  # no x_label: MMRec's per-user rule, seeded or by time order
+    split: Split = "random"  # no x_label: MMRec's per-user rule, seeded or by time order; loo: leave-one-out by time
     split_seed: int = 999  # seed of the random split
     strict: bool = False  # stop at the first bad input instead of counting it
     workers: int = 1  # processes re-encoding images, per rank (1: the rank itself)

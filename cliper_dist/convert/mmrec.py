@@ -159,7 +159,7 @@ def _mmrec_interactions(src: SourceInteractions, asins: IdCodes, user_names: IdC
     item_ids, item_code = np.unique(named, return_inverse=True)
     names = user_names if user_names is not None else IdCodes(np.arange(n_users).astype(bytes))
     out = SourceInteractions(src.path, user_num, item_code[src.item], src.line, src.split, src.timestamp, names,
-                             IdCodes(item_ids), fixed_users=True)
+                             IdCodes(item_ids), fixed_users=True, rating=src.rating)
     return out.subset(~bad)
 
 

@@ -49,7 +49,7 @@ from cliper_dist.errors import UserError
 
 FORMAT_VERSION = 1
 REJECTS = "rejects.jsonl"
-Split = Literal["random", "temporal"]
+Split = Literal["random", "temporal", "loo"]
 SPLITS: tuple[str, ...] = get_args(Split)
 
 
@@ -58,7 +58,7 @@ class WriterOptions:
     shard_size: int = 1000
     max_image_side: int = 512
     jpeg_quality: int = 90
-    split: Split = "random"   # when the source has no x_label: "random" (seeded) or "temporal"
+    split: Split = "random"   # when the source has no x_label: "random" (seeded), "temporal" or "loo" (by time)
     split_seed: int = 999
     strict: bool = False
     workers: int = 1          # processes re-encoding images; 1 = in this process
@@ -137,8 +137,8 @@ class DatasetWriter:
         Exact repeats (``SourceInteractions.repeats``) are counted, and merged into their first
         occurrence unless ``keep_duplicates``; returns the interactions as kept.
         """
-        if inter.split is None and self.options.split == "temporal" and inter.timestamp is None:
-            raise UserError(f"{inter.path}: --split temporal needs timestamps, and this file has none")
+        if inter.split is None and self.options.split in ("temporal", "loo") and inter.timestamp is None:
+            raise UserError(f"{inter.path}: --split {self.options.split} needs timestamps, and this file has none")
         repeat = inter.repeats()
         self.counts["duplicate_interactions"] = int(repeat.sum())
         if not self.options.keep_duplicates and repeat.any():
@@ -364,10 +364,14 @@ class DatasetWriter:
             user, user_ids = src.user, src.user_ids
         else:
             user, user_ids = _first_seen(src.user, src.user_ids)
+        by_time = self.options.split in ("temporal", "loo")
         if src.split is not None:
-            return Interactions(user, item, src.split), user_ids, "source"
-        timestamp = src.timestamp if self.options.split == "temporal" else None
-        return split_per_user(user, item, self.options.split_seed, timestamp), user_ids, self.options.split
+            split, how = src.split, "source"
+        else:
+            split = split_per_user(user, item, self.options.split_seed, src.timestamp if by_time else None,
+                                   leave_one_out=self.options.split == "loo").split
+            how = self.options.split
+        return Interactions(user, item, split, rating=src.rating, timestamp=src.timestamp), user_ids, how
 
     def _remove_stale(self) -> None:
         """Shards, records and temporary files that this run did not produce (a longer earlier run)."""

@@ -1,4 +1,5 @@
-"""User-item interactions in MMRec's `.inter` layout, and MMRec's per-user split rule."""
+"""User-item interactions in MMRec's `.inter` layout, and the per-user split rules (MMRec's, and
+leave-one-out by time for sequential recommendation)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ from cliper_dist.data.schema import SPLIT_NAMES, SPLIT_TEST, SPLIT_VALID
 from cliper_dist.errors import UserError
 
 
+OPTIONAL_COLUMNS = ("rating", "timestamp")  # kept (float64) whenever the source has them
+
+
 @dataclass
 class Interactions:
-    """Parallel int64 arrays, one row per (user, item) event; ``split`` holds x_label."""
+    """Parallel arrays, one row per (user, item) event; ``split`` holds x_label. ``rating`` and
+    ``timestamp`` (seconds) are there when the source had them, else None."""
 
     user: np.ndarray
     item: np.ndarray
     split: np.ndarray
+    rating: np.ndarray | None = None
+    timestamp: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user)
@@ -69,15 +76,33 @@ def read_inter_columns(path: str | Path, with_split: bool = True, name: str | No
 
 
 def read_inter(path: str | Path) -> Interactions:
-    """An MMRec `.inter` file with its split (x_label)."""
+    """An MMRec `.inter` file with its split (x_label), and its rating and timestamp columns
+    where the header names them (datasets converted before they were kept have neither)."""
     data = read_inter_columns(path)
-    return Interactions(user=data[:, 0].copy(), item=data[:, 1].copy(), split=data[:, 2].copy())
+    with Path(path).open() as f:
+        header = f.readline().rstrip("\n").split("\t")
+    extra = {}
+    for name in OPTIONAL_COLUMNS:
+        if name in header:
+            try:
+                extra[name] = np.loadtxt(path, dtype=np.float64, delimiter="\t", skiprows=1,
+                                         usecols=[header.index(name)], ndmin=1)
+            except ValueError as e:
+                raise UserError(f"{path}: malformed {name} column, values must be numbers ({e})") from None
+    return Interactions(user=data[:, 0].copy(), item=data[:, 1].copy(), split=data[:, 2].copy(), **extra)
 
 
 def write_inter(path: str | Path, inter: Interactions) -> None:
-    rows = np.stack([inter.user, inter.item, inter.split], axis=1)
+    """MMRec's column order: userID, itemID, [rating], [timestamp], x_label."""
+    columns = [("userID", inter.user, "%d"), ("itemID", inter.item, "%d")]
+    columns += [(name, getattr(inter, name), "%.15g") for name in OPTIONAL_COLUMNS if getattr(inter, name) is not None]
+    columns.append(("x_label", inter.split, "%d"))
+    # one float64 table: ids stay exact below 2**53 and print through %d
+    rows = np.stack([np.asarray(values, dtype=np.float64 if len(columns) > 3 else np.int64)
+                     for _, values, _ in columns], axis=1)
     with files.atomic_open(path, "w") as f:
-        np.savetxt(f, rows, fmt="%d", delimiter="\t", header="userID\titemID\tx_label", comments="")
+        np.savetxt(f, rows, fmt=[fmt for _, _, fmt in columns], delimiter="\t",
+                   header="\t".join(name for name, _, _ in columns), comments="")
 
 
 def split_sizes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,12 +124,14 @@ def split_sizes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def split_per_user(user: np.ndarray, item: np.ndarray, seed: int,
-                   timestamp: np.ndarray | None = None) -> Interactions:
-    """Label each event 0/1/2 per user by ``split_sizes``; row order is kept.
+                   timestamp: np.ndarray | None = None, leave_one_out: bool = False) -> Interactions:
+    """Label each event 0/1/2 per user; row order is kept.
 
-    Random (default): each user's events in a seeded random order. Temporal (``timestamp``
-    given): oldest events train, newest test; ties keep row order. Vectorised, so millions
-    of rows take seconds.
+    Random (default): each user's events in a seeded random order, sized by ``split_sizes``.
+    Temporal (``timestamp`` given): oldest events train, newest test; ties keep row order.
+    ``leave_one_out`` (with ``timestamp``): the user's last event is test, the one before
+    valid, the rest train (users with fewer than 3 events train on all of them). Vectorised,
+    so millions of rows take seconds.
     """
     user, item = np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64)
     if len(user) == 0:
@@ -116,8 +143,14 @@ def split_per_user(user: np.ndarray, item: np.ndarray, seed: int,
     first = np.ones(len(user), dtype=bool)
     first[1:] = sorted_user[1:] != sorted_user[:-1]
     rank = rows - np.maximum.accumulate(np.where(first, rows, 0))
-    n_train, n_valid, _ = split_sizes(np.bincount(user)[sorted_user])
+    counts = np.bincount(user)[sorted_user]
+    if leave_one_out:
+        n_valid = (counts >= 3).astype(np.int64)
+        n_train = counts - 2 * n_valid
+    else:
+        n_train, n_valid, _ = split_sizes(counts)
     labels = np.where(rank < n_train, 0, np.where(rank < n_train + n_valid, SPLIT_VALID, SPLIT_TEST))
     split = np.empty(len(user), dtype=np.int64)
     split[order] = labels
-    return Interactions(user=user, item=item, split=split)
+    return Interactions(user=user, item=item, split=split,
+                        timestamp=None if timestamp is None else np.asarray(timestamp, dtype=np.float64))

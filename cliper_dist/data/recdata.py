@@ -63,13 +63,13 @@ class RecData:
         return np.sort(self.train_user * self.num_items + self.train_item)
 
 
-def load_rec_data(path: str | Path, num_items_hint: int | None = None) -> RecData:
-    """A dataset directory, or an MMRec folder holding exactly one ``*.inter`` file."""
+def load_interactions(path: str | Path, num_items_hint: int | None = None) -> tuple[Interactions, int, int, str]:
+    """The interactions of a dataset directory, or of an MMRec folder holding exactly one
+    ``*.inter`` file, with the number of users and items and the file's name."""
     path = Path(path)
     if dirs.expect(path, (dirs.DATASET, dirs.MMREC), "--data") == dirs.DATASET:
         ds = DatasetDir.open(path)
-        return RecData.from_interactions(read_inter(path / schema.INTERACTIONS), ds.num_users, ds.num_items,
-                                         str(path / schema.INTERACTIONS))
+        return read_inter(path / schema.INTERACTIONS), ds.num_users, ds.num_items, str(path / schema.INTERACTIONS)
     inters = sorted(path.glob("*.inter")) if path.is_dir() else []
     if len(inters) != 1:
         raise UserError(f"{path}: expected a dataset directory (with {schema.MANIFEST}) or an MMRec folder "
@@ -77,4 +77,9 @@ def load_rec_data(path: str | Path, num_items_hint: int | None = None) -> RecDat
     inter = read_inter(inters[0])
     num_users = int(inter.user.max()) + 1
     num_items = max(int(inter.item.max()) + 1, num_items_hint or 0)
-    return RecData.from_interactions(inter, num_users, num_items, str(inters[0]))
+    return inter, num_users, num_items, str(inters[0])
+
+
+def load_rec_data(path: str | Path, num_items_hint: int | None = None) -> RecData:
+    """A dataset directory, or an MMRec folder holding exactly one ``*.inter`` file."""
+    return RecData.from_interactions(*load_interactions(path, num_items_hint))

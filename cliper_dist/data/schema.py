@@ -7,7 +7,8 @@ Dataset directory (written by ``tools/convert.py``, read by encode and train)::
       items.jsonl            {"index", "item_id", "title", "brand", "categories", "description", "image",
                               "has_image"}   (image: the catalog's path or URL)
       users.jsonl            {"index", "user_id"}
-      interactions.inter     MMRec format in index space: userID<TAB>itemID<TAB>x_label
+      interactions.inter     MMRec format in index space: userID<TAB>itemID[<TAB>rating][<TAB>timestamp]<TAB>x_label
+                             (rating and timestamp, seconds, when the source has them; older datasets lack them)
       rejects.jsonl          {"kind", "id", "where", "reason"}: inputs left out or degraded
                              (manifest ``counts.accounting``: per input file, rows read = kept +
                              rejected + filtered + merged; ``convert/accounting.py``)

@@ -1,7 +1,7 @@
-"""Users' item sequences in time order, the leave-one-out split, and the training batches.
+"""Users' item sequences in time order, and the training batches.
 
-Leave-one-out by time: a user's last item is the test target, the one before the valid target,
-the rest trains. Every rank builds the same batches: a seeded permutation per epoch of the users
+A dataset converted with ``--split loo`` (``data/interactions.split_per_user``) holds out each
+user's last item by time (test) and the one before (valid); the rest trains, in time order. Every rank builds the same batches: a seeded permutation per epoch of the users
 with at least two training items, cut into global batches; rank r takes its contiguous share,
 and negatives are drawn for the whole global batch from (seed, epoch, step) before slicing, so
 the batches and negatives are the same at any world size.
@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from cliper_dist.data.interactions import Interactions
+from cliper_dist.data.recdata import load_interactions
+from cliper_dist.data.schema import SPLIT_NAMES, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID
+from cliper_dist.errors import UserError
 
 
 @dataclass
@@ -28,22 +34,28 @@ class Sequences:
     test: np.ndarray
 
     @classmethod
-    def leave_one_out(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> "Sequences":
-        """From interactions already in time order (ties keep the input order)."""
-        order = np.argsort(user, kind="stable")
-        user, item = user[order], item[order]
-        counts = np.bincount(user, minlength=num_users)
-        ends = np.cumsum(counts)
-        valid, test = np.full(num_users, -1), np.full(num_users, -1)
-        has_test, has_valid = counts >= 1, counts >= 2
-        test[has_test] = item[ends[has_test] - 1]
-        valid[has_valid] = item[ends[has_valid] - 2]
-        held = np.minimum(counts, 2)
-        keep = np.ones(len(item), dtype=bool)
-        keep[ends[has_test] - 1] = False
-        keep[ends[has_valid] - 2] = False
-        indptr = np.concatenate([[0], np.cumsum(counts - held)])
-        return cls(num_items, indptr, item[keep].astype(np.int64), valid, test)
+    def from_interactions(cls, inter: Interactions, num_users: int, num_items: int, source: str) -> "Sequences":
+        """Each user's training items ordered by time (ties keep the file's order); at most one
+        valid and one test item per user, as ``--split loo`` makes them."""
+        if inter.timestamp is None:
+            raise UserError(f"{source}: no timestamp column; sequential recommendation orders each user's items "
+                            f"by time. Convert from a source with timestamps (Amazon reviews, or a CSV/TSV or MMRec "
+                            f".inter with a timestamp column) with --split loo")
+        targets = {}
+        for split in (SPLIT_VALID, SPLIT_TEST):
+            mask = inter.split == split
+            per_user = np.bincount(inter.user[mask], minlength=num_users)
+            if (per_user > 1).any():
+                u = int(np.flatnonzero(per_user > 1)[0])
+                raise UserError(f"{source}: user {u} has {per_user[u]} {SPLIT_NAMES[split]} interactions; sequential "
+                                f"recommendation holds out one per user: convert with --split loo")
+            targets[split] = np.full(num_users, -1, dtype=np.int64)
+            targets[split][inter.user[mask]] = inter.item[mask]
+        train = inter.split == SPLIT_TRAIN
+        user, item, time = inter.user[train], inter.item[train], inter.timestamp[train]
+        order = np.lexsort((np.arange(len(user)), time, user))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(user, minlength=num_users))])
+        return cls(num_items, indptr, item[order].astype(np.int64), targets[SPLIT_VALID], targets[SPLIT_TEST])
 
     @property
     def num_users(self) -> int:
@@ -71,6 +83,11 @@ class Sequences:
             if self.valid[u] >= 0:
                 items[indptr[u + 1] - 1] = self.valid[u]
         return indptr, items
+
+
+def load_sequences(path: str | Path) -> Sequences:
+    """A dataset directory (or MMRec folder) as sequences (``Sequences.from_interactions``)."""
+    return Sequences.from_interactions(*load_interactions(path))
 
 
 @dataclass

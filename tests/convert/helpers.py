@@ -82,9 +82,12 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def read_inter(path: Path) -> list[tuple[int, int, int]]:
+    """(userID, itemID, x_label) rows; the optional rating and timestamp columns are skipped."""
     lines = path.read_text().splitlines()
-    assert lines[0] == "userID\titemID\tx_label"
-    return [tuple(int(v) for v in line.split("\t")) for line in lines[1:]]
+    header = lines[0].split("\t")
+    assert header[:2] == ["userID", "itemID"] and header[-1] == "x_label"
+    assert set(header[2:-1]) <= {"rating", "timestamp"}, header
+    return [(int(v[0]), int(v[1]), int(v[-1])) for v in (line.split("\t") for line in lines[1:])]
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -55,6 +55,13 @@ def test_amazon2014_python_literal_meta_and_5_core(tmp_path):
     assert users == CORE_USERS
     assert {(users[u], items[i]["item_id"]) for u, i, _ in read_inter(out / "interactions.inter")} == {
         (u, p) for u in CORE_USERS for p in ("P0", "P1", "P2", "P3")}
+    # unixReviewTime and overall are kept (sequential and CTR tasks read them)
+    lines = (out / "interactions.inter").read_text().splitlines()
+    assert lines[0] == "userID\titemID\trating\ttimestamp\tx_label"
+    times = {(u, p): t for u, p, t in review_rows()}
+    assert sorted(int(line.split("\t")[3]) for line in lines[1:]) == sorted(
+        times[(u, p)] for u in CORE_USERS for p in ("P0", "P1", "P2", "P3"))
+    assert {line.split("\t")[2] for line in lines[1:]} == {"5"}
 
 
 def test_amazon2023_jsonl_with_downloads(tmp_path, image_server):

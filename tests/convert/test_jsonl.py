@@ -119,3 +119,26 @@ def test_an_input_error_leaves_an_earlier_dataset_intact(tmp_path):
     before = (out / "manifest.json").read_bytes()
     assert run_convert("jsonl", "--catalog", tmp_path / "typo.jsonl", "--out", out) == 2
     assert (out / "manifest.json").read_bytes() == before
+
+
+def test_rating_and_timestamp_are_kept_and_loo_splits_by_time(tmp_path, capsys):
+    """A CSV's rating and timestamp columns reach interactions.inter; --split loo holds out each
+    user's last interaction (test) and the one before (valid), ties in time kept in file order."""
+    catalog = write_jsonl(tmp_path / "c.jsonl", [{"item_id": f"I{i}", "title": f"t{i}"} for i in range(6)])
+    rows = [("a", 0, 30, 5), ("a", 1, 10, 4), ("a", 2, 20, 3), ("a", 3, 20, 2), ("b", 4, 5, 1), ("b", 5, 6, 2)]
+    inter = write_lines(tmp_path / "i.csv", ["user_id,item_id,timestamp,rating"]
+                        + [f"{u},I{i},{t},{r}" for u, i, t, r in rows])
+    out = tmp_path / "loo"
+    assert run_convert("jsonl", "--catalog", catalog, "--interactions", inter, "--out", out, "--split", "loo") == 0
+    lines = (out / "interactions.inter").read_text().splitlines()
+    assert lines[0] == "userID\titemID\trating\ttimestamp\tx_label"
+    assert [line.split("\t")[2:] for line in lines[1:]] == [
+        ["5", "30", "2"], ["4", "10", "0"], ["3", "20", "0"], ["2", "20", "1"],  # a: 20 then 20 (file order), 30
+        ["1", "5", "0"], ["2", "6", "0"]]  # b: 2 events, all train
+    assert read_manifest(out)["split"] == "loo"
+
+    no_time = write_lines(tmp_path / "n.csv", ["user_id,item_id", "u,I1"])
+    capsys.readouterr()
+    assert run_convert("jsonl", "--catalog", catalog, "--interactions", no_time, "--out", tmp_path / "n",
+                       "--split", "loo") == 2
+    assert "--split loo needs timestamps" in capsys.readouterr().err

@@ -37,6 +37,28 @@ def test_inter_round_trip_and_validation(tmp_path):
         empty_valid.validate(2, 4, "x")
 
 
+def test_rating_and_timestamp_columns_round_trip_and_old_files_load(tmp_path):
+    inter = Interactions(np.array([0, 1]), np.array([5, 6]), np.array([0, 2]), rating=np.array([4.0, np.nan]),
+                         timestamp=np.array([1388534400.0, 1.5]))
+    write_inter(tmp_path / "x.inter", inter)
+    assert (tmp_path / "x.inter").read_text().splitlines() == [
+        "userID\titemID\trating\ttimestamp\tx_label", "0\t5\t4\t1388534400\t0", "1\t6\tnan\t1.5\t2"]
+    back = read_inter(tmp_path / "x.inter")
+    np.testing.assert_array_equal(back.timestamp, inter.timestamp)
+    np.testing.assert_array_equal(back.rating, inter.rating)
+    write_inter(tmp_path / "old.inter", Interactions(inter.user, inter.item, inter.split))
+    old = read_inter(tmp_path / "old.inter")
+    assert old.rating is None and old.timestamp is None
+
+
+def test_leave_one_out_by_time():
+    user = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    time = np.array([4., 1., 2., 2., 0., 1., 7., 7., 7.])
+    split = split_per_user(user, np.arange(9), seed=0, timestamp=time, leave_one_out=True).split
+    # user 0: times 1, 2, 2 (ties in row order), 4; user 1: two events, all train; user 2: all tied
+    assert split.tolist() == [2, 0, 0, 1, 0, 0, 0, 1, 2]
+
+
 def test_bad_inter_files(tmp_path):
     p = tmp_path / "bad.inter"
     p.write_text("user\titem\n1\t2\n")

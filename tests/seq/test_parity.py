@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cliper_dist import dist
+from cliper_dist.data.interactions import split_per_user
 from cliper_dist.seq.data import Sequences, train_batches
 from cliper_dist.seq.model import SeqConfig, SeqModel, evaluate
 from cliper_dist.seq.reference import ReferenceSeqModel
@@ -26,7 +27,8 @@ def synthetic_sequences() -> Sequences:
         start, stride = int(g.integers(ITEMS)), int(g.integers(1, 4))
         user += [u] * n
         item += [(start + stride * j) % ITEMS for j in range(n)]
-    return Sequences.leave_one_out(np.array(user), np.array(item), USERS, ITEMS)
+    inter = split_per_user(np.array(user), np.array(item), 0, timestamp=np.arange(len(user)), leave_one_out=True)
+    return Sequences.from_interactions(inter, USERS, ITEMS, "synthetic")
 
 
 def config(loss: str, table: str) -> SeqConfig:
