@@ -63,7 +63,10 @@ def train_reference(loss: str, table: str) -> dict:
             "valid": model.evaluate(seqs, "valid"), "test": model.evaluate(seqs, "test")}
 
 
-@pytest.mark.parametrize("loss,table", [("ce", "sgd"), ("bce", "rowwise_adagrad"), ("bce", "sgd")])
+# SGD shows any scale error of the gradients (row-wise Adagrad divides it out); BCE+SGD adds the
+# sampled path's scale, which the same all-to-all carries (slow)
+@pytest.mark.parametrize("loss,table", [("ce", "sgd"), ("bce", "rowwise_adagrad"),
+                                        pytest.param("bce", "sgd", marks=pytest.mark.slow)])
 def test_two_ranks_match_the_dense_equations(ranks, loss, table):
     expected = train_reference(loss, table)
     for got in ranks.run(train_sharded, loss, table):
