@@ -73,7 +73,7 @@ class SeqModel:
         loss.backward()  # the table's rows are updated here (fbgemm, fused)
         self._sum_dense_gradients()
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _sum_dense_gradients(self) -> None:
         if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -1,0 +1,136 @@
+"""Seconds per SASRec training step of the sequential core (``cliper_dist/seq/``) at 1 and 2 ranks,
+against its dense single-process reference (``seq/reference.py``) in the same run.
+
+    python benchmarks/seq_step.py [--items 20000 --users 10000 --batch 128 --max-len 50 --loss ce]
+
+Synthetic sequences: each user walks through items with a stride of its own (lengths 5-60), split
+leave-one-out by time. Both sides train the same global batches (1 thread per process); the
+reference holds the whole table and computes the whole softmax at once, so keep ``--items`` where
+its (batch x max_len) x items logits fit in memory. One JSON line per measurement (median step
+time over ``--steps`` after 2 warm-up steps; peak RSS; the item table's rows and MB on each rank),
+then a summary with the ratios. The core is not yet a job: no input pipeline, checkpoint or
+evaluation is timed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cliper_dist import dist  # noqa: E402
+from cliper_dist.data.interactions import split_per_user  # noqa: E402
+from cliper_dist.seq.data import Sequences, train_batches  # noqa: E402
+from cliper_dist.seq.model import SeqConfig, SeqModel  # noqa: E402
+from cliper_dist.seq.reference import ReferenceSeqModel  # noqa: E402
+from cliper_dist.seq.sasrec import SASRecConfig  # noqa: E402
+from cliper_dist.seq.table import TableOptim  # noqa: E402
+
+SEED = 0
+
+
+def synthetic(items: int, users: int) -> Sequences:
+    g = np.random.default_rng(SEED)
+    lengths = g.integers(5, 61, users)
+    user = np.repeat(np.arange(users), lengths)
+    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    start, stride = g.integers(0, items, users), g.integers(1, 8, users)
+    item = (start[user] + stride[user] * step) % items
+    inter = split_per_user(user, item, SEED, timestamp=step.astype(np.float64), leave_one_out=True)
+    return Sequences.from_interactions(inter, users, items, "synthetic")
+
+
+def config(args) -> SeqConfig:
+    return SeqConfig(embedding_dim=64, loss=args.loss, sasrec=SASRecConfig(max_len=args.max_len, blocks=2, heads=1,
+                                                                           dropout=0.2),
+                     table=TableOptim(name="rowwise_adagrad", lr=0.05), lr=1e-3)
+
+
+def time_steps(step, batches, n: int) -> list[float]:
+    times = []
+    for i, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        step(batch)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+        if len(times) == n:
+            return times
+    raise SystemExit(f"only {len(times)} timed steps in an epoch: lower --batch or --steps")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(args) -> None:
+    torch.set_num_threads(1)
+    if args.impl == "reference":
+        seqs = synthetic(args.items, args.users)
+        model = ReferenceSeqModel(config(args), args.items, SEED)
+        times = time_steps(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, 0, 1), args.steps)
+        rows, ranks, rss = [args.items], 1, [peak_rss_mb()]
+    else:
+        info = dist.init(device="cpu")
+        seqs = synthetic(args.items, args.users)
+        model = SeqModel(config(args), args.items, SEED, info.world_size, info.device)
+        times = time_steps(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, info.rank,
+                                                      info.world_size), args.steps)
+        rows = dist.all_gather_object(model.table.hi - model.table.lo)
+        ranks = info.world_size
+        times = [max(ts) for ts in zip(*dist.all_gather_object(times))]  # a step ends when its slowest rank does
+        rss = dist.all_gather_object(peak_rss_mb())
+        if info.rank:
+            return
+    print(json.dumps({"impl": args.impl, "ranks": ranks, "loss": args.loss, "items": args.items,
+                      "batch": args.batch, "max_len": args.max_len, "s_per_step": round(statistics.median(times), 4),
+                      "table_rows_per_rank": rows, "table_mb_per_rank": [round(r * 64 * 4 / 2**20, 3) for r in rows],
+                      "peak_rss_mb": [round(x, 1) for x in rss]}), flush=True)
+
+
+def measure(args, impl: str, ranks: int) -> dict:
+    flags = ["--_worker", impl] + [f"--{k.replace('_', '-')}={getattr(args, k)}"
+                                   for k in ("items", "users", "batch", "max_len", "steps", "loss")]
+    script = str(Path(__file__).resolve())
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", script]
+           if impl == "sharded" else [sys.executable, script]) + flags
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"{impl} x{ranks} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    print(lines[-1], flush=True)
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--items", type=int, default=20000)
+    p.add_argument("--users", type=int, default=10000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--loss", choices=("ce", "bce"), default="ce")
+    p.add_argument("--_worker", dest="impl", choices=("reference", "sharded"), default=None)
+    args = p.parse_args()
+    if args.impl:
+        return worker(args)
+    ref = measure(args, "reference", 1)
+    one, two = measure(args, "sharded", 1), measure(args, "sharded", 2)
+    print(json.dumps({"summary": "seq_step", "loss": args.loss,
+                      "reference_over_sharded_1": round(ref["s_per_step"] / one["s_per_step"], 2),
+                      "speedup_2_over_1": round(one["s_per_step"] / two["s_per_step"], 2),
+                      "table_2_over_1": round(max(two["table_rows_per_rank"]) / one["table_rows_per_rank"][0], 3)}))
+
+
+if __name__ == "__main__":
+    main()
