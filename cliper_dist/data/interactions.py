@@ -49,10 +49,10 @@ class Interactions:
                 raise UserError(f"{source}: the {split} split is empty")
 
 
-def read_inter_columns(path: str | Path, with_split: bool = True, name: str | None = None) -> np.ndarray:
-    """The userID, itemID and x_label columns of an MMRec `.inter` file, (n, 3) int64: tab-separated,
-    a header naming them, other columns skipped. ``with_split=False``: x_label is optional,
-    (n, 2) without it. ``name`` labels the file in errors (e.g. "--inter baby.inter")."""
+def _read_columns(path: str | Path, with_split: bool, name: str | None,
+                  optional: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One parse of an MMRec `.inter` file: the id columns (``read_inter_columns``) and those of
+    ``optional`` the header names, as float64 arrays."""
     path = Path(path)
     name = name or str(path)
     if not path.is_file():
@@ -62,33 +62,34 @@ def read_inter_columns(path: str | Path, with_split: bool = True, name: str | No
     wanted = ("userID", "itemID", "x_label") if with_split or "x_label" in header else ("userID", "itemID")
     if not set(wanted) <= set(header):
         raise UserError(f"{name}: header must name {', '.join(wanted)} (tab-separated, MMRec .inter); got {header[:6]}")
+    extra = tuple(c for c in optional if c in header)
+    dtype = [(c, np.int64) for c in wanted] + [(c, np.float64) for c in extra]
     try:
-        data = np.loadtxt(path, dtype=np.int64, delimiter="\t", skiprows=1, usecols=[header.index(c) for c in wanted],
-                          ndmin=2)
+        table = np.loadtxt(path, dtype=dtype, delimiter="\t", skiprows=1,
+                           usecols=[header.index(c) for c in wanted + extra], ndmin=1)
     except ValueError as e:
-        raise UserError(f"{name}: malformed row, ids must be integers ({e})") from None
+        raise UserError(f"{name}: malformed row, ids must be integers and {', '.join(OPTIONAL_COLUMNS)} numbers "
+                        f"({e})") from None
+    data = np.stack([table[c] for c in wanted], axis=1) if len(table) else np.zeros((0, len(wanted)), np.int64)
     if len(wanted) == 3:
         bad = ~np.isin(data[:, 2], list(SPLIT_NAMES))
         if bad.any():
             raise UserError(f"{name}: x_label must be 0, 1 or 2; row {int(np.flatnonzero(bad)[0]) + 2} has "
                             f"{data[bad][0, 2]}")
-    return data
+    return data, {c: np.ascontiguousarray(table[c]) for c in extra}
+
+
+def read_inter_columns(path: str | Path, with_split: bool = True, name: str | None = None) -> np.ndarray:
+    """The userID, itemID and x_label columns of an MMRec `.inter` file, (n, 3) int64: tab-separated,
+    a header naming them, other columns skipped. ``with_split=False``: x_label is optional,
+    (n, 2) without it. ``name`` labels the file in errors (e.g. "--inter baby.inter")."""
+    return _read_columns(path, with_split, name)[0]
 
 
 def read_inter(path: str | Path) -> Interactions:
     """An MMRec `.inter` file with its split (x_label), and its rating and timestamp columns
     where the header names them (datasets converted before they were kept have neither)."""
-    data = read_inter_columns(path)
-    with Path(path).open() as f:
-        header = f.readline().rstrip("\n").split("\t")
-    extra = {}
-    for name in OPTIONAL_COLUMNS:
-        if name in header:
-            try:
-                extra[name] = np.loadtxt(path, dtype=np.float64, delimiter="\t", skiprows=1,
-                                         usecols=[header.index(name)], ndmin=1)
-            except ValueError as e:
-                raise UserError(f"{path}: malformed {name} column, values must be numbers ({e})") from None
+    data, extra = _read_columns(path, True, None, OPTIONAL_COLUMNS)
     return Interactions(user=data[:, 0].copy(), item=data[:, 1].copy(), split=data[:, 2].copy(), **extra)
 
 

@@ -74,14 +74,10 @@ class Sequences:
         """(indptr, items) of what each user has seen before its valid (or test) target."""
         if not with_valid:
             return self.indptr, self.items
-        lengths = np.diff(self.indptr) + (self.valid >= 0)
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        items = np.empty(indptr[-1], dtype=np.int64)
-        for u in range(self.num_users):
-            row = self.row(u)
-            items[indptr[u]:indptr[u] + len(row)] = row
-            if self.valid[u] >= 0:
-                items[indptr[u + 1] - 1] = self.valid[u]
+        has_valid = self.valid >= 0
+        indptr = np.concatenate([[0], np.cumsum(np.diff(self.indptr) + has_valid)])
+        # each user's valid item goes after its training items: insert it at the row's end
+        items = np.insert(self.items, self.indptr[1:][has_valid], self.valid[has_valid])
         return indptr, items
 
 

@@ -11,7 +11,7 @@ averaged. Two losses:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -29,14 +29,10 @@ from cliper_dist.seq.table import ItemTable, TableOptim
 class SeqConfig:
     embedding_dim: int = 64
     loss: Literal["bce", "ce"] = "ce"
-    sasrec: SASRecConfig = None  # type: ignore[assignment]
-    table: TableOptim = None  # type: ignore[assignment]
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    table: TableOptim = field(default_factory=TableOptim)
     lr: float = 1e-3  # Adam, dense part
     softmax_block: int = 4096  # positions scored at once against this rank's rows
-
-    def __post_init__(self):
-        self.sasrec = self.sasrec or SASRecConfig()
-        self.table = self.table or TableOptim()
 
 
 class SeqModel:
@@ -88,11 +84,12 @@ class SeqModel:
         return self.table.local.detach()
 
     @torch.no_grad()
-    def rank_targets(self, seqs: Sequences, users: np.ndarray, split: str, bags: int) -> torch.Tensor:
-        """0-based full-ranking rank of each of ``users``' ``split`` target (this rank's users, in
-        ``bags`` >= len(users) bags: every rank passes the same number)."""
+    def rank_targets(self, history: tuple[np.ndarray, np.ndarray], targets: np.ndarray, users: np.ndarray,
+                     bags: int) -> torch.Tensor:
+        """0-based full-ranking rank of each of ``users``' target (this rank's users, in ``bags`` >=
+        len(users) bags: every rank passes the same number); ``history`` = (indptr, items) of
+        every user, ``targets`` every user's target."""
         self.encoder.eval()
-        history = seqs.history(with_valid=split == "test")
         indptr, seen = history
         L = self.cfg.sasrec.max_len
         windows = [seen[indptr[u]:indptr[u + 1]][-L:] for u in users]
@@ -102,17 +99,19 @@ class SeqModel:
         out = self.table.lookup({"seq": (inputs, lengths)}, bags)
         y, _ = self._encode(out["seq"].values(), lengths)
         h = y[:len(users), -1]
-        targets = torch.from_numpy((seqs.test if split == "test" else seqs.valid)[users])
-        return target_ranks(h, torch.from_numpy(users), targets, self.own_rows(), self.table.lo, history)
+        return target_ranks(h, torch.from_numpy(users), torch.from_numpy(targets[users]), self.own_rows(),
+                            self.table.lo, history)
 
 
 def evaluate(model: SeqModel, seqs: Sequences, split: str, rank: int, world_size: int,
              batch_users: int = 256, ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
     """HR@k and NDCG@k of every user with a ``split`` target, ranked against all items."""
-    users = np.flatnonzero((seqs.test if split == "test" else seqs.valid) >= 0)
+    targets = seqs.test if split == "test" else seqs.valid
+    history = seqs.history(with_valid=split == "test")
+    users = np.flatnonzero(targets >= 0)
     per_rank = -(-len(users) // world_size)
     mine = users[rank * per_rank:(rank + 1) * per_rank]
-    ranks = [model.rank_targets(seqs, mine[s:s + batch_users], split, batch_users)
+    ranks = [model.rank_targets(history, targets, mine[s:s + batch_users], batch_users)
              for s in range(0, per_rank, batch_users)]
     r = torch.cat(ranks).double() if ranks else torch.zeros(0, dtype=torch.float64)
     sums = torch.stack([torch.tensor(float(len(r)), dtype=torch.float64)]
