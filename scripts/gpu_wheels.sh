@@ -34,14 +34,14 @@ WHEELS=(
 LIMIT=$((64 * 1024 * 1024))
 DIR=.whl
 
-if [ "${1:-}" = --list ]; then printf '%s\n' "${WHEELS[@]%%#*}"; exit 0; fi
+if [ "${1:-}" = --list ]; then printf '%s\n' "${WHEELS[@]}"; exit 0; fi
 
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
 grep -qxF "/$DIR/" "$exclude" 2>/dev/null || echo "/$DIR/" >> "$exclude"
 mkdir -p "$DIR"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$DIR" "${WHEELS[@]%%#*}" 2>&1 \
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$DIR" "${WHEELS[@]}" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 
 # keep exactly the pinned wheels: a second version of one stops the whole install there

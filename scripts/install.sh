@@ -74,7 +74,7 @@ pip install -e ".[test]"
 if [ "$PLAN" = 1 ]; then
   [ "$TARGET" = cpu ] && echo "copy scripts/torchvision_hook.py into site-packages (startup hook)" \
     || echo "remove the CPU startup hook _cliper_torchvision_hook from site-packages"
-  [ "$TARGET" = cuda ] && echo "verify: torch is a CUDA build and torch.cuda.is_available(); fbgemm-gpu-cpu is absent; fbgemm_gpu's CUDA ops and torchrec import"
+  [ "$TARGET" = cuda ] && echo "verify: torch is a CUDA build and torch.cuda.is_available(); fbgemm_gpu's CUDA ops and torchrec import"
   exit 0
 fi
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -92,8 +92,6 @@ fi
 if [ "$TARGET" = cuda ]; then
   # A driver too old for the CUDA build, or no GPU, would otherwise fall back to the CPU
   # silently and the gpu tests would skip: say so now, in one line.
-  ! "$VENV/bin/python" -m pip list 2>/dev/null | grep -qiE '^fbgemm[-_]gpu[-_]cpu ' \
-    || fail "fbgemm-gpu-cpu is still installed next to fbgemm-gpu; remove $VENV and rerun"
   why=$("$VENV/bin/python" scripts/verify_cuda.py 2>&1) || fail "the CUDA stack is not usable: $(tail -n 1 <<<"$why")"
   echo "install.sh: $why" >&2
 fi

@@ -28,18 +28,22 @@ def main(argv: list[str]) -> int:
         lengths = torch.ops.fbgemm.asynchronous_complete_cumsum(x if not cpu_fbgemm else x.cpu())
         assert lengths.tolist() == [0, 0, 1, 3, 6]
     except Exception as e:  # noqa: BLE001 - an undefined symbol, a missing CUDA kernel: one line
-        print(f"fbgemm_gpu does not load or run against torch {torch.__version__}: {type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}")
+        print(f"fbgemm_gpu does not load or run against torch {torch.__version__}: {_first_line(e)}")
         return 1
     try:
         import torchrec  # noqa: F401
     except Exception as e:  # noqa: BLE001
-        print(f"torchrec does not import against torch {torch.__version__}: {type(e).__name__}: {e}")
+        print(f"torchrec does not import against torch {torch.__version__}: {_first_line(e)}")
         return 1
     kind = "CPU fbgemm ops" if cpu_fbgemm else "fbgemm CUDA ops"
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}) on {torch.cuda.get_device_name(0)} "
           f"x{torch.cuda.device_count()}; {kind} and torchrec {getattr(torchrec, '__version__', '?')} load")
     return 0
+
+
+def _first_line(e: Exception) -> str:
+    """The exception's type and first line: install.sh prints one line."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 if __name__ == "__main__":

@@ -19,20 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+from cliper_dist import files
+
 LOSS_RTOL = 1e-3  # per-epoch training loss: |a - b| <= LOSS_RTOL * max(1, |b|)
 METRIC_ATOL = 0.02  # Recall@K and NDCG@K (valid and test, every K): |a - b| <= METRIC_ATOL
 ARRAY_COSINE_MIN = 0.999  # float32 outputs (encode at fp32, adapt): cosine of each row pair
 BF16_COSINE_MIN = 0.99  # a bf16 encode against the fp32 one
 
 
-def _records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
 def compare_train_runs(a: str | Path, b: str | Path) -> dict:
     """``a`` and ``b``: run directories of the same config; every evaluated epoch is compared."""
-    ra, rb = _records(a), _records(b)
-    problems = []
+    ra, rb = (list(files.read_jsonl(Path(run) / "metrics.jsonl")) for run in (a, b))
+    problems = [] if ra else ["no evaluated epoch"]
     if [r["epoch"] for r in ra] != [r["epoch"] for r in rb]:
         problems.append(f"evaluated epochs differ: {[r['epoch'] for r in ra]} vs {[r['epoch'] for r in rb]}")
     loss_rel = metric_abs = 0.0

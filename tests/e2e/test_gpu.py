@@ -80,35 +80,35 @@ def test_encode_at_fp32_agrees_with_the_cpu(demo_dataset, demo_features, tiny_cl
     _agree(compare_arrays(tmp_path / "features", demo_features))
 
 
-def _train(demo_dataset, features, out: Path, model: str, device: str, *extra: str):
+def _train(demo_dataset, features, out: Path, model: str, device: str, *extra: str, epochs: int = EPOCHS):
     return _ok(run_python([
         REPO / "launch" / "train.py", "--config", REPO / "configs" / "train" / f"{model}.yaml",
         "--config", REPO / "configs" / "train" / "demo.yaml", "--data", demo_dataset, "--features", features,
-        "--out", out, f"epochs={EPOCHS}", f"device={device}", *extra], timeout=300))
+        "--out", out, f"epochs={epochs}", f"device={device}", *extra], timeout=300))
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_one_rank_on_the_device_agrees_with_the_cpu(demo_dataset, demo_features, tmp_path, model):
     """Per-epoch loss and every metric, within the stated tolerances (FREEDOM: HNSW kNN graph)."""
     extra = ["model.knn=hnsw"] if model == "freedom" else []
-    for device in ("cpu", DEVICE):
-        _train(demo_dataset, demo_features, tmp_path / device, model, device, *extra)
-    _agree(compare_train_runs(tmp_path / DEVICE, tmp_path / "cpu"))
+    for out, device in (("ref", "cpu"), ("dev", DEVICE)):  # two directories even when DEVICE is the CPU
+        _train(demo_dataset, demo_features, tmp_path / out, model, device, *extra)
+    _agree(compare_train_runs(tmp_path / "dev", tmp_path / "ref"))
 
 
 def test_a_cpu_checkpoint_resumes_on_the_device(demo_dataset, demo_features, tmp_path):
     """DCP: 2 epochs on the CPU, resumed on the device to EPOCHS + 1, against the CPU's
     uninterrupted run."""
-    _train(demo_dataset, demo_features, tmp_path / "whole", "freedom", "cpu", f"epochs={EPOCHS + 1}")
-    _train(demo_dataset, demo_features, tmp_path / "resumed", "freedom", "cpu", "epochs=2")
-    result = _train(demo_dataset, demo_features, tmp_path / "resumed", "freedom", DEVICE, f"epochs={EPOCHS + 1}")
+    _train(demo_dataset, demo_features, tmp_path / "whole", "freedom", "cpu", epochs=EPOCHS + 1)
+    _train(demo_dataset, demo_features, tmp_path / "resumed", "freedom", "cpu", epochs=2)
+    result = _train(demo_dataset, demo_features, tmp_path / "resumed", "freedom", DEVICE, epochs=EPOCHS + 1)
     assert "resumed from" in result.stdout
     _agree(compare_train_runs(tmp_path / "resumed", tmp_path / "whole"))
 
 
 def test_adapt_on_the_device_agrees_with_the_cpu(demo_dataset, demo_features, tmp_path):
-    for device in ("cpu", DEVICE):
+    for out, device in (("ref", "cpu"), ("dev", DEVICE)):  # two directories even when DEVICE is the CPU
         _ok(run_python([REPO / "launch" / "adapt.py", "--config", REPO / "configs" / "adapt" / "demo.yaml",
-                        "--data", demo_dataset, "--features", demo_features, "--out", tmp_path / device,
+                        "--data", demo_dataset, "--features", demo_features, "--out", tmp_path / out,
                         "epochs=2", f"device={device}"], timeout=300))
-    _agree(compare_arrays(tmp_path / DEVICE, tmp_path / "cpu", ["image_feat.npy", "text_feat.npy"]))
+    _agree(compare_arrays(tmp_path / "dev", tmp_path / "ref", ["image_feat.npy", "text_feat.npy"]))
