@@ -59,7 +59,10 @@ class Ledger:
         self.files: dict[str, FileTally] = {}
 
     def tally(self, path: object) -> FileTally:
-        return self.files.setdefault(str(path), FileTally())
+        key = str(path)
+        if key not in self.files:  # not setdefault: it would build a FileTally on every call
+            self.files[key] = FileTally()
+        return self.files[key]
 
     def rejected(self, where: str, kind: str) -> None:
         """A reject at ``where`` ("path:line"): it removes a row when its kind does."""

@@ -68,8 +68,8 @@ def _convert(writer: DatasetWriter, meta: str | Path, reviews: str | Path, image
             meta_tally.kept += 1
     unknown = ~described[inter.item]
     writer.reject_unknown_items(inter, np.flatnonzero(unknown), "which has no metadata record")
-    writer.keep_interactions(core & ~unknown, {"k_core_user": int((~core & ~unknown & (why == USER_BELOW_K)).sum()),
-                                               "k_core_item": int((~core & ~unknown & (why == ITEM_BELOW_K)).sum())})
+    writer.keep_interactions(core & ~unknown, {"k_core_user": int((~unknown & (why == USER_BELOW_K)).sum()),
+                                               "k_core_item": int((~unknown & (why == ITEM_BELOW_K)).sum())})
     return writer.finish({"reviews_outside_k_core": int((~core).sum()),
                           "meta_items_outside_k_core": meta_tally.filtered["outside_k_core"]})
 

@@ -190,10 +190,9 @@ def _reason(e: BaseException) -> BaseException:
 def _transient(e: BaseException) -> bool:
     """Worth another attempt: a timeout, a truncated body, a reset connection, HTTP 5xx or 429."""
     if isinstance(e, urllib.error.HTTPError):
-        return e.code == 429 or e.code >= 500
-    reason = _reason(e)
-    return isinstance(reason, (TimeoutError, socket.timeout, http.client.IncompleteRead, ConnectionResetError,
-                               http.client.RemoteDisconnected))
+        return True  # ``_get`` turned every other status into _Permanent
+    return isinstance(_reason(e), (TimeoutError, http.client.IncompleteRead, ConnectionResetError,
+                                   http.client.RemoteDisconnected))
 
 
 def _network_cause(e: BaseException) -> str | None:
@@ -211,7 +210,7 @@ def _network_cause(e: BaseException) -> str | None:
 def _describe(e: BaseException, timeout: float) -> str:
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code}"
-    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    reason = _reason(e)
     if isinstance(reason, TimeoutError):
         return f"timed out after {timeout:g}s"
     if isinstance(reason, http.client.IncompleteRead):

@@ -40,30 +40,29 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
     user_names = read_id_map(user_map, USER_NAMES, "userID")[0] if user_map is not None else None
     writer.set_interactions(_mmrec_interactions(read_table(inter, writer.rejects), asins, user_names, writer.rejects))
 
-    extra = {"meta_records_outside_item_map": 0, "url_rows_outside_item_map": 0}
     texts: dict[int, tuple[dict[str, Any], str]] = {}  # index -> (the record's text fields and imUrl, where)
     ledger = writer.rejects.ledger
     if meta is not None:
+        meta_tally = ledger.tally(meta)
         for _, where, record in iter_records(meta, writer.rejects):
             index = _record_index(record, asins)
             if index is None:
-                extra["meta_records_outside_item_map"] += 1
-                ledger.tally(meta).filtered["outside_item_map"] += 1
+                meta_tally.filtered["outside_item_map"] += 1
             elif index in texts:
                 writer.rejects.add("duplicate_item", f"second metadata record for item {asins[index]!r}; the first "
                                    "is kept", where, asins[index])
             else:
                 texts[index] = ({k: record.get(k) for k in (*TEXT_FIELDS, "imUrl")}, where)
-                ledger.tally(meta).kept += 1
+                meta_tally.kept += 1
     image_urls: dict[int, str] = {}
     if urls is not None:
+        url_tally = ledger.tally(urls)
         for _, _, row in iter_table(urls, writer.rejects):
             index = _record_index(row, asins)
             if index is None:
-                extra["url_rows_outside_item_map"] += 1
-                ledger.tally(urls).filtered["outside_item_map"] += 1
+                url_tally.filtered["outside_item_map"] += 1
                 continue
-            ledger.tally(urls).kept += 1
+            url_tally.kept += 1
             if row.get("imUrl"):
                 image_urls[index] = row["imUrl"]
     image_files = index_image_dir(images) if images is not None else {}
@@ -75,7 +74,10 @@ def convert_mmrec(writer: DatasetWriter, inter: str | Path, item_map: str | Path
                  or record.get("imUrl"))
         assigned = writer.add_item(asin, record, image, where, described=described)
         assert assigned == index, "the item map was checked to hold unique, non-empty asins"
-    return writer.finish(extra)
+    def outside(path) -> int:  # the input's rows that name no item of the map (counted in the ledger)
+        return ledger.tally(path).filtered["outside_item_map"] if path is not None else 0
+
+    return writer.finish({"meta_records_outside_item_map": outside(meta), "url_rows_outside_item_map": outside(urls)})
 
 
 def read_id_map(path: str | Path, name_cols: tuple[str, ...], id_col: str) -> tuple[IdCodes, np.ndarray]:

@@ -65,11 +65,14 @@ def write_report(dataset: str | Path, out_dir: str | Path) -> Path:
     item_n = np.bincount(inter.item, minlength=ds.num_items)
 
     rejects_path = ds.path / REJECTS
-    rejects = list(files.read_jsonl(rejects_path)) if rejects_path.is_file() else []
-    by_kind: dict[str, list[dict]] = {}
-    for row in rejects:
-        by_kind.setdefault(row["kind"], []).append(row)
-    image_rejects = {r["id"]: r["kind"] for r in rejects if r["kind"] in ("bad_image", "image_unavailable")}
+    by_kind: dict[str, list[dict]] = {}  # the first EXAMPLES of each kind (the counts are the manifest's)
+    image_rejects: dict[str, str] = {}
+    for row in files.read_jsonl(rejects_path) if rejects_path.is_file() else ():
+        examples = by_kind.setdefault(row["kind"], [])
+        if len(examples) < EXAMPLES:
+            examples.append(row)
+        if row["kind"] in ("bad_image", "image_unavailable"):
+            image_rejects[row["id"]] = row["kind"]
     empty, images = Counter(), Counter()
     for item in files.read_jsonl(ds.path / schema.ITEMS):
         empty.update(f for f in schema.TEXT_FIELDS if not item.get(f))
@@ -116,7 +119,7 @@ def write_report(dataset: str | Path, out_dir: str | Path) -> Path:
     for kind, rows in sorted(by_kind.items()):
         lines += [f"**{kind}** ({c['rejects'].get(kind, len(rows)):,}), e.g.:", ""]
         lines += [f"- `{r['where']}` {('`' + str(r['id']) + '` ') if r.get('id') else ''}{r['reason']}"
-                  for r in rows[:EXAMPLES]]
+                  for r in rows]
         lines.append("")
     lines += ["## Where every input row went", "",
               "rows read = kept + rejected (listed in `rejects.jsonl`) + filtered (counted, not listed) + merged "

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cliper_dist.data.feature_stats import check_modalities
+from cliper_dist.data.features import ItemVectors
 from cliper_dist.data.fusion import get_fusion
 from cliper_dist.data.item_features import Features
 from cliper_dist.errors import UserError
@@ -117,7 +118,9 @@ def frozen_features(features: Features | None, fusion_name: str, tau: float, mod
     if get_fusion(fusion_name).trained and features.text_views is not None:
         raise UserError(f"model.name={model_name} takes frozen content features; model.fusion={fusion_name} is "
                         "trained with the recommender (use sa, sum or concat)")
-    text, image = features.modalities(fusion_name, tau)
-    if accept_degenerate is not None:
-        check_modalities({"image": image, "text": text}, accept_degenerate, f" of {features.source}")
-    return tuple(None if v is None else v.whole() for v in (text, image))
+    text, image = (None if v is None else v.whole() for v in features.modalities(fusion_name, tau))
+    if accept_degenerate is not None:  # on the tables already whole: one pass over the features, not two
+        check_modalities({"image": None if image is None else ItemVectors.of(image),
+                          "text": None if text is None else ItemVectors.of(text)}, accept_degenerate,
+                         f" of {features.source}")
+    return text, image
