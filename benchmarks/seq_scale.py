@@ -1,0 +1,161 @@
+"""The sequential task at 2 ranks against 1: seconds per training epoch at 10x the demo's users,
+and what each rank holds of a 1M x 64 item table.
+
+    python benchmarks/seq_scale.py [--users 5000 --items 1000 --epochs 4] [--table-items 1000000]
+
+Epoch: the demo's users (``data.demo.sequential_interactions``, the category walk) at
+``--users`` (10x the demo's 500 by default), leave-one-out, SASRec with the full softmax (hidden
+64, 2 blocks, 1 head, L = 50), ``--batch`` users per global batch; 1 rank x 1 thread, then
+2 ranks x 1 thread, the same global batches. An epoch's time is its slowest rank's training
+time (no evaluation); the median over the epochs after the first.
+
+Table: a ``--table-items`` x 64 item table (synthetic stride sequences, ``--users`` users), a
+few BCE training steps (the full softmax over 1M items would cost ~1e12 flops a step on this
+CPU). Per rank: the rows it holds (shard) and its optimizer state (fbgemm's row-wise Adagrad),
+in MB, and its peak RSS with the RSS before the table was built (the process's fixed cost:
+torch, torchrec, the process group).
+
+One JSON line per measurement, then a summary with the ratios (targets: epoch speedup >= 1.5x;
+table per rank at 2 ranks <= 0.6x that of 1 rank). One run each: read the ratios as noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from seq_step import peak_rss_mb, synthetic  # noqa: E402
+
+from cliper_dist import dist  # noqa: E402
+from cliper_dist.data.demo import DemoSpec, sequential_interactions  # noqa: E402
+from cliper_dist.data.interactions import split_per_user  # noqa: E402
+from cliper_dist.seq.data import Sequences, train_batches  # noqa: E402
+from cliper_dist.seq.model import SeqConfig, SeqModel  # noqa: E402
+from cliper_dist.seq.sasrec import SASRecConfig  # noqa: E402
+from cliper_dist.seq.table import TableOptim  # noqa: E402
+
+SEED = 0
+
+
+def demo_users(users: int, items: int) -> Sequences:
+    user, item, timestamp, _ = sequential_interactions(DemoSpec(num_items=items, num_users=users, seed=SEED))
+    inter = split_per_user(user, item, SEED, timestamp=timestamp, leave_one_out=True)
+    return Sequences.from_interactions(inter, users, items, "demo users")
+
+
+def config(loss: str, max_len: int) -> SeqConfig:
+    return SeqConfig(embedding_dim=64, loss=loss, sasrec=SASRecConfig(max_len=max_len, blocks=2, heads=1, dropout=0.2),
+                     table=TableOptim(name="rowwise_adagrad", lr=0.05), lr=1e-3, softmax_block=1024)
+
+
+def local_mb(obj) -> float:
+    """MB of the tensors this rank holds in a (possibly nested, possibly sharded) state."""
+    if isinstance(obj, dict):
+        return sum(local_mb(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(local_mb(v) for v in obj)
+    if hasattr(obj, "local_shards"):
+        return sum(s.tensor.numel() * s.tensor.element_size() for s in obj.local_shards()) / 2**20
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() / 2**20
+    return 0.0
+
+
+def epoch_worker(args) -> None:
+    info = dist.init(device="cpu")
+    seqs = demo_users(args.users, args.items)
+    model = SeqModel(config("ce", args.max_len), seqs.num_items, SEED, info.world_size, info.device)
+    times = []
+    for epoch in range(args.epochs):
+        t0 = time.perf_counter()
+        for batch in train_batches(seqs, args.max_len, args.batch, epoch, SEED, info.rank, info.world_size):
+            model.step(batch)
+        times.append(time.perf_counter() - t0)
+    times = [max(ts) for ts in zip(*dist.all_gather_object(times))]  # an epoch ends when its slowest rank does
+    rss = dist.all_gather_object(peak_rss_mb())
+    if info.rank == 0:
+        print(json.dumps({"mode": "epoch", "ranks": info.world_size, "threads": 1, "users": args.users,
+                          "items": args.items, "batch": args.batch, "loss": "ce",
+                          "s_per_epoch": round(statistics.median(times[1:] or times), 3),
+                          "epoch_s": [round(t, 3) for t in times], "peak_rss_mb": [round(x, 1) for x in rss]}),
+              flush=True)
+
+
+def table_worker(args) -> None:
+    info = dist.init(device="cpu")
+    seqs = synthetic(args.table_items, args.users)
+    before = peak_rss_mb()
+    model = SeqModel(config("bce", args.max_len), seqs.num_items, SEED, info.world_size, info.device)
+    for i, batch in enumerate(train_batches(seqs, args.max_len, args.batch, 0, SEED, info.rank, info.world_size)):
+        if i == args.steps:
+            break
+        model.step(batch)
+    row = {"rows": model.table.hi - model.table.lo, "shard_mb": local_mb(model.table.local),
+           "optimizer_mb": local_mb(model.table.module.fused_optimizer.state_dict()["state"]),
+           "rss_before_table_mb": before, "peak_rss_mb": peak_rss_mb()}
+    rows = dist.all_gather_object(row)
+    if info.rank == 0:
+        print(json.dumps({"mode": "table", "ranks": info.world_size, "items": args.table_items, "dim": 64,
+                          "loss": "bce", "steps": args.steps,
+                          **{k: [round(r[k], 3) if isinstance(r[k], float) else r[k] for r in rows] for k in row}}),
+              flush=True)
+
+
+def measure(args, mode: str, ranks: int) -> dict:
+    flags = [f"--_worker={mode}"] + [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
+                                     ("users", "items", "epochs", "batch", "max_len", "table_items", "steps")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+           str(Path(__file__).resolve())] + flags
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"{mode} x{ranks} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    print(lines[-1], flush=True)
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--users", type=int, default=5000, help="10x the demo's 500")
+    p.add_argument("--items", type=int, default=1000, help="the demo's catalog size")
+    p.add_argument("--epochs", type=int, default=4, help="timed epochs per layout (the first is a warm-up)")
+    p.add_argument("--batch", type=int, default=256, help="users per global batch")
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--table-items", type=int, default=1_000_000)
+    p.add_argument("--steps", type=int, default=5, help="training steps of the table measurement")
+    p.add_argument("--modes", default="epoch,table")
+    p.add_argument("--_worker", dest="worker", choices=("epoch", "table"), default=None)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.worker:
+        return (epoch_worker if args.worker == "epoch" else table_worker)(args)
+    summary = {"summary": "seq_scale"}
+    modes = args.modes.split(",")
+    if "epoch" in modes:
+        one, two = measure(args, "epoch", 1), measure(args, "epoch", 2)
+        summary["epoch_speedup_2x1_over_1x1"] = round(one["s_per_epoch"] / two["s_per_epoch"], 2)
+    if "table" in modes:
+        one, two = measure(args, "table", 1), measure(args, "table", 2)
+        held = [s + o for s, o in zip(two["shard_mb"], two["optimizer_mb"])]
+        summary["table_per_rank_2_over_1"] = round(max(held) / (one["shard_mb"][0] + one["optimizer_mb"][0]), 3)
+        summary["peak_rss_2_over_1"] = round(max(two["peak_rss_mb"]) / one["peak_rss_mb"][0], 3)
+        growth = [p - b for p, b in zip(two["peak_rss_mb"], two["rss_before_table_mb"])]
+        summary["rss_growth_2_over_1"] = round(max(growth) / (one["peak_rss_mb"][0] - one["rss_before_table_mb"][0]), 3)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
