@@ -148,7 +148,7 @@ def peer_main(args) -> None:
     work = Path(args.workdir)
     config = Config(model="SASRec", dataset=NAME, config_dict={
         "data_path": str(work), "checkpoint_dir": str(work / "saved"), "use_gpu": False, "device": "cpu",
-        "seed": args.seed, "reproducibility": True, "show_progress": False, "state": "WARNING",
+        "seed": args.seed, "reproducibility": True, "show_progress": False, "state": "INFO",
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "MAX_ITEM_LIST_LENGTH": args.max_len, "hidden_size": 64, "inner_size": 64, "n_layers": 2, "n_heads": 1,
@@ -228,7 +228,8 @@ def run_peer(args, work: Path) -> dict:
     python = ensure_peer_venv()
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(args.threads)}
     cmd = [str(python), str(Path(__file__).resolve()), "--_peer", "--workdir", str(work)] + common_flags(args)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # cwd: RecBole writes its log/ and log_tensorboard/ folders there
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         raise SystemExit(f"RecBole failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -316,6 +317,7 @@ def main() -> None:
         return peer_main(args)
     if args._ours:
         return ours_main(args)
+    args.workdir = args.workdir.resolve()
     data = args.data or synthetic_dataset(args.workdir / "data", args.users, args.items, args.seed)
     atomic = write_atomic(data, args.workdir / "recbole")
     peer = run_peer(args, args.workdir / "recbole")
