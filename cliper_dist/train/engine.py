@@ -30,7 +30,7 @@ from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.comm import sum_partials
 from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
 from cliper_dist.sharding.tables import IdTables
-from cliper_dist.train.phases import Phases
+from cliper_dist.phases import Phases
 
 ID_TABLE_PARAMS = ("user_table", "item_table")  # the model's names of the torchrec-held blocks
 

@@ -32,7 +32,7 @@ from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
 from cliper_dist.train.engine import Engine
 from cliper_dist.train.evaluate import evaluate, evaluated_users, sample_users
-from cliper_dist.train.phases import Phases
+from cliper_dist.phases import Phases
 
 log = dist.log
 CONFIG_FILE, METRICS_FILE, FINAL_FILE = "config.yaml", "metrics.jsonl", "final.json"
