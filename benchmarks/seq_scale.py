@@ -42,10 +42,9 @@ from seq_step import peak_rss_mb, synthetic  # noqa: E402
 from cliper_dist import dist  # noqa: E402
 from cliper_dist.data.demo import DemoSpec, sequential_interactions  # noqa: E402
 from cliper_dist.data.interactions import split_per_user  # noqa: E402
+from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
 from cliper_dist.seq.data import Sequences, train_batches  # noqa: E402
-from cliper_dist.seq.model import SeqConfig, SeqModel  # noqa: E402
-from cliper_dist.seq.sasrec import SASRecConfig  # noqa: E402
-from cliper_dist.seq.table import TableOptim  # noqa: E402
+from cliper_dist.seq.model import SASRecConfig, SeqModel  # noqa: E402
 
 SEED = 0
 
@@ -56,9 +55,10 @@ def demo_users(users: int, items: int) -> Sequences:
     return Sequences.from_interactions(inter, users, items, "demo users")
 
 
-def config(loss: str, max_len: int) -> SeqConfig:
-    return SeqConfig(embedding_dim=64, loss=loss, sasrec=SASRecConfig(max_len=max_len, blocks=2, heads=1, dropout=0.2),
-                     table=TableOptim(name="rowwise_adagrad", lr=0.05), lr=1e-3, softmax_block=1024)
+def build_model(loss: str, max_len: int, num_items: int, info) -> SeqModel:
+    cfg = SASRecConfig(name="sasrec", embedding_dim=64, loss=loss, max_len=max_len, blocks=2, heads=1, dropout=0.2,
+                       table_optimizer="rowwise_adagrad", table_lr=0.05, softmax_block=1024)
+    return SeqModel(cfg, OptimConfig(lr=1e-3), num_items, SEED, info.rank, info.world_size, info.device)
 
 
 def local_mb(obj) -> float:
@@ -77,12 +77,12 @@ def local_mb(obj) -> float:
 def epoch_worker(args) -> None:
     info = dist.init(device="cpu")
     seqs = demo_users(args.users, args.items)
-    model = SeqModel(config("ce", args.max_len), seqs.num_items, SEED, info.world_size, info.device)
+    sasrec = build_model("ce", args.max_len, seqs.num_items, info)
     times = []
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
         for batch in train_batches(seqs, args.max_len, args.batch, epoch, SEED, info.rank, info.world_size):
-            model.step(batch)
+            sasrec.step(batch)
         times.append(time.perf_counter() - t0)
     times = [max(ts) for ts in zip(*dist.all_gather_object(times))]  # an epoch ends when its slowest rank does
     rss = dist.all_gather_object(peak_rss_mb())
@@ -98,13 +98,13 @@ def table_worker(args) -> None:
     info = dist.init(device="cpu")
     seqs = synthetic(args.table_items, args.users)
     before = peak_rss_mb()
-    model = SeqModel(config("bce", args.max_len), seqs.num_items, SEED, info.world_size, info.device)
+    sasrec = build_model("bce", args.max_len, seqs.num_items, info)
     for i, batch in enumerate(train_batches(seqs, args.max_len, args.batch, 0, SEED, info.rank, info.world_size)):
         if i == args.steps:
             break
-        model.step(batch)
-    row = {"rows": model.table.hi - model.table.lo, "shard_mb": local_mb(model.table.local),
-           "optimizer_mb": local_mb(model.table.module.fused_optimizer.state_dict()["state"]),
+        sasrec.step(batch)
+    row = {"rows": sasrec.table.hi - sasrec.table.lo, "shard_mb": local_mb(sasrec.table.local),
+           "optimizer_mb": local_mb(sasrec.table.module.fused_optimizer.state_dict()["state"]),
            "rss_before_table_mb": before, "peak_rss_mb": peak_rss_mb()}
     rows = dist.all_gather_object(row)
     if info.rank == 0:
