@@ -41,6 +41,7 @@ ItemInput = Literal["id", "features", "id+features"]
 class SASRecConfig(FeatureConfig):
     """``model.name=sasrec``: the sequential task (docs/sequential.md)."""
 
+    name: Literal["sasrec"] = "sasrec"
     loss: Literal["bce", "ce"] = "ce"  # bce: one sampled negative per position (the paper); ce: full softmax
     item_input: ItemInput = "id"  # an item's vector: ID row, projected features (--features), or their sum
     max_len: int = 50  # L: the most recent items a user's representation reads
@@ -96,6 +97,9 @@ class ItemContent(nn.Module):
 class SeqModel:
     """The item vectors (sharded ID table and/or ``ItemContent``) and the SASRec encoder; rank r
     scores against its rows [lo, hi) of the output layer."""
+
+    config_class = SASRecConfig  # model.name=sasrec (model/registry.py)
+    task = "seq"
 
     def __init__(self, cfg: SASRecConfig, optim: OptimConfig, num_items: int, seed: int, rank: int, world_size: int,
                  device: torch.device, features: torch.Tensor | None = None):
