@@ -46,6 +46,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -232,7 +233,7 @@ def peer_main(args) -> None:
                       "recbole_own_test": {k.lower(): float(v) for k, v in own.items()},
                       "best_valid_ndcg@10": float(best_valid), "epochs": len(epoch_s),
                       "best_epoch": int(np.argmax(valid_scores)) if valid_scores else -1,
-                      "s_per_epoch": float(np.median(epoch_s)), "num_items_ranked": dataset.item_num - 1,
+                      "s_per_epoch": float(np.mean(epoch_s)), "num_items_ranked": dataset.item_num - 1,
                       "split": split}), flush=True)
 
 
@@ -262,53 +263,24 @@ def common_flags(args) -> list[str]:
 
 # ---------------------------------------------------------------- ours
 
-def ours_main(args) -> None:
-    """Train the sequential core in one process (early stopping on valid NDCG@10); one JSON line."""
-    import numpy as np
-    import torch
-
-    sys.path.insert(0, str(REPO))
-    torch.set_num_threads(args.threads)
-    from cliper_dist import dist
-    from cliper_dist.parallel.optim import OptimConfig
-    from cliper_dist.seq.data import load_sequences, train_batches
-    from cliper_dist.seq.model import SASRecConfig, SeqModel, evaluate
-
-    info = dist.init(device="cpu")
-    seqs = load_sequences(args.data)
-    cfg = SASRecConfig(name="sasrec", embedding_dim=64, loss="ce", max_len=args.max_len, blocks=2, heads=1,
-                       dropout=args.dropout, table_optimizer="rowwise_adagrad", table_lr=args.table_lr)
-    model = SeqModel(cfg, OptimConfig(lr=args.lr), seqs.num_items, args.seed, info.rank, info.world_size, info.device)
-    best, best_epoch, epoch_s, since = None, -1, [], 0
-    for epoch in range(args.epochs):
-        t0 = time.perf_counter()
-        for batch in train_batches(seqs, args.max_len, args.batch, epoch, args.seed, info.rank, info.world_size):
-            model.step(batch)
-        epoch_s.append(time.perf_counter() - t0)
-        valid = evaluate(model, seqs, "valid", info.rank, info.world_size)
-        if best is None or valid["ndcg@10"] > best[0]["ndcg@10"]:
-            best, best_epoch, since = (valid, evaluate(model, seqs, "test", info.rank, info.world_size)), epoch, 0
-        else:
-            since += 1
-            if since >= args.patience:
-                break
-    if info.rank == 0:
-        print(json.dumps({"impl": "cliper-dist", "test": best[1], "best_valid_ndcg@10": best[0]["ndcg@10"],
-                          "batch_users": args.batch,
-                          "epochs": len(epoch_s), "best_epoch": best_epoch, "s_per_epoch": float(np.median(epoch_s)),
-                          "num_items_ranked": seqs.num_items, "table_lr": args.table_lr}), flush=True)
-
-
 def run_ours(args, data: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    flags = [f if not f.startswith("--batch=") else f"--batch={args.ours_batch}" for f in common_flags(args)]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_ours", "--data", str(data),
-           f"--table-lr={args.table_lr}"] + flags
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode or not lines:
-        raise SystemExit(f"ours failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    """``launch/train.py`` with ``model.name=sasrec`` (configs/train/sasrec.yaml), a world of one."""
+    out = args.workdir / "ours"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(REPO / "configs/train/sasrec.yaml"),
+           "--data", str(data), "--out", str(out), f"epochs={args.epochs}", f"patience={args.patience}",
+           f"batch_size={args.ours_batch}", f"optim.lr={args.lr}", f"model.table_lr={args.table_lr}",
+           f"model.max_len={args.max_len}", f"model.dropout={args.dropout}", f"threads={args.threads}",
+           f"seed={args.seed}", "checkpoint_every=0", "save_best=false"]
+    if out.exists():
+        shutil.rmtree(out)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise SystemExit(f"ours failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    final = json.loads((out / "final.json").read_text())
+    return {"impl": "cliper-dist", "test": final["test"], "best_valid_ndcg@10": final["valid"]["ndcg@10"],
+            "batch_users": args.ours_batch, "epochs": final["epochs"], "best_epoch": final["best_epoch"],
+            "s_per_epoch": final["s_per_epoch"], "table_lr": args.table_lr, "peak_rss_mb": final["peak_rss_mb"]}
 
 
 # ---------------------------------------------------------------- the comparison
@@ -334,12 +306,9 @@ def main() -> None:
     p.add_argument("--reuse-peer", action="store_true", help="reuse RecBole's result of an earlier run of the "
                    "same flags and data in --workdir (to tune ours)")
     p.add_argument("--_peer", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--_ours", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._peer:
         return peer_main(args)
-    if args._ours:
-        return ours_main(args)
     args.workdir = args.workdir.resolve()
     data = args.data or synthetic_dataset(args.workdir / "data", args.users, args.items, args.seed)
     atomic = write_atomic(data, args.workdir / "recbole", args.max_len)
@@ -350,7 +319,7 @@ def main() -> None:
     identical = all(peer_split[s] == atomic["split"][s] for s in ("valid", "test"))
     print(json.dumps({**peer, "split_identical": identical, "events": atomic["events"],
                       "users_left_out": atomic["users_left_out"]}), flush=True)
-    ours = run_ours(args, data)
+    ours = {**run_ours(args, data), "num_items_ranked": atomic["num_items"]}
     print(json.dumps(ours), flush=True)
     print(json.dumps({"summary": "seq_recbole", "ndcg_ratio": round(ours["test"]["ndcg@10"] / peer["test"]["ndcg@10"], 3),
                       "epoch_speedup": round(peer["s_per_epoch"] / ours["s_per_epoch"], 2),

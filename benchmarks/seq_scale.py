@@ -4,10 +4,11 @@ and what each rank holds of a 1M x 64 item table.
     python benchmarks/seq_scale.py [--users 5000 --items 1000 --epochs 4] [--table-items 1000000]
 
 Epoch: the demo's users (``data.demo.sequential_interactions``, the category walk) at
-``--users`` (10x the demo's 500 by default), leave-one-out, SASRec with the full softmax (hidden
-64, 2 blocks, 1 head, L = 50), ``--batch`` users per global batch; 1 rank x 1 thread, then
-2 ranks x 1 thread, the same global batches. An epoch's time is its slowest rank's training
-time (no evaluation); the median over the epochs after the first.
+``--users`` (10x the demo's 500 by default), leave-one-out, the sequential job itself
+(``launch/train.py --config configs/train/sasrec.yaml``: full softmax, hidden 64, 2 blocks,
+1 head, L = 50) with ``--batch`` users per global batch, under torchrun at 1 rank x 1 thread,
+then 2 ranks x 1 thread: the same global batches. Seconds per epoch are the job's own
+(``final.json``: training time over epochs, evaluation and start-up excluded).
 
 Table: a ``--table-items`` x 64 item table (synthetic stride sequences, ``--users`` users), a
 few BCE training steps (the full softmax over 1M items would cost ~1e12 flops a step on this
@@ -24,35 +25,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from seq_recbole import NAME, synthetic_dataset  # noqa: E402
 from seq_step import peak_rss_mb, synthetic  # noqa: E402
 
 from cliper_dist import dist  # noqa: E402
-from cliper_dist.data.demo import DemoSpec, sequential_interactions  # noqa: E402
-from cliper_dist.data.interactions import split_per_user  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
-from cliper_dist.seq.data import Sequences, train_batches  # noqa: E402
+from cliper_dist.seq.data import train_batches  # noqa: E402
 from cliper_dist.seq.model import SASRecConfig, SeqModel  # noqa: E402
 
 SEED = 0
-
-
-def demo_users(users: int, items: int) -> Sequences:
-    user, item, timestamp, _ = sequential_interactions(DemoSpec(num_items=items, num_users=users, seed=SEED))
-    inter = split_per_user(user, item, SEED, timestamp=timestamp, leave_one_out=True)
-    return Sequences.from_interactions(inter, users, items, "demo users")
 
 
 def build_model(loss: str, max_len: int, num_items: int, info) -> SeqModel:
@@ -74,24 +66,29 @@ def local_mb(obj) -> float:
     return 0.0
 
 
-def epoch_worker(args) -> None:
-    info = dist.init(device="cpu")
-    seqs = demo_users(args.users, args.items)
-    sasrec = build_model("ce", args.max_len, seqs.num_items, info)
-    times = []
-    for epoch in range(args.epochs):
-        t0 = time.perf_counter()
-        for batch in train_batches(seqs, args.max_len, args.batch, epoch, SEED, info.rank, info.world_size):
-            sasrec.step(batch)
-        times.append(time.perf_counter() - t0)
-    times = [max(ts) for ts in zip(*dist.all_gather_object(times))]  # an epoch ends when its slowest rank does
-    rss = dist.all_gather_object(peak_rss_mb())
-    if info.rank == 0:
-        print(json.dumps({"mode": "epoch", "ranks": info.world_size, "threads": 1, "users": args.users,
-                          "items": args.items, "batch": args.batch, "loss": "ce",
-                          "s_per_epoch": round(statistics.median(times[1:] or times), 3),
-                          "epoch_s": [round(t, 3) for t in times], "peak_rss_mb": [round(x, 1) for x in rss]}),
-              flush=True)
+def epoch_job(args, ranks: int) -> dict:
+    """``launch/train.py`` (configs/train/sasrec.yaml) under torchrun at ``ranks`` x 1 thread: its
+    final.json's train seconds per epoch (evaluation excluded), one evaluation at the end."""
+    data = args.workdir / "data"
+    if not (data / f"{NAME}.inter").exists():
+        synthetic_dataset(data, args.users, args.items, SEED)
+    out = args.workdir / f"run-{ranks}x1"
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+           str(REPO / "launch" / "train.py"), "--config", str(REPO / "configs/train/sasrec.yaml"), "--data", str(data),
+           "--out", str(out), f"epochs={args.epochs}", f"eval_every={args.epochs}", f"batch_size={args.batch}",
+           f"model.max_len={args.max_len}", "threads=1", f"seed={SEED}", "checkpoint_every=0", "save_best=false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode:
+        raise SystemExit(f"epoch x{ranks} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    final = json.loads((out / "final.json").read_text())
+    epochs = [r["epoch_s"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+    row = {"mode": "epoch", "ranks": ranks, "threads": 1, "users": args.users, "items": args.items,
+           "batch": args.batch, "loss": "ce", "epochs": final["epochs"], "s_per_epoch": final["s_per_epoch"], "epoch_s": epochs,
+           "phase_s": final["phase_s"], "peak_rss_mb": final["peak_rss_mb"], "test_ndcg@10": final["test"]["ndcg@10"]}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def table_worker(args) -> None:
@@ -116,7 +113,7 @@ def table_worker(args) -> None:
 
 def measure(args, mode: str, ranks: int) -> dict:
     flags = [f"--_worker={mode}"] + [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                                     ("users", "items", "epochs", "batch", "max_len", "table_items", "steps")]
+                                     ("users", "batch", "max_len", "table_items", "steps")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
            str(Path(__file__).resolve())] + flags
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -131,21 +128,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--users", type=int, default=5000, help="10x the demo's 500")
     p.add_argument("--items", type=int, default=1000, help="the demo's catalog size")
-    p.add_argument("--epochs", type=int, default=4, help="timed epochs per layout (the first is a warm-up)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs per layout (one evaluation, after the last)")
     p.add_argument("--batch", type=int, default=256, help="users per global batch")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--table-items", type=int, default=1_000_000)
     p.add_argument("--steps", type=int, default=5, help="training steps of the table measurement")
     p.add_argument("--modes", default="epoch,table")
-    p.add_argument("--_worker", dest="worker", choices=("epoch", "table"), default=None)
+    p.add_argument("--workdir", type=Path, default=REPO / "runs" / "seq_scale")
+    p.add_argument("--_worker", dest="worker", choices=("table",), default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.worker:
-        return (epoch_worker if args.worker == "epoch" else table_worker)(args)
+        return table_worker(args)
+    args.workdir = args.workdir.resolve()
     summary = {"summary": "seq_scale"}
     modes = args.modes.split(",")
     if "epoch" in modes:
-        one, two = measure(args, "epoch", 1), measure(args, "epoch", 2)
+        one, two = epoch_job(args, 1), epoch_job(args, 2)
         summary["epoch_speedup_2x1_over_1x1"] = round(one["s_per_epoch"] / two["s_per_epoch"], 2)
     if "table" in modes:
         one, two = measure(args, "table", 1), measure(args, "table", 2)
