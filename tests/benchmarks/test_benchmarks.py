@@ -154,3 +154,18 @@ def test_seq_recbole_side_by_side_on_one_split(tmp_path):
     assert peer["impl"] == "recbole-1.2.1" and ours["impl"] == "cliper-dist" and summary["split_identical"]
     assert peer["test_users"] == 150 and peer["num_items_ranked"] == ours["num_items_ranked"] == 60
     assert 0 < summary["ndcg_ratio"] and summary["epoch_speedup"] > 0
+
+
+def test_seq_demo_table_rows_over_two_seeds(tmp_path):
+    """The demo's pipeline at a tiny size (loo dataset, catalog-trained CLIP, CLIPER and adapted features), then
+    two of the table's rows over two seeds, one epoch each."""
+    result = run_python([REPO / "benchmarks/seq_demo_table.py", "--items", "60", "--users", "80", "--seeds", "0,1",
+                         "--inputs", "SASRec features-only (CLIPER),SASRec ID + adapted", "--train", "epochs=1",
+                         "--threads", "1", "--workdir", tmp_path], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [(r["input"], r["seed"]) for r in rows[:4]] == [
+        ("SASRec features-only (CLIPER)", 0), ("SASRec ID + adapted", 0),
+        ("SASRec features-only (CLIPER)", 1), ("SASRec ID + adapted", 1)]
+    assert all(r["seeds"] == 2 and 0 <= r["test_ndcg@10_mean"] <= 1 for r in rows[4:])
+    assert "| SASRec ID + adapted |" in result.stdout
