@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from seq_recbole import NAME, synthetic_dataset  # noqa: E402
-from seq_step import peak_rss_mb, synthetic  # noqa: E402
+from seq_step import peak_rss_mb, run_json, synthetic  # noqa: E402
 
 from cliper_dist import dist  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
@@ -116,12 +116,7 @@ def measure(args, mode: str, ranks: int) -> dict:
                                      ("users", "batch", "max_len", "table_items", "steps")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
            str(Path(__file__).resolve())] + flags
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode or not lines:
-        raise SystemExit(f"{mode} x{ranks} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    print(lines[-1], flush=True)
-    return json.loads(lines[-1])
+    return run_json(cmd, f"{mode} x{ranks}")
 
 
 def main() -> None:
