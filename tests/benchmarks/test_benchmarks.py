@@ -126,10 +126,11 @@ def test_demo_signal_one_seed(tmp_path):
     assert rows[2]["held_out_i2t_r1"]["title"] > rows[2]["chance_r1"]["title"]
 
 
-def test_seq_step_reference_and_two_layouts():
+def test_seq_step_reference_and_four_layouts():
     result = run_python([REPO / "benchmarks/seq_step.py", "--items", "600", "--users", "400", "--batch", "32",
                          "--steps", "2", "--loss", "bce"], timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     *rows, summary = _rows(result.stdout)
-    assert [(r["impl"], r["ranks"]) for r in rows] == [("reference", 1), ("sharded", 1), ("sharded", 2)]
+    assert [(r["impl"], r["ranks"]) for r in rows] == [("reference", 1), ("sharded", 1), ("sharded", 2),
+                                                       ("pipelined", 1), ("pipelined", 2)]
     assert rows[2]["table_rows_per_rank"] == [300, 300] and summary["table_2_over_1"] == 0.5
