@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from cliper_dist import config
+from cliper_dist.data.interactions import write_inter
 from cliper_dist.dist import DistInfo
 from cliper_dist.errors import UserError
-from cliper_dist.data.interactions import split_per_user, write_inter
 from cliper_dist.train.job import TrainConfig, run
 from tests.conftest import REPO, run_python
+from tests.seq._data import stride_walks
 
 TRAIN = "launch/train.py"
 USERS, ITEMS = 48, 30
@@ -28,14 +29,7 @@ def make_sequence_folder(path: Path, features: bool = True, timestamps: bool = T
     """An MMRec folder of users walking through items in strides (an order to learn), split
     leave-one-out by time, with image and text features."""
     g = np.random.default_rng(0)
-    user, item = [], []
-    for u in range(USERS):
-        n = int(g.integers(4, 12))
-        start, stride = int(g.integers(ITEMS)), int(g.integers(1, 4))
-        user += [u] * n
-        item += [(start + stride * j) % ITEMS for j in range(n)]
-    inter = split_per_user(np.array(user), np.array(item), 0, timestamp=np.arange(len(user), dtype=np.float64),
-                           leave_one_out=True)
+    inter = stride_walks(USERS, ITEMS, (4, 12), g)
     if not timestamps:
         inter.timestamp = None
     path.mkdir(parents=True)

@@ -8,26 +8,18 @@ import pytest
 import torch
 
 from cliper_dist import dist
-from cliper_dist.data.interactions import split_per_user
 from cliper_dist.seq.data import Sequences, train_batches
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.seq.model import SASRecConfig
 from cliper_dist.seq.reference import ReferenceSeqModel
 from cliper_dist.seq.trainer import SeqTrainer
+from tests.seq._data import stride_walks
 
 ITEMS, USERS, SEED, STEPS = 53, 40, 3, 3
 
 
 def synthetic_sequences() -> Sequences:
-    """Users walk through items in strides: an order a sequential model can learn."""
-    g = np.random.default_rng(0)
-    user, item = [], []
-    for u in range(USERS):
-        n = int(g.integers(2, 14))
-        start, stride = int(g.integers(ITEMS)), int(g.integers(1, 4))
-        user += [u] * n
-        item += [(start + stride * j) % ITEMS for j in range(n)]
-    inter = split_per_user(np.array(user), np.array(item), 0, timestamp=np.arange(len(user)), leave_one_out=True)
+    inter = stride_walks(USERS, ITEMS, (2, 14), np.random.default_rng(0))
     return Sequences.from_interactions(inter, USERS, ITEMS, "synthetic")
 
 
