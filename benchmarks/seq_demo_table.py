@@ -37,7 +37,7 @@ METRICS = ("hr@10", "ndcg@10")
 TRAIN = ["batch_size=32", "model.table_lr=0.2", "epochs=300"]
 
 
-def prepare(work: Path, threads: int, items: int, users: int) -> None:
+def prepare(work: Path, threads: int, items: int, users: int, pretrain: list[str], adapt: list[str]) -> None:
     """Demo catalog -> loo dataset -> catalog-trained CLIP -> CLIPER features -> adapted features."""
     model = REPO / "configs" / "models" / "clip-tiny.json"
     if not (work / "raw" / "interactions.csv").exists():
@@ -50,14 +50,14 @@ def prepare(work: Path, threads: int, items: int, users: int) -> None:
         launch_tool("init_checkpoint.py", ["--model", model, "--out", work / "clip-tiny.pt"])
         launch("pretrain.py", ["--config", REPO / "configs" / "pretrain" / "demo.yaml", "--data", work / "dataset",
                                "--model", model, "--init", work / "clip-tiny.pt", "--out", work / "clip-catalog",
-                               "seed=0"], threads)
+                               "seed=0", *pretrain], threads)
     if not (work / "features" / "manifest.json").exists():
         launch("encode.py", ["--data", work / "dataset", "--out", work / "features", "--model", model,
                              "--pretrained", work / "clip-catalog" / "clip.pt"], threads)
     if not (work / "adapted" / "manifest.json").exists():
         launch("adapt.py", ["--config", REPO / "configs" / "adapt" / "demo.yaml", "--data", work / "dataset",
                             "--features", work / "features", "--out", work / "adapted", "seed=0",
-                            f"threads={threads}"], threads)
+                            f"threads={threads}", *adapt], threads)
 
 
 def launch_tool(script: str, args: list) -> None:
@@ -78,11 +78,15 @@ def main() -> None:
     parser.add_argument("--inputs", default=",".join(INPUTS), help="which rows, comma-separated")
     parser.add_argument("--train", nargs="*", default=[], help="train key=value overrides (every run), after "
                         "configs/train/sasrec.yaml and " + " ".join(TRAIN))
+    parser.add_argument("--pretrain", nargs="*", default=[], help="CLIP pretrain key=value overrides (on "
+                        "configs/pretrain/demo.yaml)")
+    parser.add_argument("--adapt", nargs="*", default=[], help="adapt key=value overrides (on "
+                        "configs/adapt/demo.yaml)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prepare-only", action="store_true", help="build the dataset and features, train nothing")
     args = parser.parse_args()
     work = args.workdir
-    prepare(work, args.threads, args.items, args.users)
+    prepare(work, args.threads, args.items, args.users, args.pretrain, args.adapt)
     if args.prepare_only:
         return
     names = args.inputs.split(",")

@@ -101,7 +101,7 @@ def table_worker(args) -> None:
             break
         sasrec.step(batch)
     row = {"rows": sasrec.table.hi - sasrec.table.lo, "shard_mb": local_mb(sasrec.table.local),
-           "optimizer_mb": local_mb(sasrec.table.module.fused_optimizer.state_dict()["state"]),
+           "optimizer_mb": local_mb(sasrec.dmp.fused_optimizer.state_dict()["state"]),
            "rss_before_table_mb": before, "peak_rss_mb": peak_rss_mb()}
     rows = dist.all_gather_object(row)
     if info.rank == 0:

@@ -8,8 +8,10 @@ leave-one-out by time. Both sides train the same global batches (1 thread per pr
 reference holds the whole table and computes the whole softmax at once, so keep ``--items`` where
 its (batch x max_len) x items logits fit in memory. One JSON line per measurement (median step
 time over ``--steps`` after 2 warm-up steps; peak RSS; the item table's rows and MB on each rank),
-then a summary with the ratios. The core is not yet a job: no input pipeline, checkpoint or
-evaluation is timed here.
+then a summary with the ratios. ``sharded`` calls ``SeqModel.step`` batch by batch; ``pipelined``
+trains as the job does, through torchrec's ``TrainPipelineSparseDist`` (``SeqTrainer.steps``: the
+next batch's id all-to-all starts before this batch's backward), timed between the steps it
+yields. No checkpoint or evaluation is timed here.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from cliper_dist import dist  # noqa: E402
 from cliper_dist.data.interactions import split_per_user  # noqa: E402
 from cliper_dist.seq.data import Sequences, train_batches  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
-from cliper_dist.seq.model import SASRecConfig, SeqModel  # noqa: E402
+from cliper_dist.seq.model import SASRecConfig  # noqa: E402
 from cliper_dist.seq.reference import ReferenceSeqModel  # noqa: E402
+from cliper_dist.seq.trainer import SeqTrainer  # noqa: E402
 
 SEED = 0
 
@@ -58,13 +61,14 @@ def config(args) -> SASRecConfig:
                         dropout=0.2, table_optimizer="rowwise_adagrad", table_lr=0.05)
 
 
-def time_steps(step, batches, n: int) -> list[float]:
-    times = []
-    for i, batch in enumerate(batches):
-        t0 = time.perf_counter()
-        step(batch)
+def time_steps(steps, n: int) -> list[float]:
+    """Seconds between the steps an iterator of training steps yields, after 2 warm-up steps."""
+    times, t0 = [], time.perf_counter()
+    for i, _ in enumerate(steps):
+        t1 = time.perf_counter()
         if i >= 2:
-            times.append(time.perf_counter() - t0)
+            times.append(t1 - t0)
+        t0 = t1
         if len(times) == n:
             return times
     raise SystemExit(f"only {len(times)} timed steps in an epoch: lower --batch or --steps")
@@ -79,14 +83,16 @@ def worker(args) -> None:
     if args.impl == "reference":
         seqs = synthetic(args.items, args.users)
         model = ReferenceSeqModel(config(args), LR, args.items, SEED)
-        times = time_steps(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, 0, 1), args.steps)
+        times = time_steps(map(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, 0, 1)), args.steps)
         rows, ranks, rss = [args.items], 1, [peak_rss_mb()]
     else:
         info = dist.init(device="cpu")
         seqs = synthetic(args.items, args.users)
-        model = SeqModel(config(args), OptimConfig(lr=LR), args.items, SEED, info.rank, info.world_size, info.device)
-        times = time_steps(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, info.rank,
-                                                      info.world_size), args.steps)
+        trainer = SeqTrainer(config(args), OptimConfig(lr=LR), seqs, None, info, SEED, args.batch, 256, None)
+        model = trainer.model
+        batches = train_batches(seqs, args.max_len, args.batch, 0, SEED, info.rank, info.world_size)
+        times = time_steps(trainer.steps(batches) if args.impl == "pipelined" else map(model.step, batches),
+                           args.steps)
         rows = dist.all_gather_object(model.hi - model.lo)
         ranks = info.world_size
         times = [max(ts) for ts in zip(*dist.all_gather_object(times))]  # a step ends when its slowest rank does
@@ -104,7 +110,7 @@ def measure(args, impl: str, ranks: int) -> dict:
                                    for k in ("items", "users", "batch", "max_len", "steps", "loss")]
     script = str(Path(__file__).resolve())
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", script]
-           if impl == "sharded" else [sys.executable, script]) + flags
+           if impl != "reference" else [sys.executable, script]) + flags
     return run_json(cmd, f"{impl} x{ranks}")
 
 
@@ -126,15 +132,18 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--loss", choices=("ce", "bce"), default="ce")
-    p.add_argument("--_worker", dest="impl", choices=("reference", "sharded"), default=None)
+    p.add_argument("--_worker", dest="impl", choices=("reference", "sharded", "pipelined"), default=None)
     args = p.parse_args()
     if args.impl:
         return worker(args)
     ref = measure(args, "reference", 1)
     one, two = measure(args, "sharded", 1), measure(args, "sharded", 2)
+    piped_one, piped_two = measure(args, "pipelined", 1), measure(args, "pipelined", 2)
     print(json.dumps({"summary": "seq_step", "loss": args.loss,
                       "reference_over_sharded_1": round(ref["s_per_step"] / one["s_per_step"], 2),
                       "speedup_2_over_1": round(one["s_per_step"] / two["s_per_step"], 2),
+                      "pipelined_speedup_2_over_1": round(piped_one["s_per_step"] / piped_two["s_per_step"], 2),
+                      "step_by_step_over_pipelined_2": round(two["s_per_step"] / piped_two["s_per_step"], 2),
                       "table_2_over_1": round(max(two["table_rows_per_rank"]) / one["table_rows_per_rank"][0], 3)}))
 
 

@@ -23,6 +23,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torchrec import KeyedJaggedTensor
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.types import ShardingPlan
+from torchrec.sparse.jagged_tensor import JaggedTensor
+from torchrec.streamable import Pipelineable
 
 from cliper_dist.data.features import ItemVectors
 from cliper_dist.data.item_features import Features
@@ -32,7 +37,7 @@ from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.seq.data import Batch, Sequences
 from cliper_dist.seq.sasrec import SASRec, left_pad
 from cliper_dist.seq.softmax import sharded_cross_entropy, target_ranks
-from cliper_dist.seq.table import ItemTable, Optimizer, TableOptim, row_bounds
+from cliper_dist.seq.table import ItemTable, Optimizer, TableOptim, keyed_ids, row_bounds
 
 ItemInput = Literal["id", "features", "id+features"]
 
@@ -94,60 +99,58 @@ class ItemContent(nn.Module):
         return self.proj(self.features[items])
 
 
-class SeqModel:
-    """The item vectors (sharded ID table and/or ``ItemContent``) and the SASRec encoder; rank r
-    scores against its rows [lo, hi) of the output layer."""
+@dataclass
+class SeqBatch(Pipelineable):
+    """A rank's step input as torchrec's pipeline moves it: the batch, the ids of every key, and
+    their ``KeyedJaggedTensor`` (None without an ID table)."""
 
-    config_class = SASRecConfig  # model.name=sasrec (model/registry.py)
-    task = "seq"
+    batch: Batch
+    ids: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    kjt: KeyedJaggedTensor | None
 
-    def __init__(self, cfg: SASRecConfig, optim: OptimConfig, num_items: int, seed: int, rank: int, world_size: int,
-                 device: torch.device, features: torch.Tensor | None = None):
-        if cfg.uses_features != (features is not None):
-            raise ValueError(f"item_input={cfg.item_input} with features {'absent' if features is None else 'given'}")
-        self.cfg, self.num_items = cfg, num_items
-        self.table = (ItemTable(num_items, cfg.embedding_dim, TableOptim(cfg.table_optimizer, cfg.table_lr,
-                                                                        cfg.table_eps), seed, world_size, device)
-                      if cfg.uses_ids else None)
-        self.lo, self.hi = row_bounds(num_items, rank, world_size)
-        torch.manual_seed(seed)  # the same dense initial values on every rank
-        self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout).to(device)
-        self.content = None if features is None else ItemContent(features, cfg.embedding_dim).to(device)
-        self.dense = nn.ModuleDict({"encoder": self.encoder, **({"content": self.content} if self.content else {})})
-        self.optimizer = torch.optim.Adam(self.dense.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
-                                          eps=optim.eps, weight_decay=optim.weight_decay)
-        for p in self.dense.parameters():  # Adam's state exists from the start: a checkpoint loads into it
-            self.optimizer.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
-                                       "exp_avg_sq": torch.zeros_like(p)}
+    def to(self, device: torch.device, non_blocking: bool = False) -> "SeqBatch":
+        b = self.batch
+        moved = Batch(b.bags, *(t.to(device, non_blocking=non_blocking) for t in (b.inputs, b.targets, b.negatives,
+                                                                                 b.lengths)), b.total)
+        ids = {k: tuple(t.to(device, non_blocking=non_blocking) for t in v) for k, v in self.ids.items()}
+        return SeqBatch(moved, ids, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
 
-    def _vectors(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]], bags: int) -> dict[str, torch.Tensor]:
-        """Each key's item vectors: ID rows looked up through torchrec, plus projected features."""
-        rows = {k: jt.values() for k, jt in self.table.lookup(ids, bags).items()} if self.table else {}
+    def record_stream(self, stream) -> None:
+        if self.kjt is not None:
+            self.kjt.record_stream(stream)
+
+    def pin_memory(self) -> "SeqBatch":
+        return self
+
+
+class SeqHead(nn.Module):
+    """The dense, data-parallel part of a step: item vectors, the encoder and the loss. It holds no
+    sharded module, so torchrec's pipeline tracer takes it as a leaf."""
+
+    def __init__(self, cfg: SASRecConfig, lo: int, features: torch.Tensor | None):
+        super().__init__()
+        self.cfg, self.lo = cfg, lo
+        self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout)
+        self.content = None if features is None else ItemContent(features, cfg.embedding_dim)
+
+    def vectors(self, looked_up: dict[str, JaggedTensor] | None,
+                ids: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Each key's item vectors: its ID rows (looked up through torchrec) plus projected features."""
+        rows = {k: looked_up[k].values() for k in ids} if looked_up is not None else {}
         if self.content is None:
             return rows
         return {k: self.content(items) + rows[k] if k in rows else self.content(items)
                 for k, (items, _) in ids.items()}
 
-    def _encode(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask = left_pad(embeddings, lengths, max(int(lengths.max()), 1) if lengths.numel() else 1)
         return self.encoder(x, mask), mask
 
-    def _own_rows_ids(self, bags: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's output-layer rows, all in the first bag (row-wise routing keeps them local)."""
-        lengths = torch.zeros(bags, dtype=torch.long)
-        lengths[0] = self.hi - self.lo
-        return torch.arange(self.lo, self.hi), lengths
-
-    def step(self, batch: Batch) -> torch.Tensor:
-        """One training step on this rank's share of a global batch; returns its loss share."""
-        self.dense.train()
-        ids = {"seq": (batch.inputs, batch.lengths)}
-        if self.cfg.loss == "bce":
-            ids.update(pos=(batch.targets, batch.lengths), neg=(batch.negatives, batch.lengths))
-        else:
-            ids["rows"] = self._own_rows_ids(batch.bags)
-        vectors = self._vectors(ids, batch.bags)
-        y, mask = self._encode(vectors["seq"], batch.lengths)
+    def forward(self, looked_up: dict[str, JaggedTensor] | None, step: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this rank's share of the global batch's mean loss, the same detached)."""
+        batch = step.batch
+        vectors = self.vectors(looked_up, step.ids)
+        y, mask = self.encode(vectors["seq"], batch.lengths)
         h = y[mask]
         if self.cfg.loss == "bce":
             pos = (h * vectors["pos"]).sum(-1)
@@ -156,20 +159,108 @@ class SeqModel:
         else:
             loss = sharded_cross_entropy(h, vectors["rows"], batch.targets, batch.total, self.lo,
                                          self.cfg.softmax_block)
-        self.optimizer.zero_grad(set_to_none=False)
-        loss.backward()  # the table's rows are updated here (fbgemm, fused)
-        self._sum_dense_gradients()
-        self.optimizer.step()
-        return loss.detach()
+        return loss, loss.detach()
 
-    def _sum_dense_gradients(self) -> None:
-        if not dist.is_initialized() or dist.get_world_size() == 1:
-            return
-        grads = [p.grad for p in self.dense.parameters()]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(part.view_as(g))
+
+class SeqNet(nn.Module):
+    """What a step runs, as torchrec's pipeline expects it: the collection's lookup of the batch's
+    ``kjt``, then the head."""
+
+    def __init__(self, items: nn.Module | None, head: SeqHead):
+        super().__init__()
+        self.items, self.head = items, head
+
+    def forward(self, step: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.items(step.kjt) if self.items is not None else None, step)
+
+
+class DenseStep:
+    """The dense part's optimizer step as torchrec's pipeline calls it: the gradients summed over
+    ranks (each rank's loss is its share of the global mean), then Adam. The table's optimizer
+    already ran, fused into the backward."""
+
+    def __init__(self, params: list[nn.Parameter], optim: OptimConfig):
+        self.params = params
+        self.adam = torch.optim.Adam(params, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
+                                     weight_decay=optim.weight_decay)
+        for p in params:  # Adam's state exists from the start: a checkpoint loads into it
+            self.adam.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
+                                  "exp_avg_sq": torch.zeros_like(p)}
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        self.adam.zero_grad(set_to_none=False)
+
+    def step(self) -> None:
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            grads = [p.grad for p in self.params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(part.view_as(g))
+        self.adam.step()
+
+
+class SeqModel:
+    """The item vectors (sharded ID table and/or ``ItemContent``) and the SASRec encoder; rank r
+    scores against its rows [lo, hi) of the output layer. ``net`` is the step's module, under
+    ``DistributedModelParallel`` when there is an ID table (``dmp``)."""
+
+    config_class = SASRecConfig  # model.name=sasrec (model/registry.py)
+    task = "seq"
+
+    def __init__(self, cfg: SASRecConfig, optim: OptimConfig, num_items: int, seed: int, rank: int, world_size: int,
+                 device: torch.device, features: torch.Tensor | None = None):
+        if cfg.uses_features != (features is not None):
+            raise ValueError(f"item_input={cfg.item_input} with features {'absent' if features is None else 'given'}")
+        self.cfg, self.num_items, self.device = cfg, num_items, device
+        self.lo, self.hi = row_bounds(num_items, rank, world_size)
+        table = (ItemTable(num_items, cfg.embedding_dim, TableOptim(cfg.table_optimizer, cfg.table_lr, cfg.table_eps),
+                           world_size, device) if cfg.uses_ids else None)
+        torch.manual_seed(seed)  # the same dense initial values on every rank
+        self.head = SeqHead(cfg, self.lo, features).to(device)
+        net = SeqNet(None if table is None else table.collection, self.head)
+        self.table, self.dmp = table, None
+        if table is not None:
+            self.dmp = DistributedModelParallel(net, device=device, plan=ShardingPlan({"items": table.plan}),
+                                                sharders=[table.sharder], init_data_parallel=False)
+            table.bind(self.dmp.state_dict(), "items.", seed, rank, world_size)
+            net = self.dmp
+        self.net = net
+        self.optimizer = DenseStep(list(self.head.parameters()), optim)
+
+    @property
+    def encoder(self) -> SASRec:
+        return self.head.encoder
+
+    @property
+    def content(self) -> ItemContent | None:
+        return self.head.content
+
+    def step_input(self, batch: Batch) -> SeqBatch:
+        """A batch's ids per key (the full softmax's: this rank's rows) and their KJT."""
+        ids = {"seq": (batch.inputs, batch.lengths)}
+        if self.cfg.loss == "bce":
+            ids.update(pos=(batch.targets, batch.lengths), neg=(batch.negatives, batch.lengths))
+        else:
+            lengths = torch.zeros(batch.bags, dtype=torch.long)
+            lengths[0] = self.hi - self.lo  # all in the first bag: row-wise routing keeps them on this rank
+            ids["rows"] = (torch.arange(self.lo, self.hi), lengths)
+        return SeqBatch(batch, ids, keyed_ids(ids, batch.bags) if self.table else None)
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        """One training step on this rank's share of a global batch, unpipelined (the trainer runs
+        torchrec's pipeline); returns its loss share."""
+        self.net.train()
+        self.optimizer.zero_grad()
+        loss, out = self.net(self.step_input(batch))
+        loss.backward()  # the table's rows are updated here (fbgemm, fused)
+        self.optimizer.step()
+        return out
+
+    def lookup(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]], bags: int) -> dict[str, torch.Tensor]:
+        """Item vectors outside a training step (evaluation, serving)."""
+        items = self.dmp.module.items if self.dmp is not None else None
+        return self.head.vectors(None if items is None else items(keyed_ids(ids, bags)), ids)
 
     @torch.no_grad()
     def own_rows(self) -> torch.Tensor:
@@ -184,13 +275,13 @@ class SeqModel:
         """The representation of each of ``users`` (this rank's, in ``bags`` >= len(users) bags: every
         rank passes the same number, for the table's collective lookup) after the last L items of its
         ``history`` = (indptr, items)."""
-        self.dense.eval()
+        self.net.eval()
         indptr, seen = history
         windows = [seen[indptr[u]:indptr[u + 1]][-self.cfg.max_len:] for u in users]
         lengths = torch.zeros(bags, dtype=torch.long)
         lengths[:len(users)] = torch.tensor([len(w) for w in windows], dtype=torch.long)
         inputs = torch.from_numpy(np.concatenate(windows)) if windows else torch.zeros(0, dtype=torch.long)
-        y, _ = self._encode(self._vectors({"seq": (inputs, lengths)}, bags)["seq"], lengths)
+        y, _ = self.head.encode(self.lookup({"seq": (inputs, lengths)}, bags)["seq"], lengths)
         return y[:len(users), -1]
 
     def rank_targets(self, history: tuple[np.ndarray, np.ndarray], targets: np.ndarray, users: np.ndarray,
@@ -201,16 +292,14 @@ class SeqModel:
                             history)
 
     def state_dict(self, with_optimizer: bool) -> dict:
-        """The DCP state, every entry a view of the live tensors: the table's rows (and fbgemm's
-        optimizer state), the dense parameters (and Adam's)."""
-        state: dict = {"dense": self.dense.state_dict()}
-        if self.table:
-            state["table"] = self.table.module.state_dict()
+        """The DCP state, every entry a view of the live tensors: the table's rows (a ShardedTensor)
+        and the dense parameters; with the optimizers, fbgemm's row state and Adam's."""
+        state: dict = {"model": self.net.state_dict()}
         if with_optimizer:
-            state["adam"] = {f"{name}.{key}": value for name, p in self.dense.named_parameters()
-                             for key, value in self.optimizer.state[p].items()}
-            if self.table:
-                state["table_optim"] = self.table.module.fused_optimizer.state_dict()
+            state["adam"] = {f"{name}.{key}": value for name, p in self.head.named_parameters()
+                             for key, value in self.optimizer.adam.state[p].items()}
+            if self.dmp is not None:
+                state["table_optim"] = self.dmp.fused_optimizer.state_dict()
         return state
 
 

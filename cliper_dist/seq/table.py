@@ -34,10 +34,7 @@ from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 from torchrec.distributed.comm_ops import set_gradient_division
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
-from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.sharding_plan import construct_module_sharding_plan, row_wise
-from torchrec.distributed.types import ShardingPlan
-from torchrec.sparse.jagged_tensor import JaggedTensor
 
 KEYS = ("seq", "pos", "neg", "rows")
 TABLE = "item_id"
@@ -78,48 +75,43 @@ def init_rows(lo: int, hi: int, num_rows: int, dim: int, seed: int) -> torch.Ten
 
 
 class ItemTable:
-    """``num_items`` x ``dim`` rows sharded row-wise over the world; ``lookup`` returns one
-    JaggedTensor per key."""
+    """``num_items`` x ``dim`` rows sharded row-wise over the world. The collection is built on the
+    meta device with its plan and sharder; ``DistributedModelParallel`` of the module holding it
+    (``seq/model.py``) materialises this rank's rows, and ``bind`` initialises them."""
 
-    def __init__(self, num_items: int, dim: int, optim: TableOptim, seed: int, world_size: int,
-                 device: torch.device):
+    def __init__(self, num_items: int, dim: int, optim: TableOptim, world_size: int, device: torch.device):
         self.num_items, self.dim = num_items, dim
         # torchrec divides the gradients its all-to-alls carry back by the world size (DDP's mean of
         # per-rank means); each rank's loss here is its share of the global mean, so they must add up
         set_gradient_division(False)
         config = EmbeddingConfig(name=TABLE, num_embeddings=num_items, embedding_dim=dim, feature_names=list(KEYS))
-        collection = EmbeddingCollection(tables=[config], device=torch.device("meta"))
+        self.collection = EmbeddingCollection(tables=[config], device=torch.device("meta"))
         fused = {"optimizer": FBGEMM_OPTIMIZERS[optim.name], "learning_rate": optim.lr, "eps": optim.eps}
-        sharder = EmbeddingCollectionSharder(fused_params=fused)
+        self.sharder = EmbeddingCollectionSharder(fused_params=fused)
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        module_plan = construct_module_sharding_plan(collection, {TABLE: row_wise(compute_kernel="fused")},
-                                                     sharder=sharder, local_size=local_size, world_size=world_size,
-                                                     device_type=device.type)
-        self.plan = ShardingPlan({"": module_plan})
-        self.module = DistributedModelParallel(collection, device=device, plan=self.plan, sharders=[sharder],
-                                               init_data_parallel=False)
-        shard = self.module.state_dict()[f"embeddings.{TABLE}.weight"].local_shards()[0]
+        self.plan = construct_module_sharding_plan(self.collection, {TABLE: row_wise(compute_kernel="fused")},
+                                                   sharder=self.sharder, local_size=local_size,
+                                                   world_size=world_size, device_type=device.type)
+
+    def bind(self, state: dict, prefix: str, seed: int, rank: int, world_size: int) -> None:
+        """Find this rank's rows in the sharded module's ``state`` (``prefix``: the collection's path)
+        and write their initial values."""
+        shard = state[f"{prefix}embeddings.{TABLE}.weight"].local_shards()[0]
         self.lo = shard.metadata.shard_offsets[0]
         self.hi = self.lo + shard.metadata.shard_sizes[0]
         self.local = shard.tensor  # this rank's rows, in place (fbgemm's weights)
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        if (self.lo, self.hi) != row_bounds(num_items, rank, world_size):
+        if (self.lo, self.hi) != row_bounds(self.num_items, rank, world_size):
             raise RuntimeError(f"torchrec's row-wise plan gave rank {rank} rows [{self.lo}, {self.hi}), "
-                               f"not {row_bounds(num_items, rank, world_size)}")
+                               f"not {row_bounds(self.num_items, rank, world_size)}")
         with torch.no_grad():
-            self.local.copy_(init_rows(self.lo, self.hi, num_items, dim, seed))
+            self.local.copy_(init_rows(self.lo, self.hi, self.num_items, self.dim, seed))
 
-    def lookup(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int) -> dict[str, JaggedTensor]:
-        """``ids[key] = (values, lengths)`` with ``batch`` bags per key (absent keys: empty bags)."""
-        empty = torch.zeros(batch, dtype=torch.long)
-        values = [ids[k][0] if k in ids else empty[:0] for k in KEYS]
-        lengths = [ids[k][1] if k in ids else empty for k in KEYS]
-        kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(KEYS), values=torch.cat(values).long(),
-                                                  lengths=torch.cat(lengths).int())
-        return self.module(kjt)
 
-    def own_rows_ids(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``rows`` key: this rank's rows, all in the first bag."""
-        lengths = torch.zeros(batch, dtype=torch.long)
-        lengths[0] = self.hi - self.lo
-        return torch.arange(self.lo, self.hi), lengths
+def keyed_ids(ids: dict[str, tuple[torch.Tensor, torch.Tensor]], bags: int) -> KeyedJaggedTensor:
+    """``ids[key] = (values, lengths)`` with ``bags`` bags per key as one KeyedJaggedTensor of the
+    table's keys (absent keys: empty bags)."""
+    empty = torch.zeros(bags, dtype=torch.long)
+    values = [ids[k][0] if k in ids else empty[:0] for k in KEYS]
+    lengths = [ids[k][1] if k in ids else empty for k in KEYS]
+    return KeyedJaggedTensor.from_lengths_sync(keys=list(KEYS), values=torch.cat(values).long(),
+                                               lengths=torch.cat(lengths).int())

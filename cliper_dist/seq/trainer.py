@@ -1,6 +1,12 @@
 """What the train job drives for ``model.name=sasrec``: epochs, full-ranking evaluation and the
 checkpoint state of the sequential task (the job's loop is ``train/job.py``).
 
+With an ID table, an epoch runs through torchrec's ``TrainPipelineSparseDist``, as torchrec's
+examples train: while batch i runs forward and backward, the ids of batch i+1 are already on
+their way to the ranks that own their rows (the input all-to-all), and batch i+2 is fetched.
+Pipelining changes no arithmetic: the rows are looked up in batch i+1's forward, after batch
+i's fused update.
+
 Every random draw derives from (seed, epoch): the batch order and negatives (``data.py``) and
 the dropout masks (the generator is reseeded per epoch and rank), so a resumed run repeats an
 uninterrupted one and no RNG state is saved.
@@ -8,14 +14,18 @@ uninterrupted one and no RNG state is saved.
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
 from cliper_dist.dist import DistInfo, Progress
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.phases import Phases
-from cliper_dist.seq.data import Sequences, train_batches
+from cliper_dist.seq.data import Batch, Sequences, train_batches
 from cliper_dist.seq.model import SASRecConfig, SeqModel, evaluate
 
 SPLITS = ("valid", "test")
@@ -40,6 +50,8 @@ class SeqTrainer:
         self.build_seconds: dict[str, float] = {}
         lengths = np.minimum(np.diff(seqs.indptr), cfg.max_len + 1) - 1
         self.steps_per_epoch = -(-int((lengths >= 1).sum()) // batch_size)
+        self.pipeline = (None if self.model.dmp is None else
+                         TrainPipelineSparseDist(self.model.dmp, self.model.optimizer, info.device))
 
     def describe(self) -> str:
         s, c = self.seqs, self.cfg
@@ -56,14 +68,15 @@ class SeqTrainer:
         """The epoch's mean loss over its global batches."""
         torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, self.info.rank]).generate_state(1)[0]))
         decay = self.optim_cfg.lr_decay ** (epoch / self.optim_cfg.lr_decay_epochs)
-        for group in self.model.optimizer.param_groups:
+        for group in self.model.optimizer.adam.param_groups:
             group["lr"] = self.optim_cfg.lr * decay
+        batches = train_batches(self.seqs, self.cfg.max_len, self.batch_size, epoch, self.seed, self.info.rank,
+                                self.info.world_size)
         total, steps = torch.zeros((), dtype=torch.float64), 0
         progress = Progress(self.steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step")
         with phases("steps"):
-            for batch in train_batches(self.seqs, self.cfg.max_len, self.batch_size, epoch, self.seed,
-                                       self.info.rank, self.info.world_size):
-                total += self.model.step(batch)
+            for loss in self.steps(batches):
+                total += loss
                 steps += 1
                 progress.update(1)
             progress.close()
@@ -71,7 +84,23 @@ class SeqTrainer:
                 dist.all_reduce(total)  # each rank's loss is its share of the batch's
         return float(total) / max(steps, 1)
 
+    def steps(self, batches: Iterable[Batch]) -> Iterator[torch.Tensor]:
+        """Train on ``batches``; each step's loss share, through torchrec's pipeline (or, without an ID
+        table, step by step)."""
+        if self.pipeline is None:
+            yield from (self.model.step(b) for b in batches)
+            return
+        self.model.net.train()
+        inputs = (self.model.step_input(b) for b in batches)
+        while True:
+            try:
+                yield self.pipeline.progress(inputs)
+            except StopIteration:
+                return
+
     def evaluate(self) -> dict[str, dict[str, float]]:
+        if self.pipeline is not None:
+            self.pipeline.detach()  # the collection's own forward back, for evaluation's lookups
         return {split: evaluate(self.model, self.seqs, split, self.info.rank, self.info.world_size,
                                 self.eval_batch_users, self.eval_users) for split in SPLITS}
 

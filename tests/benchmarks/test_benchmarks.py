@@ -126,12 +126,13 @@ def test_demo_signal_one_seed(tmp_path):
     assert rows[2]["held_out_i2t_r1"]["title"] > rows[2]["chance_r1"]["title"]
 
 
-def test_seq_step_reference_and_two_layouts():
+def test_seq_step_reference_and_four_layouts():
     result = run_python([REPO / "benchmarks/seq_step.py", "--items", "600", "--users", "400", "--batch", "32",
                          "--steps", "2", "--loss", "bce"], timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     *rows, summary = _rows(result.stdout)
-    assert [(r["impl"], r["ranks"]) for r in rows] == [("reference", 1), ("sharded", 1), ("sharded", 2)]
+    assert [(r["impl"], r["ranks"]) for r in rows] == [("reference", 1), ("sharded", 1), ("sharded", 2),
+                                                       ("pipelined", 1), ("pipelined", 2)]
     assert rows[2]["table_rows_per_rank"] == [300, 300] and summary["table_2_over_1"] == 0.5
 
 
@@ -161,7 +162,8 @@ def test_seq_demo_table_rows_over_two_seeds(tmp_path):
     two of the table's rows over two seeds, one epoch each."""
     result = run_python([REPO / "benchmarks/seq_demo_table.py", "--items", "60", "--users", "80", "--seeds", "0,1",
                          "--inputs", "SASRec features-only (CLIPER),SASRec ID + adapted", "--train", "epochs=1",
-                         "--threads", "1", "--workdir", tmp_path], timeout=900)
+                         "--pretrain", "steps=4", "batch_size=8", "eval_items=8", "eval_every=4", "checkpoint_every=4",
+                         "--adapt", "epochs=2", "batch_size=16", "pairs_per_step=32", "--threads", "1", "--workdir", tmp_path], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
     rows = _rows(result.stdout)
     assert [(r["input"], r["seed"]) for r in rows[:4]] == [

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from cliper_dist import config
+from cliper_dist.data.interactions import write_inter
 from cliper_dist.dist import DistInfo
 from cliper_dist.errors import UserError
-from cliper_dist.data.interactions import split_per_user, write_inter
 from cliper_dist.train.job import TrainConfig, run
 from tests.conftest import REPO, run_python
+from tests.seq._data import stride_walks
 
 TRAIN = "launch/train.py"
 USERS, ITEMS = 48, 30
@@ -28,14 +29,7 @@ def make_sequence_folder(path: Path, features: bool = True, timestamps: bool = T
     """An MMRec folder of users walking through items in strides (an order to learn), split
     leave-one-out by time, with image and text features."""
     g = np.random.default_rng(0)
-    user, item = [], []
-    for u in range(USERS):
-        n = int(g.integers(4, 12))
-        start, stride = int(g.integers(ITEMS)), int(g.integers(1, 4))
-        user += [u] * n
-        item += [(start + stride * j) % ITEMS for j in range(n)]
-    inter = split_per_user(np.array(user), np.array(item), 0, timestamp=np.arange(len(user), dtype=np.float64),
-                           leave_one_out=True)
+    inter = stride_walks(USERS, ITEMS, (4, 12), g)
     if not timestamps:
         inter.timestamp = None
     path.mkdir(parents=True)
@@ -113,13 +107,17 @@ def test_bad_input_is_one_line_with_nothing_written(tmp_path, process_group):
     _refused(_cfg(data, tmp_path / "d", "optim.rows=touched"), r"optim.rows applies to the graph models")
 
 
-def test_a_changed_config_is_refused_and_the_budget_may_grow(tmp_path, process_group):
+def test_a_changed_config_is_refused_and_a_resume_with_dropout_repeats_the_whole_run(tmp_path, process_group):
+    """Dropout masks derive from (seed, epoch, rank): a run resumed with a larger epoch budget
+    repeats the uninterrupted one (features only here: the path without an ID table)."""
     import torch
 
-    data = make_sequence_folder(tmp_path / "data", features=False)
+    data = make_sequence_folder(tmp_path / "data")
     info = DistInfo(0, 0, 1, torch.device("cpu"), "gloo")
-    run(_cfg(data, tmp_path / "run"), info)
-    with pytest.raises(UserError, match=r"model.loss: 'ce' -> 'bce'"):
-        run(_cfg(data, tmp_path / "run", "model.loss=bce"), info)
-    final = run(_cfg(data, tmp_path / "run", "epochs=2"), info)
-    assert final["epochs"] == 2
+    keys = ["model.dropout=0.3", "model.item_input=features", "model.loss=bce", "patience=10"]
+    run(_cfg(data, tmp_path / "run", *keys), info)
+    with pytest.raises(UserError, match=r"model.loss: 'bce' -> 'ce'"):
+        run(_cfg(data, tmp_path / "run", *keys, "model.loss=ce"), info)
+    assert run(_cfg(data, tmp_path / "run", *keys, "epochs=3"), info)["epochs"] == 3
+    run(_cfg(data, tmp_path / "whole", *keys, "epochs=3"), info)
+    _same_training(tmp_path / "run", tmp_path / "whole")

@@ -8,25 +8,18 @@ import pytest
 import torch
 
 from cliper_dist import dist
-from cliper_dist.data.interactions import split_per_user
 from cliper_dist.seq.data import Sequences, train_batches
 from cliper_dist.parallel.optim import OptimConfig
-from cliper_dist.seq.model import SASRecConfig, SeqModel, evaluate
+from cliper_dist.seq.model import SASRecConfig
 from cliper_dist.seq.reference import ReferenceSeqModel
+from cliper_dist.seq.trainer import SeqTrainer
+from tests.seq._data import stride_walks
 
 ITEMS, USERS, SEED, STEPS = 53, 40, 3, 3
 
 
 def synthetic_sequences() -> Sequences:
-    """Users walk through items in strides: an order a sequential model can learn."""
-    g = np.random.default_rng(0)
-    user, item = [], []
-    for u in range(USERS):
-        n = int(g.integers(2, 14))
-        start, stride = int(g.integers(ITEMS)), int(g.integers(1, 4))
-        user += [u] * n
-        item += [(start + stride * j) % ITEMS for j in range(n)]
-    inter = split_per_user(np.array(user), np.array(item), 0, timestamp=np.arange(len(user)), leave_one_out=True)
+    inter = stride_walks(USERS, ITEMS, (2, 14), np.random.default_rng(0))
     return Sequences.from_interactions(inter, USERS, ITEMS, "synthetic")
 
 
@@ -39,15 +32,19 @@ def item_features(item_input: str) -> torch.Tensor | None:
     return torch.randn(ITEMS, 5, generator=torch.Generator().manual_seed(1)) if item_input != "id" else None
 
 
-def train_sharded(loss: str, table: str, item_input: str) -> dict:
+def train_sharded(loss: str, table: str, item_input: str, pipelined: bool) -> dict:
+    """Two epochs at this world size, through torchrec's pipeline as the job trains (``pipelined``)
+    or step by step."""
     info = dist.init(device="cpu")
     seqs = synthetic_sequences()
-    model = SeqModel(config(loss, table, item_input), OptimConfig(lr=0.01), ITEMS, SEED, info.rank, info.world_size,
-                     info.device, item_features(item_input))
+    trainer = SeqTrainer(config(loss, table, item_input), OptimConfig(lr=0.01), seqs, item_features(item_input),
+                         info, SEED, 16, 5, None)
+    model = trainer.model
     losses = []
     for epoch in range(2):
-        for batch in train_batches(seqs, 6, 16, epoch, SEED, info.rank, info.world_size):
-            losses.append(float(model.step(batch)))
+        batches = train_batches(seqs, 6, 16, epoch, SEED, info.rank, info.world_size)
+        losses += map(float, trainer.steps(batches) if pipelined else map(model.step, batches))
+    metrics = trainer.evaluate()
     rows = [None] * info.world_size
     torch.distributed.all_gather_object(rows, (model.lo, model.own_rows().clone()))
     items = torch.cat([r for _, r in sorted(rows, key=lambda x: x[0])])
@@ -55,8 +52,7 @@ def train_sharded(loss: str, table: str, item_input: str) -> dict:
     torch.distributed.all_reduce(loss_sums)
     return {"loss": loss_sums.tolist(), "items": items, "encoder": {k: v.clone() for k, v in
                                                                      model.encoder.state_dict().items()},
-            "valid": evaluate(model, seqs, "valid", info.rank, info.world_size, batch_users=5),
-            "test": evaluate(model, seqs, "test", info.rank, info.world_size, batch_users=5)}
+            **metrics}
 
 
 def train_reference(loss: str, table: str, item_input: str) -> dict:
@@ -70,13 +66,15 @@ def train_reference(loss: str, table: str, item_input: str) -> dict:
 # SGD shows any scale error of the gradients (row-wise Adagrad divides it out); BCE+SGD adds the
 # sampled path's scale, which the same all-to-all carries (slow). With features, an item's vector is
 # its projected features (plus its ID row): the projection's gradient reaches it from every rank.
-@pytest.mark.parametrize("loss,table,item_input", [
-    ("ce", "sgd", "id"), ("bce", "rowwise_adagrad", "id+features"),
-    pytest.param("ce", "rowwise_adagrad", "features", marks=pytest.mark.slow),
-    pytest.param("bce", "sgd", "id", marks=pytest.mark.slow)])
-def test_two_ranks_match_the_dense_equations(ranks, loss, table, item_input):
+# The job trains through torchrec's pipeline; step by step is the same arithmetic (slow).
+@pytest.mark.parametrize("loss,table,item_input,pipelined", [
+    ("ce", "sgd", "id", True), ("bce", "rowwise_adagrad", "id+features", True),
+    pytest.param("ce", "rowwise_adagrad", "features", False, marks=pytest.mark.slow),
+    pytest.param("bce", "sgd", "id", False, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "id+features", False, marks=pytest.mark.slow)])
+def test_two_ranks_match_the_dense_equations(ranks, loss, table, item_input, pipelined):
     expected = train_reference(loss, table, item_input)
-    for got in ranks.run(train_sharded, loss, table, item_input):
+    for got in ranks.run(train_sharded, loss, table, item_input, pipelined):
         np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got["items"], expected["items"], rtol=1e-4, atol=1e-5)
         for name, value in expected["encoder"].items():
