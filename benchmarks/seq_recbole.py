@@ -4,8 +4,8 @@ train seconds per epoch of each, and their ratios.
     python benchmarks/seq_recbole.py [--users 2000 --items 1000 --epochs 200 --patience 10]
     python benchmarks/seq_recbole.py --data DATASET   # a dataset converted with --split loo
 
-The peer lives in its own virtual environment, ``benchmarks/.peers/recbole`` (made here, once;
-never a project dependency): RecBole 1.2.1 from PyPI with what it still runs on, pinned:
+The peer lives in its own virtual environment, ``benchmarks/.peers/recbole`` (made here, once,
+about 1.6 GB; never a project dependency): RecBole 1.2.1 from PyPI with what it still runs on, pinned:
 torch 2.13.0 (CPU), numpy 1.26.4 (it uses ``np.float``, gone in numpy 1.24), pandas 2.2.3,
 scipy 1.13.1, setuptools < 81; and ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` at run time (its
 best-model reload fails under torch >= 2.6's ``torch.load(weights_only=True)`` default).
@@ -13,24 +13,29 @@ best-model reload fails under torch >= 2.6's ``torch.load(weights_only=True)`` d
 Data: by default the demo's users (``data.demo.sequential_interactions``: colour and shape
 preferences, each user walking through the categories in time) at ``--users``, written as an
 MMRec folder with our ``--split loo`` labels. RecBole gets atomic files of the same events
-(``user_id:token item_id:token timestamp:float``) whose timestamp is each event's step in its
+(``user_id:token item_id:token timestamp:float``, in ``--workdir``/recbole) whose timestamp is each event's step in its
 user's time order (ties broken by input order, as ours), so its ``LS: valid_and_test`` split
 with ``order: TO`` must pick our valid and test item for every user; the peer dumps the split
 it made and this script checks it is ours, user by user (``split_identical``). Users with fewer
 than 3 events are left out of the atomic files (ours trains on them and evaluates none of them;
 RecBole would hold one out).
 
-Both sides: hidden 64, 2 blocks, 1 head, L = 50, dropout 0.2, full softmax cross-entropy, the
-same lr (Adam) and batch size, up to ``--epochs`` epochs with early stopping on valid NDCG@10
-(``--patience`` epochs), test at the best valid epoch, 1 process x ``--threads`` threads.
-What still differs, by design of each:
+Ours is the job: ``launch/train.py --config configs/train/sasrec.yaml`` (a world of one), read
+from its ``final.json``. Both sides: hidden 64, 2 blocks, 1 head, L = 50, dropout 0.2, full
+softmax cross-entropy, the same Adam lr, up to ``--epochs`` epochs with early stopping on valid
+NDCG@10 (``--patience`` epochs), test at the best valid epoch, 1 process x ``--threads``
+threads; train seconds per epoch are the mean over the epochs run, evaluation excluded, on
+both sides. What still differs, by design of each:
 - the optimizer: RecBole uses Adam on every parameter; ours Adam on the dense part and fbgemm's
   fused row-wise Adagrad on the item table (``--table-lr``; fbgemm has no Adam on CPU);
 - an epoch: RecBole trains one example per training event (every prefix of a user's sequence,
   the last item as target), so ``--batch`` counts events; ours trains one window per user with
-  every position as a target (the paper's), so ``--batch`` counts users. Both see every
-  training event as a target once per epoch (ours: those in the last L + 1 of a user's train);
-- the blocks: RecBole's are post-LayerNorm (BERT's); ours pre-LayerNorm (the paper's);
+  every position as a target (the paper's), so its batch counts users: ``--ours-batch``,
+  by default ``--batch`` over the mean training positions per user (about as many targets a
+  step). Both see every training event as a target once per epoch (ours: those in the last
+  L + 1 of a user's train);
+- the blocks: RecBole's are post-LayerNorm (BERT's); ours pre-LayerNorm (the paper's); its FFN
+  is set to ours (inner size 64, ReLU);
 - evaluation: both rank every item. RecBole's own metrics for a sequential model do not exclude
   the user's history; ours do. The peer therefore also ranks its test users the way ours does
   (history excluded) and the comparison uses that (``recbole_own_*`` are its own numbers).
