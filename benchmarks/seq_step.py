@@ -111,10 +111,15 @@ def measure(args, impl: str, ranks: int) -> dict:
     script = str(Path(__file__).resolve())
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", script]
            if impl != "reference" else [sys.executable, script]) + flags
+    return run_json(cmd, f"{impl} x{ranks}")
+
+
+def run_json(cmd: list[str], what: str) -> dict:
+    """Run a worker at 1 thread per process; print and return the last JSON line it printed."""
     out = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
-        raise SystemExit(f"{impl} x{ranks} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     print(lines[-1], flush=True)
     return json.loads(lines[-1])
 

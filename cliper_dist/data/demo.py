@@ -13,6 +13,14 @@ features do not (its text features cluster items by shared tokens, brand and cat
 much as colour); a CLIP trained on the catalog's own pairs does. That is what the demo
 measures.
 
+Interactions also carry order, for sequential recommendation: each user walks through the
+categories along one fixed cycle (Bottles -> Bibs -> Rattles -> Blankets -> Strollers ->
+Pacifiers -> Bottles ...), one item per category per lap, starting at the category of its first
+drawn item. The timestamps (strictly increasing per user) follow that walk; the rows, and so
+each user's item set and the seeded random split of the CF demo, are as drawn. The next item's
+category is the walk's next one far more often than chance (1 in 6): a next-item model can learn
+it, and content features, whose text names the category, can help it.
+
 The output is a *raw* catalog in the generic JSONL format that ``tools/convert.py jsonl``
 reads, so the demo exercises the same conversion path as a user's data.
 """
@@ -86,6 +94,52 @@ def render_item_image(color: str, shape: str, category_index: int, size: int, rn
     return img
 
 
+def _interactions(rng: np.random.Generator, spec: DemoSpec, color: np.ndarray, shape: np.ndarray,
+                  category: np.ndarray, popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, timestamp) rows, each user's items as drawn, timestamped along its walk."""
+    fav_color = rng.integers(len(COLORS), size=spec.num_users)
+    fav_shape = rng.integers(len(SHAPES), size=spec.num_users)
+    users, items, times = [], [], []
+    for u in range(spec.num_users):
+        score = (2.5 * (color == fav_color[u]) + 2.0 * (shape == fav_shape[u]) + popularity)
+        p = np.exp(score - score.max())
+        p /= p.sum()
+        n = int(rng.integers(spec.min_per_user, spec.max_per_user + 1))
+        picked = rng.choice(spec.num_items, size=n, replace=False, p=p)
+        users.append(np.full(n, u, dtype=np.int64))
+        items.append(picked.astype(np.int64))
+        times.append(1_600_000_000 + 3600 * category_walk(category[picked]))
+    return np.concatenate(users), np.concatenate(items), np.concatenate(times)
+
+
+def sequential_interactions(spec: DemoSpec = DemoSpec()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The demo's users at any size, without a catalog: (user, item, timestamp) rows and each
+    item's category. The same attributes, preferences and category walk as ``make_demo_catalog``
+    (not the same draws: no images are rendered), for benchmarks of sequential models."""
+    rng = np.random.default_rng(spec.seed)
+    color = rng.integers(len(COLORS), size=spec.num_items)
+    shape = rng.integers(len(SHAPES), size=spec.num_items)
+    category = rng.integers(len(CATEGORIES), size=spec.num_items)
+    rng.integers(len(BRANDS), size=spec.num_items)
+    popularity = rng.normal(0.0, 0.7, size=spec.num_items)
+    return (*_interactions(rng, spec, color, shape, category, popularity), category)
+
+
+def category_walk(category: np.ndarray) -> np.ndarray:
+    """Each item's step in its user's walk through the categories: lap k visits the k-th item (in
+    the given order) of every category the user has, along the cycle 0 -> 1 -> ... -> 0, starting
+    at the first item's category. Draws no random numbers, so the items drawn after it are as
+    before."""
+    k = len(CATEGORIES)
+    lap = np.zeros(len(category), dtype=np.int64)
+    for c in np.unique(category):
+        lap[category == c] = np.arange(int((category == c).sum()))
+    offset = (category - category[0]) % k if len(category) else category
+    steps = np.empty(len(category), dtype=np.int64)
+    steps[np.argsort(lap * k + offset, kind="stable")] = np.arange(len(category))
+    return steps
+
+
 def make_demo_catalog(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> dict[str, str]:
     """Write ``catalog.jsonl``, ``images/*.png`` and ``interactions.csv`` under ``out_dir``."""
     out = Path(out_dir)
@@ -119,17 +173,10 @@ def make_demo_catalog(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> dict[
                 )
             f.write(json.dumps(item) + "\n")
 
-    fav_color = rng.integers(len(color_names), size=spec.num_users)
-    fav_shape = rng.integers(len(SHAPES), size=spec.num_users)
     with open(out / "interactions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["user_id", "item_id", "timestamp"])
-        for u in range(spec.num_users):
-            score = (2.5 * (color == fav_color[u]) + 2.0 * (shape == fav_shape[u]) + popularity)
-            p = np.exp(score - score.max())
-            p /= p.sum()
-            n = int(rng.integers(spec.min_per_user, spec.max_per_user + 1))
-            for t, i in enumerate(rng.choice(spec.num_items, size=n, replace=False, p=p)):
-                writer.writerow([f"U{u:05d}", f"DEMO{i:05d}", 1_600_000_000 + 3600 * t])
+        for u, i, t in zip(*_interactions(rng, spec, color, shape, category, popularity)):
+            writer.writerow([f"U{u:05d}", f"DEMO{i:05d}", int(t)])
     return {"catalog": str(out / "catalog.jsonl"), "images": str(out / "images"),
             "interactions": str(out / "interactions.csv")}

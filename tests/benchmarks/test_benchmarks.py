@@ -134,3 +134,40 @@ def test_seq_step_reference_and_four_layouts():
     assert [(r["impl"], r["ranks"]) for r in rows] == [("reference", 1), ("sharded", 1), ("sharded", 2),
                                                        ("pipelined", 1), ("pipelined", 2)]
     assert rows[2]["table_rows_per_rank"] == [300, 300] and summary["table_2_over_1"] == 0.5
+
+
+def test_seq_scale_epoch_and_table_at_one_and_two_ranks():
+    result = run_python([REPO / "benchmarks/seq_scale.py", "--users", "200", "--items", "100", "--epochs", "2",
+                         "--batch", "64", "--table-items", "20000", "--steps", "2"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    *rows, summary = _rows(result.stdout)
+    assert [(r["mode"], r["ranks"]) for r in rows] == [("epoch", 1), ("epoch", 2), ("table", 1), ("table", 2)]
+    assert rows[3]["rows"] == [10000, 10000] and summary["table_per_rank_2_over_1"] == pytest.approx(0.5, abs=0.01)
+    assert summary["epoch_speedup_2x1_over_1x1"] > 0 and len(rows[3]["peak_rss_mb"]) == 2
+
+
+def test_seq_recbole_side_by_side_on_one_split(tmp_path):
+    """Makes RecBole's venv once (benchmarks/.peers/recbole, from PyPI), then both sides for 2 epochs."""
+    result = run_python([REPO / "benchmarks/seq_recbole.py", "--users", "150", "--items", "60", "--epochs", "2",
+                         "--patience", "1", "--workdir", tmp_path], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    peer, ours, summary = _rows(result.stdout)
+    assert peer["impl"] == "recbole-1.2.1" and ours["impl"] == "cliper-dist" and summary["split_identical"]
+    assert peer["test_users"] == 150 and peer["num_items_ranked"] == ours["num_items_ranked"] == 60
+    assert 0 < summary["ndcg_ratio"] and summary["epoch_speedup"] > 0
+
+
+def test_seq_demo_table_rows_over_two_seeds(tmp_path):
+    """The demo's pipeline at a tiny size (loo dataset, catalog-trained CLIP, CLIPER and adapted features), then
+    two of the table's rows over two seeds, one epoch each."""
+    result = run_python([REPO / "benchmarks/seq_demo_table.py", "--items", "60", "--users", "80", "--seeds", "0,1",
+                         "--inputs", "SASRec features-only (CLIPER),SASRec ID + adapted", "--train", "epochs=1",
+                         "--pretrain", "steps=4", "batch_size=8", "eval_items=8", "eval_every=4", "checkpoint_every=4",
+                         "--adapt", "epochs=2", "batch_size=16", "pairs_per_step=32", "--threads", "1", "--workdir", tmp_path], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [(r["input"], r["seed"]) for r in rows[:4]] == [
+        ("SASRec features-only (CLIPER)", 0), ("SASRec ID + adapted", 0),
+        ("SASRec features-only (CLIPER)", 1), ("SASRec ID + adapted", 1)]
+    assert all(r["seeds"] == 2 and 0 <= r["test_ndcg@10_mean"] <= 1 for r in rows[4:])
+    assert "| SASRec ID + adapted |" in result.stdout
