@@ -24,9 +24,12 @@ KNOWN_WARNINGS = [
 # logger -> level: torchrec's planner reports on topologies and storage it is never asked to
 # plan here (the column_wise plan is given), and its sharding utilities log per table that
 # the dense kernel ignores cache settings, which the job never sets.
+# torch.fx logs once per process that is_fx_tracing() covers torch.export too: torchrec's modules ask
+# it on every forward, and the sequential job never exports.
 KNOWN_LOGGERS = {
     "torchrec.distributed.planner": logging.CRITICAL,
     "torchrec.distributed.utils": logging.ERROR,
+    "torch.fx._symbolic_trace": logging.ERROR,
 }
 
 

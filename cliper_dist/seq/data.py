@@ -1,7 +1,8 @@
 """Users' item sequences in time order, and the training batches.
 
-A dataset converted with ``--split loo`` (``data/interactions.split_per_user``) holds out each
-user's last item by time (test) and the one before (valid); the rest trains, in time order. Every rank builds the same batches: a seeded permutation per epoch of the users
+A dataset converted with ``split=loo`` (``data/interactions.split_per_user``) holds out each
+user's last item by time (test) and the one before (valid); the rest trains, in time order.
+Every rank builds the same batches: a seeded permutation per epoch of the users
 with at least two training items, cut into global batches; rank r takes its contiguous share,
 and negatives are drawn for the whole global batch from (seed, epoch, step) before slicing, so
 the batches and negatives are the same at any world size.
@@ -36,11 +37,11 @@ class Sequences:
     @classmethod
     def from_interactions(cls, inter: Interactions, num_users: int, num_items: int, source: str) -> "Sequences":
         """Each user's training items ordered by time (ties keep the file's order); at most one
-        valid and one test item per user, as ``--split loo`` makes them."""
+        valid and one test item per user, as ``split=loo`` makes them."""
         if inter.timestamp is None:
             raise UserError(f"{source}: no timestamp column; sequential recommendation orders each user's items "
                             f"by time. Convert from a source with timestamps (Amazon reviews, or a CSV/TSV or MMRec "
-                            f".inter with a timestamp column) with --split loo")
+                            f".inter with a timestamp column) with split=loo (tools/convert.py: --split loo)")
         targets = {}
         for split in (SPLIT_VALID, SPLIT_TEST):
             mask = inter.split == split
@@ -48,7 +49,8 @@ class Sequences:
             if (per_user > 1).any():
                 u = int(np.flatnonzero(per_user > 1)[0])
                 raise UserError(f"{source}: user {u} has {per_user[u]} {SPLIT_NAMES[split]} interactions; sequential "
-                                f"recommendation holds out one per user: convert with --split loo")
+                                f"recommendation holds out one per user: convert with split=loo "
+                                f"(tools/convert.py: --split loo)")
             targets[split] = np.full(num_users, -1, dtype=np.int64)
             targets[split][inter.user[mask]] = inter.item[mask]
         train = inter.split == SPLIT_TRAIN

@@ -48,7 +48,7 @@ RESUMABLE_CHANGES = ("out", "epochs", "resume", "threads", "device", "eval_batch
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # dataset directory or MMRec folder (sasrec: converted with --split loo, with timestamps)
+    data: str = ""  # dataset directory or MMRec folder (sasrec: converted with split=loo, with timestamps)
     features: str = ""  # models that read features: encode output dir, adapt output or MMRec folder ("" = data)
     out: str = ""  # run directory
     seed: int = 999  # initial values, batches, negatives and pruning derive from (seed, epoch)
@@ -56,7 +56,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads per rank (0: leave torch's default)
     epochs: int = 1000  # epoch budget (early stopping usually ends the run first)
     batch_size: int = 2048  # global (cf: interactions, every rank on its own columns; seq: users, dealt out)
-    patience: int = 20  # evaluations without a better primary valid metric (cf: Recall@20, seq: NDCG@10) before stopping
+    patience: int = 20  # evaluations without a better primary valid metric before stopping (cf: R@20, seq: N@10)
     eval_every: int = 1  # epochs between evaluations (valid and test, full ranking)
     eval_batch_users: int = 256  # users scored at once against all items (memory: this x items floats)
     eval_users: int = 0  # 0: full ranking of every user with held-out items; N: a seeded sample of N (an estimate)
