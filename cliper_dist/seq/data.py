@@ -120,8 +120,9 @@ def sample_negatives(seqs: Sequences, users: np.ndarray, g: np.random.Generator)
 
 
 def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, seed: int, rank: int,
-                  world_size: int):
-    """This rank's batches of one epoch (a generator); the global batch is ``batch_size`` users."""
+                  world_size: int, negatives: bool = True):
+    """This rank's batches of one epoch (a generator); the global batch is ``batch_size`` users.
+    ``negatives=False`` (the full softmax needs none): the batches' negatives are empty."""
     lengths = np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
     users = np.flatnonzero(lengths >= 1)
     users = users[np.random.default_rng([seed, epoch]).permutation(len(users))]
@@ -129,8 +130,8 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
     for step, start in enumerate(range(0, len(users), batch_size)):
         group = users[start:start + batch_size]
         n = lengths[group]
-        position_user = np.repeat(group, n)
-        negatives = sample_negatives(seqs, position_user, np.random.default_rng([seed, epoch, step]))
+        rng = np.random.default_rng([seed, epoch, step])
+        drawn = sample_negatives(seqs, np.repeat(group, n), rng) if negatives else np.zeros(0, dtype=np.int64)
         lo, hi = min(rank * per_rank, len(group)), min((rank + 1) * per_rank, len(group))
         first = int(n[:lo].sum())
         mine = group[lo:hi]
@@ -141,5 +142,5 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
         bag_lengths = np.zeros(per_rank, dtype=np.int64)
         bag_lengths[:hi - lo] = n[lo:hi]
         yield Batch(per_rank, torch.from_numpy(inputs), torch.from_numpy(targets),
-                    torch.from_numpy(negatives[first:first + len(inputs)]), torch.from_numpy(bag_lengths),
+                    torch.from_numpy(drawn[first:first + len(inputs)]), torch.from_numpy(bag_lengths),
                     int(n.sum()))

@@ -71,7 +71,7 @@ class SeqTrainer:
         for group in self.model.optimizer.adam.param_groups:
             group["lr"] = self.optim_cfg.lr * decay
         batches = train_batches(self.seqs, self.cfg.max_len, self.batch_size, epoch, self.seed, self.info.rank,
-                                self.info.world_size)
+                                self.info.world_size, negatives=self.cfg.loss == "bce")
         total, steps = torch.zeros((), dtype=torch.float64), 0
         progress = Progress(self.steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step")
         with phases("steps"):
