@@ -12,10 +12,13 @@ recover the clicks). Splits: 80 / 10 / 10 per impression, seeded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from cliper_dist.data.interactions import Interactions
+from cliper_dist import files
+from cliper_dist.data import schema
+from cliper_dist.data.interactions import Interactions, write_inter
 
 
 @dataclass
@@ -48,3 +51,22 @@ def synthetic_ctr(num_users: int, num_items: int, per_user: int, seed: int = 0, 
               "categories": [["Root", f"cat{category[i] // 4}", f"cat{category[i]}"]]} for i in range(num_items)]
     inter = Interactions(user=user.astype(np.int64), item=item.astype(np.int64), split=split, rating=rating)
     return SyntheticCtr(inter, items, features, num_users, num_items)
+
+
+def write_dataset(s: SyntheticCtr, out: str | Path, with_rating: bool = True) -> Path:
+    """A minimal dataset directory (manifest counts, items.jsonl, interactions.inter) of ``s``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_jsonl(out / schema.ITEMS, s.items)
+    inter = s.inter if with_rating else Interactions(s.inter.user, s.inter.item, s.inter.split)
+    write_inter(out / schema.INTERACTIONS, inter)
+    files.write_json(out / schema.MANIFEST, {"counts": {"users": s.num_users, "items": s.num_items}, "shards": []})
+    return out
+
+
+def write_features(features: np.ndarray, out: str | Path) -> Path:
+    """``features`` as an MMRec feature folder (``text_feat.npy``): a ``--features`` directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / schema.MMREC_TEXT, features)
+    return out
