@@ -32,10 +32,9 @@ sys.path.insert(0, str(REPO))
 from cliper_dist import dist  # noqa: E402
 from cliper_dist.data.interactions import split_per_user  # noqa: E402
 from cliper_dist.seq.data import Sequences, train_batches  # noqa: E402
-from cliper_dist.seq.model import SeqConfig, SeqModel  # noqa: E402
+from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
+from cliper_dist.seq.model import SASRecConfig, SeqModel  # noqa: E402
 from cliper_dist.seq.reference import ReferenceSeqModel  # noqa: E402
-from cliper_dist.seq.sasrec import SASRecConfig  # noqa: E402
-from cliper_dist.seq.table import TableOptim  # noqa: E402
 
 SEED = 0
 
@@ -51,10 +50,12 @@ def synthetic(items: int, users: int) -> Sequences:
     return Sequences.from_interactions(inter, users, items, "synthetic")
 
 
-def config(args) -> SeqConfig:
-    return SeqConfig(embedding_dim=64, loss=args.loss, sasrec=SASRecConfig(max_len=args.max_len, blocks=2, heads=1,
-                                                                           dropout=0.2),
-                     table=TableOptim(name="rowwise_adagrad", lr=0.05), lr=1e-3)
+LR = 1e-3  # Adam, the dense part
+
+
+def config(args) -> SASRecConfig:
+    return SASRecConfig(name="sasrec", embedding_dim=64, loss=args.loss, max_len=args.max_len, blocks=2, heads=1,
+                        dropout=0.2, table_optimizer="rowwise_adagrad", table_lr=0.05)
 
 
 def time_steps(step, batches, n: int) -> list[float]:
@@ -77,16 +78,16 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     if args.impl == "reference":
         seqs = synthetic(args.items, args.users)
-        model = ReferenceSeqModel(config(args), args.items, SEED)
+        model = ReferenceSeqModel(config(args), LR, args.items, SEED)
         times = time_steps(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, 0, 1), args.steps)
         rows, ranks, rss = [args.items], 1, [peak_rss_mb()]
     else:
         info = dist.init(device="cpu")
         seqs = synthetic(args.items, args.users)
-        model = SeqModel(config(args), args.items, SEED, info.world_size, info.device)
+        model = SeqModel(config(args), OptimConfig(lr=LR), args.items, SEED, info.rank, info.world_size, info.device)
         times = time_steps(model.step, train_batches(seqs, args.max_len, args.batch, 0, SEED, info.rank,
                                                       info.world_size), args.steps)
-        rows = dist.all_gather_object(model.table.hi - model.table.lo)
+        rows = dist.all_gather_object(model.hi - model.lo)
         ranks = info.world_size
         times = [max(ts) for ts in zip(*dist.all_gather_object(times))]  # a step ends when its slowest rank does
         rss = dist.all_gather_object(peak_rss_mb())

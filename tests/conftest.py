@@ -141,6 +141,22 @@ def run_python(args: list, timeout: float = 120) -> subprocess.CompletedProcess:
     return run_with_timeout([sys.executable, *map(str, args)], timeout)
 
 
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group, for code that builds torchrec modules in the test's process. An
+    earlier test of this process may have left its world of one initialised."""
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_initialized():
+        assert torch_dist.get_world_size() == 1
+        yield
+        return
+    torch_dist.init_process_group("gloo", store=torch_dist.FileStore(str(tmp_path / "store"), 1), rank=0,
+                                  world_size=1)
+    yield
+    torch_dist.destroy_process_group()
+
+
 @pytest.fixture(scope="session")
 def demo_raw(tmp_path_factory) -> dict[str, str]:
     from cliper_dist.data.demo import DemoSpec, make_demo_catalog

@@ -1,4 +1,4 @@
-"""Top-K items per user from a trained run (the tables of its best valid epoch).
+"""Top-K items per user from a trained run (the model of its best valid epoch).
 
     python tools/recommend.py RUN_DIR --users U123,U456 --k 20
     python tools/recommend.py RUN_DIR --users-file users.txt --k 20 --checkpoint last
@@ -8,7 +8,9 @@ Users are named by the catalog's own ids (users.jsonl of the dataset; an MMRec f
 are its userID numbers), or by index with --by-index. Prints one JSON line per user:
 {"user": ID, "user_index": U, "items": [item ids], "titles": [...], "scores": [...]}, best
 first ("titles" where the dataset has them; UTF-8, non-ASCII text as is). The user's training items are never
-recommended. Unknown users are refused before the model is loaded. Runs as one process:
+recommended. A sequential run (model.name=sasrec) recommends each user's next items after
+its whole history (train, valid and test items, in time order), none of them recommended again.
+Unknown users are refused before the model is loaded. Runs as one process:
 the run's sharded checkpoint is resharded onto it by torch.distributed.checkpoint. The
 run's config.yaml says where its data (and features) are; --data/--features override
 moved folders.
@@ -29,7 +31,8 @@ from cliper_dist import checkpoint, config, dirs, dist, files, quiet
 from cliper_dist.data import schema
 from cliper_dist.data.recdata import load_rec_data
 from cliper_dist.errors import UserError
-from cliper_dist.train.job import CONFIG_FILE, TrainConfig, build_engine
+from cliper_dist.model.registry import model_class
+from cliper_dist.train.job import CONFIG_FILE, TrainConfig, build_engine, build_seq_trainer
 from cliper_dist.train.metrics import csr_entries
 
 
@@ -106,20 +109,41 @@ def recommend(run_dir: str | Path, names: list[str], k: int, kind: str = checkpo
     catalog = Catalog.open(cfg.data)
     users = catalog.indices(names, by_index)
     info = dist.init(device="cpu")
-    engine = build_engine(cfg, info)
-    checkpoint.load(path, engine.state_dict(with_optimizer=False))
-    users_emb, items_emb = engine.model.embeddings()  # one rank: every column
+    scores_of = cf_scores if model_class(cfg.model.name).task == "cf" else next_item_scores
+    scores = scores_of(cfg, info, path, users)
     with torch.no_grad():
-        scores = users_emb[torch.from_numpy(users)] @ items_emb.T
-        r, c = csr_entries(engine.data.train.indptr, engine.data.train.indices, users)
-        scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
-        top = scores.topk(min(k, engine.data.num_items), dim=1)
+        top = scores.topk(min(k, scores.shape[1]), dim=1)
     out = []
     for row, u in enumerate(users.tolist()):
-        keep = torch.isfinite(top.values[row])  # a user who trained on almost every item gets fewer
+        keep = torch.isfinite(top.values[row])  # a user who saw almost every item gets fewer
         out.append({"user": catalog.user(u), "user_index": u, **catalog.describe_items(top.indices[row][keep].tolist()),
                     "scores": [round(float(s), 6) for s in top.values[row][keep]]})
     return out
+
+
+@torch.no_grad()
+def cf_scores(cfg: TrainConfig, info: dist.DistInfo, path: Path, users: np.ndarray) -> torch.Tensor:
+    """Every item's score for ``users`` (their training items: -inf), from a graph model's tables."""
+    engine = build_engine(cfg, info)
+    checkpoint.load(path, engine.state_dict(with_optimizer=False))
+    users_emb, items_emb = engine.model.embeddings()  # one rank: every column
+    scores = users_emb[torch.from_numpy(users)] @ items_emb.T
+    r, c = csr_entries(engine.data.train.indptr, engine.data.train.indices, users)
+    scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
+    return scores
+
+
+@torch.no_grad()
+def next_item_scores(cfg: TrainConfig, info: dist.DistInfo, path: Path, users: np.ndarray) -> torch.Tensor:
+    """Every item's score as the next of ``users``' whole histories (the items seen: -inf)."""
+    trainer = build_seq_trainer(cfg, info)
+    checkpoint.load(path, trainer.state_dict(with_optimizer=False))
+    model = trainer.model
+    indptr, seen = trainer.seqs.history(with_valid=True, with_test=True)
+    scores = model.user_vectors((indptr, seen), users, len(users)) @ model.own_rows().T  # one rank: every item
+    r, c = csr_entries(indptr, seen, users)
+    scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
+    return scores
 
 
 def json_line(row: dict) -> str:

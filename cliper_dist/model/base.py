@@ -64,6 +64,8 @@ class Recommender(nn.Module):
 
     #: the dataclass of the model's config keys (``model.*``)
     config_class: type[ModelConfig] = ModelConfig
+    #: the train job's task (``model/registry.py``)
+    task = "cf"
     #: whether the model reads item features (the job loads them only then)
     uses_features: bool = False
     #: names of the row-indexed parameters (rows = users or items), for row-sparse Adam

@@ -1,6 +1,7 @@
-"""``model.name`` -> recommender class, and through it the model's config. A new backbone is a
+"""``model.name`` -> model class, and through it the model's config and task. A new backbone is a
 ``Recommender`` subclass that names its config dataclass (``class M(Recommender, config=MConfig)``),
-and a line here."""
+and a line here. A class's ``task`` picks what the train job builds around it: "cf" (a graph
+recommender on column-sharded state, ``train/engine.py``) or "seq" (``seq/trainer.py``)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from cliper_dist.model.lightgcn import LightGCN
 from cliper_dist.model.mmgcn import MMGCN
 from cliper_dist.model.slmrec import SLMRec
 from cliper_dist.model.vbpr import VBPR
+from cliper_dist.seq.model import SeqModel
 
-MODELS: dict[str, type[Recommender]] = {"lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR, "slmrec": SLMRec,
-                                      "lattice": LATTICE, "dualgnn": DualGNN, "mmgcn": MMGCN}
+MODELS: dict[str, type[Recommender] | type[SeqModel]] = {
+    "lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR, "slmrec": SLMRec, "lattice": LATTICE, "dualgnn": DualGNN,
+    "mmgcn": MMGCN, "sasrec": SeqModel}
 DEFAULT = "freedom"
 
 # Until each model had its own config (51d4357), one flat ModelConfig held the keys of all of them,
@@ -31,7 +34,7 @@ FLAT_KEYS = ("name", "embedding_dim", "n_ui_layers", "n_mm_layers", "knn_k", "mm
 FLAT_VERSIONS = [set(FLAT_KEYS[:n]) for n in (10, 13, 17, 18)]
 
 
-def model_class(name: str) -> type[Recommender]:
+def model_class(name: str) -> type[Recommender] | type[SeqModel]:
     if name not in MODELS:
         raise UserError(f"model.name must be one of {', '.join(MODELS)}; got '{name}'")
     return MODELS[name]

@@ -70,14 +70,17 @@ class Sequences:
         user = np.repeat(np.arange(self.num_users), np.diff(self.indptr))
         return np.sort(_pair_keys(user, self.items, self.num_items))
 
-    def history(self, with_valid: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(indptr, items) of what each user has seen before its valid (or test) target."""
-        if not with_valid:
-            return self.indptr, self.items
-        has_valid = self.valid >= 0
-        indptr = np.concatenate([[0], np.cumsum(np.diff(self.indptr) + has_valid)])
-        # each user's valid item goes after its training items: insert it at the row's end
-        items = np.insert(self.items, self.indptr[1:][has_valid], self.valid[has_valid])
+    def history(self, with_valid: bool, with_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, items) of what each user has seen before its valid target (``with_valid``: before
+        its test target; ``with_test`` too: everything, the input of a next-item recommendation)."""
+        indptr, items = self.indptr, self.items
+        for held_out, add in ((self.valid, with_valid), (self.test, with_test)):
+            if not add:
+                continue
+            has = held_out >= 0
+            # the held-out item goes after the user's other items: insert it at the row's end
+            items = np.insert(items, indptr[1:][has], held_out[has])
+            indptr = np.concatenate([[0], np.cumsum(np.diff(indptr) + has)])
         return indptr, items
 
 

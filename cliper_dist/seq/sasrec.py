@@ -10,21 +10,11 @@ item, and its output is the user's representation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MASKED = -1e9  # a finite "minus infinity": a query whose keys are all padding attends evenly, never NaN
-
-
-@dataclass
-class SASRecConfig:
-    max_len: int = 50  # L: the most recent items a user's representation reads
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.2
 
 
 class Block(nn.Module):
@@ -49,22 +39,22 @@ class Block(nn.Module):
 class SASRec(nn.Module):
     """(B, L, d) left-padded item embeddings and their (B, L) mask -> (B, L, d) outputs."""
 
-    def __init__(self, cfg: SASRecConfig, dim: int):
+    def __init__(self, dim: int, max_len: int, blocks: int, heads: int, dropout: float):
         super().__init__()
-        if dim % cfg.heads:
-            raise ValueError(f"embedding_dim {dim} is not divisible by heads {cfg.heads}")
-        self.cfg, self.dim = cfg, dim
-        self.positions = nn.Embedding(cfg.max_len, dim)
-        self.blocks = nn.ModuleList(Block(dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
+        if dim % heads:
+            raise ValueError(f"embedding_dim {dim} is not divisible by heads {heads}")
+        self.dim, self.dropout = dim, dropout
+        self.positions = nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(blocks))
         self.norm = nn.LayerNorm(dim, eps=1e-8)
-        causal = torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool).tril()
+        causal = torch.ones(max_len, max_len, dtype=torch.bool).tril()
         self.register_buffer("causal", causal, persistent=False)
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, n, _ = items.shape
         keep = mask.unsqueeze(-1).to(items.dtype)
         x = items * math.sqrt(self.dim) + self.positions.weight[-n:]
-        x = F.dropout(x, self.cfg.dropout, self.training) * keep
+        x = F.dropout(x, self.dropout, self.training) * keep
         allowed = self.causal[-n:, -n:] & mask[:, None, :]  # (B, L, L): earlier, real items only
         attn_mask = torch.zeros(allowed.shape, dtype=items.dtype).masked_fill(~allowed, MASKED).unsqueeze(1)
         for block in self.blocks:

@@ -57,6 +57,12 @@ class TableOptim:
     eps: float = 1e-8
 
 
+def row_bounds(num_rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The rows [lo, hi) torchrec's ``row_wise`` plan gives ``rank``: blocks of ceil(rows / world)."""
+    block = -(-num_rows // world_size)
+    return min(rank * block, num_rows), min((rank + 1) * block, num_rows)
+
+
 def init_rows(lo: int, hi: int, num_rows: int, dim: int, seed: int) -> torch.Tensor:
     """Rows [lo, hi) of the table's initial values: Xavier-uniform over (num_rows, dim), drawn in
     blocks of INIT_BLOCK rows from generators seeded by (seed, block)."""
@@ -96,6 +102,10 @@ class ItemTable:
         self.lo = shard.metadata.shard_offsets[0]
         self.hi = self.lo + shard.metadata.shard_sizes[0]
         self.local = shard.tensor  # this rank's rows, in place (fbgemm's weights)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if (self.lo, self.hi) != row_bounds(num_items, rank, world_size):
+            raise RuntimeError(f"torchrec's row-wise plan gave rank {rank} rows [{self.lo}, {self.hi}), "
+                               f"not {row_bounds(num_items, rank, world_size)}")
         with torch.no_grad():
             self.local.copy_(init_rows(self.lo, self.hi, num_items, dim, seed))
 

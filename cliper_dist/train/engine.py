@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from cliper_dist import dist
@@ -30,7 +31,8 @@ from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.comm import sum_partials
 from cliper_dist.parallel.optim import ColumnAdam, OptimConfig, checkpoint_views
 from cliper_dist.sharding.tables import IdTables
-from cliper_dist.train.phases import Phases
+from cliper_dist.train.evaluate import evaluate
+from cliper_dist.phases import Phases
 
 ID_TABLE_PARAMS = ("user_table", "item_table")  # the model's names of the torchrec-held blocks
 
@@ -48,10 +50,17 @@ class Engine:
     given: the engine owns the optimizer, the batches, the step and the checkpoint state;
     which model it trains is the job's choice (``job.build_model``)."""
 
+    primary = "recall@20"  # the valid metric early stopping watches
+    shown = ("recall@20", "ndcg@20")  # what the epoch's log line prints
+
     def __init__(self, model: Recommender, tables: IdTables, optim_cfg: OptimConfig, data: RecData,
-                 info: dist.DistInfo, seed: int, batch_size: int):
+                 info: dist.DistInfo, seed: int, batch_size: int, eval_batch_users: int = 256,
+                 eval_users: np.ndarray | None = None, estimate: dict | None = None):
         self.model, self.tables, self.data, self.info = model, tables, data, info
         self.seed, self.batch_size, self.split = seed, batch_size, tables.split
+        self.eval_batch_users, self.eval_users, self.estimate = eval_batch_users, eval_users, estimate
+        self.build_seconds = model.build_seconds
+        self.optim_cfg = optim_cfg
         self.params = dict(self.model.named_parameters())
         trainable = {n: p for n, p in self.params.items() if p.requires_grad}  # MMGCN's ID tables are frozen
         self.optimizer = ColumnAdam(trainable, set(self.model.tables), optim_cfg)
@@ -60,8 +69,10 @@ class Engine:
         self._sharded = checkpoint_views(self.params, self.optimizer, self.split, ID_TABLE_PARAMS)
 
     def describe(self) -> str:
-        sizes = {n: tuple(p.shape) for n, p in self.params.items()}
-        return f"{self.tables.describe()}\nthis rank's parameter blocks: {sizes}"
+        d, sizes = self.data, {n: tuple(p.shape) for n, p in self.params.items()}
+        return (f"train: {d.source}, {d.num_users} users, {d.num_items} items, {len(d.train_user)} train interactions, "
+                f"model {self.model.cfg.name}, {self.info.world_size} rank(s), Adam rows={self.optim_cfg.rows}\n"
+                f"{self.tables.describe()}\nthis rank's parameter blocks: {sizes}")
 
     def step(self, graph, batch: Batch) -> torch.Tensor:
         """One optimisation step on the global batch; returns its loss (the same on every rank)."""
@@ -92,6 +103,10 @@ class Engine:
             progress.close()
             loss = total.item() / max(steps, 1)
         return loss
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Valid and test Recall/NDCG@{10,20,50}, every user ranked against all items."""
+        return evaluate(self.model, self.data, self.split, self.eval_batch_users, self.eval_users)
 
     # -- checkpoint state ------------------------------------------------------------------
     def state_dict(self, with_optimizer: bool) -> dict[str, Any]:

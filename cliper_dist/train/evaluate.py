@@ -34,9 +34,9 @@ def evaluated_users(data: RecData) -> np.ndarray:
     return np.flatnonzero((data.valid.lengths() > 0) | (data.test.lengths() > 0))
 
 
-def sample_users(data: RecData, n: int, seed: int) -> np.ndarray | None:
-    """A fixed sample of ``n`` evaluated users (sorted), or None when ``n`` is 0 or covers them all."""
-    users = evaluated_users(data)
+def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray | None:
+    """A fixed sample of ``n`` of the evaluated ``users`` (sorted), or None when ``n`` is 0 or covers
+    them all."""
     if n <= 0 or n >= len(users):
         return None
     return np.sort(np.random.default_rng([seed, 5]).choice(users, size=n, replace=False))

@@ -1,11 +1,14 @@
-"""The train job: a graph recommender on column-sharded state, full-ranking evaluation.
+"""The train job: one run loop for every task, full-ranking evaluation.
 
     torchrun --nproc_per_node 2 launch/train.py --config configs/train/lightgcn.yaml \\
         --data ../shared/data/amazon/baby --out runs/baby_lightgcn
 
-The run loop: build the model and hand it to the engine (``engine.py``), resume from the run directory's last
-checkpoint if there is one, then per epoch train, evaluate (``evaluate.py``), keep the
-early-stopping state, write the metric line and checkpoints; at the end write final.json.
+The model's task (``model/registry.py``) picks the trainer the loop drives: "cf", a graph
+recommender on column-sharded state (``engine.py``, evaluated by ``evaluate.py``); "seq",
+SASRec on a torchrec row-sharded item table (``seq/trainer.py``). The run loop: build the
+trainer, resume from the run directory's last checkpoint if there is one, then per epoch train,
+evaluate, keep the early-stopping state on the trainer's primary valid metric, write the metric
+line and checkpoints; at the end write final.json.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 import torch
@@ -29,10 +32,13 @@ from cliper_dist.model.base import Recommender
 from cliper_dist.model.registry import ModelSection, model_class, model_config
 from cliper_dist.parallel.columns import ColumnSplit
 from cliper_dist.parallel.optim import OptimConfig
+from cliper_dist.phases import Phases
+from cliper_dist.seq import trainer as seq_trainer
+from cliper_dist.seq.data import load_sequences
+from cliper_dist.seq.model import feature_matrix
 from cliper_dist.sharding.tables import ITEM_TABLE, USER_TABLE, IdTables
 from cliper_dist.train.engine import Engine
-from cliper_dist.train.evaluate import evaluate, evaluated_users, sample_users
-from cliper_dist.train.phases import Phases
+from cliper_dist.train.evaluate import evaluated_users, sample_users
 
 log = dist.log
 CONFIG_FILE, METRICS_FILE, FINAL_FILE = "config.yaml", "metrics.jsonl", "final.json"
@@ -42,20 +48,20 @@ RESUMABLE_CHANGES = ("out", "epochs", "resume", "threads", "device", "eval_batch
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # dataset directory or MMRec folder
-    features: str = ""  # freedom: encode output dir or MMRec folder with image_feat/text_feat.npy ("" = data)
+    data: str = ""  # dataset directory or MMRec folder (sasrec: converted with --split loo, with timestamps)
+    features: str = ""  # models that read features: encode output dir, adapt output or MMRec folder ("" = data)
     out: str = ""  # run directory
     seed: int = 999  # initial values, batches, negatives and pruning derive from (seed, epoch)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda (nccl) where visible, else cpu (gloo)
     threads: int = 0  # torch intra-op threads per rank (0: leave torch's default)
     epochs: int = 1000  # epoch budget (early stopping usually ends the run first)
-    batch_size: int = 2048  # global: every rank steps on the whole batch, its own columns
-    patience: int = 20  # evaluations without a better valid Recall@20 before stopping
+    batch_size: int = 2048  # global (cf: interactions, every rank on its own columns; seq: users, dealt out)
+    patience: int = 20  # evaluations without a better primary valid metric (cf: Recall@20, seq: NDCG@10) before stopping
     eval_every: int = 1  # epochs between evaluations (valid and test, full ranking)
     eval_batch_users: int = 256  # users scored at once against all items (memory: this x items floats)
     eval_users: int = 0  # 0: full ranking of every user with held-out items; N: a seeded sample of N (an estimate)
     checkpoint_every: int = 1  # evaluations between resume checkpoints (0: none)
-    save_best: bool = True  # keep the tables of the best valid epoch (tools/recommend.py)
+    save_best: bool = True  # keep the model of the best valid epoch (tools/recommend.py)
     resume: Literal["auto", "never"] = "auto"  # auto: continue from RUN_DIR's last checkpoint if any
     model: ModelSection = field(default_factory=model_config)  # the recommender (model/registry.py); its keys follow, by model
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -78,12 +84,56 @@ def build_model(cfg: TrainConfig, data: RecData, features: Features | None,
     return model_class(cfg.model.name)(cfg.model, data, tables, split, cfg.seed, features), tables
 
 
+def eval_sample(users: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray | None, dict | None]:
+    """The users evaluation ranks (None: all of ``users``), and the estimate's label when sampled."""
+    sampled = sample_users(users, cfg.eval_users, cfg.seed)
+    if sampled is None:
+        return None, None
+    return sampled, {"sampled_users": len(sampled), "of_users": len(users), "seed": cfg.seed}
+
+
 def build_engine(cfg: TrainConfig, info: dist.DistInfo) -> Engine:
+    """The "cf" trainer: a graph recommender on column-sharded state."""
     data, features = load_model_inputs(cfg)
     if features is not None and info.is_main:
         log.info("features: %s", features.describe())
     model, tables = build_model(cfg, data, features, info)
-    return Engine(model, tables, cfg.optim, data, info, cfg.seed, cfg.batch_size)
+    users, estimate = eval_sample(evaluated_users(data), cfg)
+    return Engine(model, tables, cfg.optim, data, info, cfg.seed, cfg.batch_size, cfg.eval_batch_users, users,
+                  estimate)
+
+
+def build_seq_trainer(cfg: TrainConfig, info: dist.DistInfo) -> seq_trainer.SeqTrainer:
+    """The "seq" trainer: SASRec over a torchrec row-sharded item table."""
+    seqs = load_sequences(cfg.data)
+    features = None
+    if cfg.model.uses_features:
+        found = load_job_features(cfg.data, cfg.features, seqs.num_items, f"model.item_input={cfg.model.item_input}")
+        features = feature_matrix(found, cfg.model.fusion, cfg.model.tau)
+        if info.is_main:
+            log.info("features: %s", found.describe())
+    elif cfg.features:
+        log.warning("--features is not read: model.item_input=id (features or id+features read them)")
+    users, estimate = eval_sample(seq_trainer.evaluated_users(seqs), cfg)
+    return seq_trainer.SeqTrainer(cfg.model, cfg.optim, seqs, features, info, cfg.seed, cfg.batch_size,
+                                  cfg.eval_batch_users, users, estimate)
+
+
+class Trainer(Protocol):
+    """What the run loop drives: ``train/engine.py`` (cf), ``seq/trainer.py`` (seq)."""
+
+    primary: str  # the valid metric early stopping maximises
+    shown: tuple[str, ...]  # the metrics of the epoch's log line
+    build_seconds: dict[str, float]  # the long parts of the build (FREEDOM: "knn"), for the phase times
+    estimate: dict | None  # the label of metrics over a sample of users (eval_users), or None
+
+    def describe(self) -> str: ...
+    def train_epoch(self, epoch: int, phases: Phases) -> float: ...
+    def evaluate(self) -> dict[str, dict[str, float]]: ...
+    def state_dict(self, with_optimizer: bool) -> dict[str, Any]: ...
+
+
+BUILDERS: dict[str, Callable[[TrainConfig, dist.DistInfo], Trainer]] = {"cf": build_engine, "seq": build_seq_trainer}
 
 
 @dataclass
@@ -112,7 +162,11 @@ def _validate(cfg: TrainConfig) -> None:
     for key in ("epochs", "eval_every", "patience", "eval_batch_users", "batch_size"):
         if getattr(cfg, key) < 1:
             raise UserError(f"train: '{key}' must be >= 1; got {getattr(cfg, key)}")
-    model_class(cfg.model.name)
+    if model_class(cfg.model.name).task == "seq":
+        cfg.model.check()
+        if cfg.optim.rows != "all":
+            raise UserError("optim.rows applies to the graph models' Adam; sasrec's item table steps the rows a "
+                            "batch reaches, with model.table_optimizer")
     dirs.check_output(cfg.out, dirs.RUN, {"--data": cfg.data, "--features": cfg.features})
 
 
@@ -126,20 +180,17 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     if last is not None:
         config_lib.refuse_changed(cfg, checkpoint.read_meta(last), RESUMABLE_CHANGES, "a run")
     started = time.perf_counter()
-    engine = build_engine(cfg, info)
+    trainer = BUILDERS[model_class(cfg.model.name).task](cfg, info)
     dist.keep_freed_memory()  # after the build: loading's transient arrays go back to the OS
-    build = {"load": time.perf_counter() - started - sum(engine.model.build_seconds.values()),
-             **engine.model.build_seconds}
-    d = engine.data
-    log.info("train: %s, %d users, %d items, %d train interactions, model %s, %d rank(s), Adam rows=%s",
-             d.source, d.num_users, d.num_items, len(d.train_user), cfg.model.name, info.world_size, cfg.optim.rows)
-    log.info("%s", engine.describe())
+    build = {"load": time.perf_counter() - started - sum(trainer.build_seconds.values()), **trainer.build_seconds}
+    log.info("%s", trainer.describe())
+    primary = trainer.primary
 
     state = RunState()
     if last is not None:
-        meta = checkpoint.load(last, engine.state_dict(with_optimizer=True))
+        meta = checkpoint.load(last, trainer.state_dict(with_optimizer=True))
         state = RunState(**meta["run"])
-        log.info("resumed from %s (epoch %d done, best valid R@20 %.4f at epoch %d)", last, state.epoch,
+        log.info("resumed from %s (epoch %d done, best valid %s %.4f at epoch %d)", last, state.epoch, primary,
                  state.best, state.best_epoch)
     phases = Phases(state.phase_seconds)
     state.phase_seconds = phases.seconds  # saved with the run state in every checkpoint
@@ -152,9 +203,7 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         # the metric lines of the epochs the checkpoint covers (a crash may have left more)
         files.write_jsonl(metrics_path, state.history)
 
-    sampled = sample_users(d, cfg.eval_users, cfg.seed)
-    estimate = None if sampled is None else {"sampled_users": len(sampled),
-                                             "of_users": len(evaluated_users(d)), "seed": cfg.seed}
+    estimate = trainer.estimate
     if estimate:
         log.info("evaluation: an estimate over %d of %d users (eval_users, seed %d)", estimate["sampled_users"],
                  estimate["of_users"], cfg.seed)
@@ -165,14 +214,14 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
     while not stopped and epoch + 1 < cfg.epochs:
         epoch += 1
         t0 = time.perf_counter()
-        loss = engine.train_epoch(epoch, phases)
+        loss = trainer.train_epoch(epoch, phases)
         state.train_seconds += time.perf_counter() - t0
         state.epoch = epoch
         if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
             continue
         t1 = time.perf_counter()
         with phases("eval"):
-            metrics = evaluate(engine.model, d, engine.split, cfg.eval_batch_users, sampled)
+            metrics = trainer.evaluate()
         record = {"epoch": epoch, "loss": round(loss, 6), "epoch_s": round(t1 - t0, 3),
                   "eval_s": round(time.perf_counter() - t1, 3), **metrics}
         if estimate:
@@ -181,34 +230,35 @@ def run(cfg: TrainConfig, info: dist.DistInfo) -> dict:
         if info.is_main:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            log.info("epoch %d loss %.4f valid R@20 %.4f N@20 %.4f test R@20 %.4f (train %.1fs, eval %.1fs)",
-                     epoch, loss, metrics["valid"]["recall@20"], metrics["valid"]["ndcg@20"],
-                     metrics["test"]["recall@20"], t1 - t0, record["eval_s"])
-        improved = metrics["valid"]["recall@20"] > state.best
+            shown = " ".join(f"{split} {k} {metrics[split][k]:.4f}" for split in ("valid", "test")
+                             for k in trainer.shown)
+            log.info("epoch %d loss %.4f %s (train %.1fs, eval %.1fs)", epoch, loss, shown, t1 - t0, record["eval_s"])
+        improved = metrics["valid"][primary] > state.best
         if improved:
-            state.best, state.best_epoch, state.waited = metrics["valid"]["recall@20"], epoch, 0
+            state.best, state.best_epoch, state.waited = metrics["valid"][primary], epoch, 0
         else:
             state.waited += 1
         stopped = state.waited >= cfg.patience
         state.wall_seconds = time.perf_counter() - start
         if improved and cfg.save_best:
             with phases("checkpoint"):
-                checkpoint.save(out, checkpoint.BEST, epoch, engine.state_dict(with_optimizer=False),
+                checkpoint.save(out, checkpoint.BEST, epoch, trainer.state_dict(with_optimizer=False),
                                 {"run": vars(state), "kind": "best", "config": config_lib.to_dict(cfg)}, info.rank)
         evals_since_ckpt += 1
         if cfg.checkpoint_every and (evals_since_ckpt >= cfg.checkpoint_every or stopped or epoch + 1 == cfg.epochs):
             with phases("checkpoint"):
-                checkpoint.save(out, checkpoint.LAST, epoch, engine.state_dict(with_optimizer=True),
+                checkpoint.save(out, checkpoint.LAST, epoch, trainer.state_dict(with_optimizer=True),
                                 {"run": vars(state), "kind": "last", "config": config_lib.to_dict(cfg)}, info.rank)
             evals_since_ckpt = 0
         if stopped:
-            log.info("early stop: no better valid Recall@20 in %d evaluations", state.waited)
+            log.info("early stop: no better valid %s in %d evaluations", primary, state.waited)
 
     if not state.history:
         raise UserError(f"no evaluation ran (epochs={cfg.epochs}, eval_every={cfg.eval_every})")
     best_record = next(r for r in state.history if r["epoch"] == state.best_epoch)
     epochs_run = state.epoch + 1
-    final = {"model": cfg.model.name, "best_epoch": state.best_epoch, "valid": best_record["valid"],
+    final = {"model": cfg.model.name, "task": model_class(cfg.model.name).task, "primary": primary,
+             "best_epoch": state.best_epoch, "valid": best_record["valid"],
              "test": best_record["test"], "epochs": epochs_run, "world_size": info.world_size,
              "early_stopped": stopped, "wall_s": round(time.perf_counter() - start, 3),
              "s_per_epoch": round(state.train_seconds / epochs_run, 4),

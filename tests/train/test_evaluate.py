@@ -22,11 +22,11 @@ def evaluate_sampled(data_dir: str) -> dict:
     data, split = engine.data, engine.split
     users, items = engine.model.embeddings()
     dim = engine.model.cfg.embedding_dim
-    sample = sample_users(data, 25, seed=3)
-    return {"sample": sample, "again": sample_users(data, 25, seed=3),
+    sample = sample_users(evaluated_users(data), 25, seed=3)
+    return {"sample": sample, "again": sample_users(evaluated_users(data), 25, seed=3),
             "sampled": evaluate(engine.model, data, split, 7, sample),
             "full": evaluate(engine.model, data, split, 7),
-            "everyone": evaluate(engine.model, data, split, 7, sample_users(data, 10**6, seed=3)),
+            "everyone": evaluate(engine.model, data, split, 7, sample_users(evaluated_users(data), 10**6, seed=3)),
             "scores": (gather_columns(users, dim, split) @ gather_columns(items, dim, split).T).numpy()}
 
 

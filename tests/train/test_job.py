@@ -228,22 +228,6 @@ def test_freedom_without_features(tmp_path):
         _trainer(data)
 
 
-@pytest.fixture
-def process_group(tmp_path):
-    """A one-process gloo group: the ID tables are torchrec modules, built before the model.
-    An earlier test of this process may have left its world of one initialised."""
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_initialized():
-        assert torch_dist.get_world_size() == 1
-        yield
-        return
-    torch_dist.init_process_group("gloo", store=torch_dist.FileStore(str(tmp_path / "store"), 1), rank=0,
-                                  world_size=1)
-    yield
-    torch_dist.destroy_process_group()
-
-
 @pytest.mark.parametrize("model", ["slmrec", "dualgnn"])
 def test_models_of_both_modalities_refuse_one(tmp_path, process_group, model):
     data = make_mmrec_folder(tmp_path / "d", text=False)
