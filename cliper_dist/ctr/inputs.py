@@ -7,28 +7,13 @@ item has, features whose row count is not the catalog's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import torch
 
 from cliper_dist.ctr.catalog import build_fields
+from cliper_dist.ctr.config import DLRMConfig
 from cliper_dist.ctr.data import CtrData, LabelConfig, check_labels, standardise
 from cliper_dist.data.item_features import Features, load_features
 from cliper_dist.data.recdata import load_interactions
-
-
-@dataclass
-class CtrInputs:
-    """The data keys of a CTR model (``model.*``)."""
-
-    labels: Literal["implicit", "explicit"] = "implicit"
-    rating_threshold: float = 4.0  # explicit: rating >= this is a click
-    negatives: int = 4  # implicit: sampled non-clicks per interaction, seeded
-    fields: list[str] = field(default_factory=lambda: ["brand", "categories"])  # catalog fields as sparse ids
-    min_count: int = 2  # a field value held by fewer items goes to the OOV id
-    fusion: str = "sa"  # how an encode output's text views are fused (CLIPER's), ignored for ready features
-    tau: float = 0.1
 
 
 def item_dense(features: Features, fusion: str, tau: float) -> torch.Tensor:
@@ -39,7 +24,7 @@ def item_dense(features: Features, fusion: str, tau: float) -> torch.Tensor:
     return standardise(torch.cat(parts, 1).float())
 
 
-def load_ctr_data(data: str, features: str, inputs: CtrInputs, seed: int) -> CtrData:
+def load_ctr_data(data: str, features: str, inputs: DLRMConfig, seed: int) -> CtrData:
     """The CTR samples of dataset ``data``; ``features`` ("" = IDs and counts only) is any directory
     the train job accepts as ``--features`` (encode output, adapted features, MMRec folder)."""
     inter, num_users, num_items, source = load_interactions(data)

@@ -23,8 +23,7 @@ gradient of the global batch's mean loss, so 1 and N ranks take the same steps.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
@@ -39,39 +38,14 @@ from torchrec.models.dlrm import DLRM, DLRM_DCN, DLRMTrain
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from cliper_dist.ctr.config import DCNConfig, DLRMConfig
+from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.seq.table import init_rows
 
-Sharding = Literal["auto", "table_wise", "row_wise", "column_wise"]
-TableOptimName = Literal["rowwise_adagrad", "adagrad", "sgd"]
 FBGEMM = {"sgd": EmbOptimType.EXACT_SGD, "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
           "adagrad": EmbOptimType.EXACT_ADAGRAD}
 PLANNABLE = ["table_wise", "row_wise", "column_wise"]
 INIT_CHUNK = 1 << 20  # rows initialised at once (a 10M-row table is never copied whole)
-
-
-@dataclass
-class CtrArch:
-    """The network: torchrec's DLRM (``dlrm``) or DLRM_DCN (``dcn``)."""
-
-    name: Literal["dlrm", "dcn"] = "dlrm"
-    embedding_dim: int = 16
-    bottom_mlp: list[int] = field(default_factory=lambda: [64])  # hidden sizes; embedding_dim is appended
-    top_mlp: list[int] = field(default_factory=lambda: [64, 32])  # hidden sizes; the logit is appended
-    dcn_layers: int = 3
-    dcn_rank: int = 16
-
-
-@dataclass
-class CtrOptim:
-    """fbgemm's fused optimizer for the tables (CPU: sgd, adagrad, rowwise_adagrad), Adam for the rest."""
-
-    table: TableOptimName = "rowwise_adagrad"
-    table_lr: float = 0.05
-    table_eps: float = 1e-8
-    lr: float = 1e-3  # dense Adam
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
 
 
 @dataclass(frozen=True)
@@ -84,7 +58,7 @@ def table_seed(seed: int, index: int) -> int:
     return seed * 7919 + index + 1
 
 
-def build_dlrm(arch: CtrArch, tables: list[TableSpec], dense_dim: int, seed: int) -> DLRMTrain:
+def build_dlrm(arch: DLRMConfig, tables: list[TableSpec], dense_dim: int, seed: int) -> DLRMTrain:
     """The unsharded model: its collection on ``meta``, the dense layers seeded by ``seed`` (the
     same values at any world size and in the reference)."""
     configs = [EmbeddingBagConfig(name=t.name, embedding_dim=arch.embedding_dim, num_embeddings=t.num_rows,
@@ -92,7 +66,7 @@ def build_dlrm(arch: CtrArch, tables: list[TableSpec], dense_dim: int, seed: int
     ebc = EmbeddingBagCollection(tables=configs, device=torch.device("meta"))
     torch.manual_seed(seed)
     bottom, top = [*arch.bottom_mlp, arch.embedding_dim], [*arch.top_mlp, 1]
-    if arch.name == "dcn":
+    if isinstance(arch, DCNConfig):
         return DLRMTrain(DLRM_DCN(ebc, dense_dim, bottom, top, dcn_num_layers=arch.dcn_layers,
                                   dcn_low_rank_dim=arch.dcn_rank))
     return DLRMTrain(DLRM(ebc, dense_dim, bottom, top))
@@ -114,10 +88,11 @@ class _CpuRowWiseSharder(EmbeddingBagCollectionSharder):
         return ["fused"]
 
 
-def dense_adam(params: dict[str, nn.Parameter], optim: CtrOptim) -> torch.optim.Adam:
+def dense_adam(params: dict[str, nn.Parameter], optim: OptimConfig) -> torch.optim.Adam:
     """Adam with its state created up front (step 0, zero moments): a checkpoint loads into it in
     place, and the first step is torch's first step."""
-    adam = torch.optim.Adam(list(params.values()), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    adam = torch.optim.Adam(list(params.values()), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
+                            weight_decay=optim.weight_decay)
     for p in params.values():
         adam.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
                          "exp_avg_sq": torch.zeros_like(p)}
@@ -127,14 +102,17 @@ def dense_adam(params: dict[str, nn.Parameter], optim: CtrOptim) -> torch.optim.
 class ShardedCtr:
     """The DLRM/DCN model under DMP on this rank, its plan and its optimizers."""
 
-    def __init__(self, arch: CtrArch, optim: CtrOptim, tables: list[TableSpec], dense_dim: int, sharding: Sharding,
+    config_class = DLRMConfig  # model.name=dlrm (model/registry.py)
+    task = "ctr"
+
+    def __init__(self, arch: DLRMConfig, optim: OptimConfig, tables: list[TableSpec], dense_dim: int,
                  batch_per_rank: int, seed: int, world_size: int, device: torch.device):
         set_gradient_division(True)  # torchrec's default, relied on (module docstring); seq/ turns it off
         self.tables, self.arch = tables, arch
         model = build_dlrm(arch, tables, dense_dim, seed)
-        fused = {"optimizer": FBGEMM[optim.table], "learning_rate": optim.table_lr, "eps": optim.table_eps}
+        fused = {"optimizer": FBGEMM[arch.table_optimizer], "learning_rate": arch.table_lr, "eps": arch.table_eps}
         sharder = _CpuRowWiseSharder(fused_params=fused)
-        types = PLANNABLE if sharding == "auto" else [sharding]
+        types = PLANNABLE if arch.sharding == "auto" else [arch.sharding]
         constraints = {t.name: ParameterConstraints(sharding_types=types, compute_kernels=["fused"]) for t in tables}
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         planner = EmbeddingShardingPlanner(topology=Topology(world_size=world_size, local_world_size=local,
@@ -184,3 +162,9 @@ class ShardedCtr:
         """Bytes of this rank's table shards (weights only)."""
         return sum(t.numel() * t.element_size() for t, _ in self.table_shards().values())
 
+
+
+class ShardedDCN(ShardedCtr):
+    """``model.name=dcn``: the same, with DCN-v2's cross network (``build_dlrm``)."""
+
+    config_class = DCNConfig

@@ -21,15 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec.datasets.utils import Batch
 
-from cliper_dist.ctr.model import CtrArch, CtrOptim, TableSpec, build_dlrm, dense_adam, init_table
+from cliper_dist.ctr.config import DLRMConfig
+from cliper_dist.ctr.model import TableSpec, build_dlrm, dense_adam, init_table
+from cliper_dist.parallel.optim import OptimConfig
 
 
 class ReferenceCtr(nn.Module):
-    def __init__(self, arch: CtrArch, optim: CtrOptim | None, tables: list[TableSpec], dense_dim: int, seed: int,
+    def __init__(self, arch: DLRMConfig, optim: OptimConfig, tables: list[TableSpec], dense_dim: int, seed: int,
                  table_optim: str | None = None):
         super().__init__()
-        optim = optim or CtrOptim()
-        self.optim, self.table_optim = optim, table_optim or optim.table
+        self.arch, self.table_optim = arch, table_optim or arch.table_optimizer
         dlrm = build_dlrm(arch, tables, dense_dim, seed).model
         self.dense_arch, self.inter_arch, self.over_arch = dlrm.dense_arch, dlrm.inter_arch, dlrm.over_arch
         self.keys = [t.name for t in tables]
@@ -66,7 +67,7 @@ class ReferenceCtr(nn.Module):
         return float(loss.detach())
 
     def _table_step(self, w: torch.Tensor, g: torch.Tensor, moment: torch.Tensor) -> None:
-        lr, eps = self.optim.table_lr, self.optim.table_eps
+        lr, eps = self.arch.table_lr, self.arch.table_eps
         if self.table_optim == "sgd":
             w -= lr * g
         elif self.table_optim == "adagrad":

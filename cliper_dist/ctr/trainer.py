@@ -21,8 +21,10 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from cliper_dist import dist
 from cliper_dist.ctr.data import CtrData, Samples, eval_batches, rank_batches
-from cliper_dist.ctr.model import CtrArch, CtrOptim, Sharding, ShardedCtr, TableSpec
+from cliper_dist.ctr.config import DLRMConfig
+from cliper_dist.ctr.model import ShardedCtr, TableSpec
 from cliper_dist.errors import UserError
+from cliper_dist.parallel.optim import OptimConfig
 
 log = dist.log
 Phase = Callable[[str], ContextManager[None]]
@@ -52,16 +54,19 @@ def _drain(pipeline: TrainPipelineSparseDist, batches: Iterator) -> Iterator[tup
 
 class CtrTrainer:
     primary = "auc"  # the valid metric early stopping maximises
+    shown = ("auc", "logloss")  # the epoch's log line
+    estimate = None  # every valid/test sample is scored
 
-    def __init__(self, data: CtrData, arch: CtrArch, optim: CtrOptim, sharding: Sharding, batch_size: int,
-                 eval_batch: int, seed: int, info: dist.DistInfo):
+    def __init__(self, data: CtrData, arch: DLRMConfig, optim: OptimConfig, batch_size: int, seed: int,
+                 info: dist.DistInfo):
         if batch_size % info.world_size:
             raise UserError(f"batch_size={batch_size} must be a multiple of the number of ranks ({info.world_size})")
         if len(data.positives["train"]) == 0:
             raise UserError(f"{data.source}: no training interactions")
-        self.data, self.info, self.batch_size, self.eval_batch = data, info, batch_size, eval_batch
-        self.model = ShardedCtr(arch, optim, tables_of(data), data.dense_dim, sharding, batch_size // info.world_size,
-                                seed, info.world_size, info.device)
+        self.data, self.info, self.batch_size, self.eval_batch = data, info, batch_size, arch.eval_batch
+        self.build_seconds: dict[str, float] = {}
+        self.model = ShardedCtr(arch, optim, tables_of(data), data.dense_dim, batch_size // info.world_size, seed,
+                                info.world_size, info.device)
         self.pipeline = TrainPipelineSparseDist(self.model.dmp, self.model.optimizer, device=info.device)
         if info.is_main:
             log.info("sharding plan:\n%s", self.model.plan)

@@ -7,7 +7,8 @@ import pytest
 
 from cliper_dist.ctr.catalog import MISSING, OOV, build_field
 from cliper_dist.ctr.data import eval_batches, rank_batches
-from cliper_dist.ctr.inputs import CtrInputs, load_ctr_data
+from cliper_dist.ctr.config import DLRMConfig
+from cliper_dist.ctr.inputs import load_ctr_data
 from cliper_dist.ctr.synthetic import synthetic_ctr, write_dataset, write_features
 from cliper_dist.errors import UserError
 
@@ -23,7 +24,7 @@ def dataset(synth, tmp_path_factory):
 
 
 def test_explicit_labels_follow_the_threshold(synth, dataset):
-    data = load_ctr_data(str(dataset), "", CtrInputs(labels="explicit", rating_threshold=4), seed=0)
+    data = load_ctr_data(str(dataset), "", DLRMConfig(labels="explicit", rating_threshold=4), seed=0)
     valid = synth.inter.split == 1
     np.testing.assert_array_equal(data.eval_samples("valid").label, synth.inter.rating[valid] >= 4)
     assert data.sampler is None and data.dense_dim == 2
@@ -31,7 +32,7 @@ def test_explicit_labels_follow_the_threshold(synth, dataset):
 
 def test_implicit_negatives_are_unseen_and_seeded(synth, dataset, tmp_path):
     feats = write_features(synth.features, tmp_path / "feats")
-    data = load_ctr_data(str(dataset), str(feats), CtrInputs(negatives=3), seed=0)
+    data = load_ctr_data(str(dataset), str(feats), DLRMConfig(negatives=3), seed=0)
     assert data.dense_dim == 2 + synth.features.shape[1]
     seen = set(zip(synth.inter.user.tolist(), synth.inter.item.tolist()))
     for epoch in (0, 1):
@@ -39,7 +40,7 @@ def test_implicit_negatives_are_unseen_and_seeded(synth, dataset, tmp_path):
         n_pos = int((synth.inter.split == 0).sum())
         assert len(s) == 4 * n_pos and s.label.sum() == n_pos
         assert not seen & set(zip(s.user[s.label == 0].tolist(), s.item[s.label == 0].tolist()))
-    a, b = data.train_samples(0), load_ctr_data(str(dataset), str(feats), CtrInputs(negatives=3), 0).train_samples(0)
+    a, b = data.train_samples(0), load_ctr_data(str(dataset), str(feats), DLRMConfig(negatives=3), 0).train_samples(0)
     np.testing.assert_array_equal(a.item, b.item)
     assert not np.array_equal(a.item, data.train_samples(1).item)
 
@@ -56,7 +57,7 @@ def test_vocabulary_sends_rare_values_to_oov(synth):
 
 
 def test_batches_are_the_same_at_any_world_size(synth, dataset):
-    s = load_ctr_data(str(dataset), "", CtrInputs(), 0).train_samples(0)
+    s = load_ctr_data(str(dataset), "", DLRMConfig(), 0).train_samples(0)
     one = np.concatenate([b.item for b in rank_batches(s, 8, 0, 1)])
     two = [list(rank_batches(s, 8, r, 2)) for r in range(2)]
     np.testing.assert_array_equal(one, np.concatenate([np.concatenate([a.item, b.item]) for a, b in zip(*two)]))
@@ -73,7 +74,7 @@ def test_batches_are_the_same_at_any_world_size(synth, dataset):
     ("features", "item rows"),
 ])
 def test_bad_input_is_one_line(synth, tmp_path, case, message):
-    inputs, features = CtrInputs(labels="explicit"), ""
+    inputs, features = DLRMConfig(labels="explicit"), ""
     data = write_dataset(synth, tmp_path / "data", with_rating=case != "no_rating")
     if case == "threshold":
         inputs.rating_threshold = 9

@@ -13,11 +13,12 @@ import torch
 
 from cliper_dist import dist
 from cliper_dist.ctr.catalog import build_field
+from cliper_dist.ctr.config import DCNConfig, DLRMConfig
 from cliper_dist.ctr.data import CtrData, LabelConfig, rank_batches, standardise
-from cliper_dist.ctr.model import CtrArch, CtrOptim
 from cliper_dist.ctr.reference import ReferenceCtr
 from cliper_dist.ctr.synthetic import synthetic_ctr
 from cliper_dist.ctr.trainer import CtrTrainer, ctr_metrics, gathered_tables, tables_of
+from cliper_dist.parallel.optim import OptimConfig
 
 SEED, BATCH, EPOCHS = 5, 64, 2
 
@@ -29,16 +30,18 @@ def small_data(labels: str) -> CtrData:
                          standardise(torch.from_numpy(s.features)), "synthetic")
 
 
-def setup(name: str, table: str) -> tuple[CtrArch, CtrOptim]:
-    return (CtrArch(name=name, embedding_dim=4, bottom_mlp=[8], top_mlp=[8, 4], dcn_layers=2, dcn_rank=3),
-            CtrOptim(table=table, table_lr=0.1, lr=0.01))
+def setup(name: str, table: str, sharding: str = "auto") -> tuple[DLRMConfig, OptimConfig]:
+    keys = dict(embedding_dim=4, bottom_mlp=[8], top_mlp=[8, 4], table_optimizer=table, table_lr=0.1,
+                sharding=sharding, eval_batch=50)
+    arch = DCNConfig(dcn_layers=2, dcn_rank=3, **keys) if name == "dcn" else DLRMConfig(**keys)
+    return arch, OptimConfig(lr=0.01)
 
 
 def train_sharded(name: str, table: str, labels: str, sharding: str) -> dict:
     info = dist.init(device="cpu")
     data = small_data(labels)
-    arch, optim = setup(name, table)
-    trainer = CtrTrainer(data, arch, optim, sharding, BATCH, 50, SEED, info)
+    arch, optim = setup(name, table, sharding)
+    trainer = CtrTrainer(data, arch, optim, BATCH, SEED, info)
     losses = [trainer.train_epoch(epoch) for epoch in range(EPOCHS)]
     dense = {k: v.detach().clone() for k, v in trainer.model.dmp.state_dict().items() if "sparse_arch" not in k}
     return {"loss": losses, "tables": gathered_tables(trainer.model, info.world_size), "dense": dense,

@@ -3,17 +3,17 @@ through (tables, fbgemm's row-wise Adagrad state, dense layers, Adam), at 2 real
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cliper_dist import checkpoint, dist
-from cliper_dist.ctr.model import CtrArch, CtrOptim
 from cliper_dist.ctr.trainer import CtrTrainer, gathered_tables
-from tests.ctr.test_parity import SEED, small_data
+from tests.ctr.test_parity import SEED, setup, small_data
 
 
 def _trainer(info) -> CtrTrainer:
-    arch = CtrArch(embedding_dim=4, bottom_mlp=[8], top_mlp=[8, 4])
-    return CtrTrainer(small_data("implicit"), arch, CtrOptim(table_lr=0.1, lr=0.01), "row_wise", 64, 50, SEED, info)
+    arch, optim = setup("dlrm", "rowwise_adagrad", "row_wise")
+    return CtrTrainer(small_data("implicit"), arch, optim, 64, SEED, info)
 
 
 def _snapshot(t: CtrTrainer, info) -> dict:
@@ -43,6 +43,7 @@ def straight_and_resumed(out: str) -> tuple[dict, dict]:
     return straight, _snapshot(t, info)
 
 
+@pytest.mark.slow  # the job test covers resume at 2 ranks; this one pins the state parts
 def test_resume_equals_straight_through(ranks, tmp_path):
     for straight, resumed in ranks.run(straight_and_resumed, str(tmp_path / "run")):
         for part in ("tables", "dense", "moments"):
