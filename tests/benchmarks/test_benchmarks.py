@@ -133,3 +133,12 @@ def test_seq_step_reference_and_two_layouts():
     *rows, summary = _rows(result.stdout)
     assert [(r["impl"], r["ranks"]) for r in rows] == [("reference", 1), ("sharded", 1), ("sharded", 2)]
     assert rows[2]["table_rows_per_rank"] == [300, 300] and summary["table_2_over_1"] == 0.5
+
+
+def test_ctr_step_three_sides_and_two_ranks():
+    result = run_python([REPO / "benchmarks/ctr_step.py", "--users", "300", "--items", "200", "--per-user", "8",
+                         "--batch", "64", "--dim", "8", "--steps", "2", "--warmup", "1", "--ranks", "2"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    *rows, summary = _rows(result.stdout)
+    assert [(r["side"], r["ranks"]) for r in rows] == [("ours", 1), ("torchrec_example", 1), ("plain", 1), ("ours", 2)]
+    assert summary["ours_over_plain"] > 0 and "ours_2_ranks_over_1" in summary
