@@ -45,7 +45,8 @@ def ensure_peer() -> Path:
         pip = [str(python), "-m", "pip", "-q", "install"]
         if subprocess.run([*pip, "torch==2.13.0"]).returncode:
             subprocess.run([*pip, "torch==2.13.0", "--index-url", "https://download.pytorch.org/whl/cpu"], check=True)
-        subprocess.run([*pip, "deepctr-torch==0.3.0", "numpy", "scikit-learn"], check=True)
+        # deepctr-torch imports requests (its version check) without declaring it
+        subprocess.run([*pip, "deepctr-torch==0.3.0", "numpy", "scikit-learn", "requests"], check=True)
     return python
 
 

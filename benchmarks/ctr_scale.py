@@ -73,7 +73,7 @@ def one_world(args) -> None:
     info = dist.init(device="cpu")
     specs = tables(args.largest)
     t0 = time.perf_counter()
-    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[512, 256], top_mlp=[1024, 512, 256], sharding="row_wise")
+    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], sharding="row_wise")
     model = ShardedCtr(cfg, OptimConfig(), specs, DENSE, args.batch // info.world_size, 0, info.world_size,
                        info.device)
     pipeline = TrainPipelineSparseDist(model.dmp, model.optimizer, device=info.device)
