@@ -1,14 +1,15 @@
 """Test AUC of the CTR trainer against DeepCTR-Torch 0.3.0 on the same samples, with a planted click
 signal that depends on the items' content (``ctr/synthetic.py``).
 
-    python benchmarks/ctr_auc.py [--users 3000 --items 2000 --per-user 30 --model dlrm --peer deepfm]
+    python benchmarks/ctr_auc.py [--users 3000 --items 2000 --per-user 30 --model dlrm --peers deepfm,dcn]
 
 Explicit labels (the planted clicks), the dataset's 80/10/10 split. Ours: ``CtrTrainer`` at 1
 rank (the job's trainer: DLRM or DCN, fbgemm's row-wise Adagrad + Adam), ID-only and with the
 item features. The peer (DeepFM or DCN with the same sparse and dense inputs, Adam) runs in its
 own virtual environment, ``benchmarks/.peers/deepctr`` (made on first use: torch from the local
 CPU wheel or PyTorch's CPU index, then deepctr-torch 0.3.0; never a project dependency). Both
-report the test AUC of their best valid epoch. One JSON line per side, then the difference.
+report the test AUC of their best valid epoch, on the ID-only inputs (ids, catalog fields, counts) and
+with the item features. One JSON line per side and input, then the differences.
 """
 
 from __future__ import annotations
@@ -107,33 +108,35 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--table-lr", type=float, default=0.05)
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
-    p.add_argument("--peer", default="deepfm", choices=["deepfm", "dcn"])
+    p.add_argument("--peers", default="deepfm,dcn", help="DeepCTR-Torch models: deepfm, dcn")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     info = dist.init(device="cpu")
-    results = {}
+    summary = {"summary": "ctr_auc"}
     for features in (False, True):
         data = make_data(args, features)
-        line = {"side": f"ours_{args.model}", "features": features, **train_ours(data, args, info)}
-        print(json.dumps(line), flush=True)
-        results[features] = line
-    with tempfile.TemporaryDirectory() as tmp:
-        export(data, Path(tmp) / "samples.npz")
-        out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"),
-                              str(Path(tmp) / "samples.npz"), "--model", args.peer, "--epochs", str(args.epochs),
-                              "--patience", str(args.patience), "--batch", str(args.batch),
-                              "--threads", str(args.threads)], capture_output=True, text=True)
+        ours = {"side": f"ours_{args.model}", "features": features, **train_ours(data, args, info)}
+        print(json.dumps(ours), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            export(data, Path(tmp) / "samples.npz")
+            for peer in args.peers.split(","):
+                line = run_peer(Path(tmp) / "samples.npz", peer, args)
+                print(json.dumps({"features": features, **line}), flush=True)
+                summary[f"ours_minus_{peer}_test_auc{'_features' if features else '_id_only'}"] = round(
+                    ours["test_auc"] - line["test_auc"], 5)
+        summary[f"ours_test_auc{'_features' if features else '_id_only'}"] = ours["test_auc"]
+    print(json.dumps(summary), flush=True)
+
+
+def run_peer(samples: Path, peer: str, args) -> dict:
+    out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"), str(samples),
+                          "--model", peer, "--epochs", str(args.epochs), "--patience", str(args.patience),
+                          "--batch", str(args.batch), "--threads", str(args.threads)], capture_output=True, text=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode or line is None:
         sys.exit(f"the peer failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    peer = {"features": True, **json.loads(line)}
-    print(json.dumps(peer), flush=True)
-    print(json.dumps({"summary": "ctr_auc", "ours_minus_peer_test_auc": round(results[True]["test_auc"] -
-                                                                             peer["test_auc"], 5),
-                      "features_lift_test_auc": round(results[True]["test_auc"] - results[False]["test_auc"], 5)}),
-          flush=True)
-
+    return json.loads(line)
 
 if __name__ == "__main__":
     main()
