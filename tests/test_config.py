@@ -155,7 +155,7 @@ def test_job_choices_fail_at_load_naming_the_key_and_the_choices():
     from cliper_dist.train.job import TrainConfig
 
     for cls, override, message in [
-        (TrainConfig, "model.name=bpr", "config key 'model.name' must be one of ['lightgcn', 'freedom', 'vbpr', 'slmrec', 'lattice', 'dualgnn', 'mmgcn', 'sasrec']; got 'bpr'"),
+        (TrainConfig, "model.name=bpr", "config key 'model.name' must be one of ['lightgcn', 'freedom', 'vbpr', 'slmrec', 'lattice', 'dualgnn', 'mmgcn', 'sasrec', 'dlrm', 'dcn']; got 'bpr'"),
         (TrainConfig, "model.fusion=max",
          "config key 'model.fusion' must be one of ['sa', 'sum', 'concat', 'mlp']; got 'max'"),
         (TrainConfig, "optim.rows=some", "config key 'optim.rows' must be one of ['all', 'touched']; got 'some'"),

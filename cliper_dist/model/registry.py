@@ -1,7 +1,8 @@
 """``model.name`` -> model class, and through it the model's config and task. A new backbone is a
 ``Recommender`` subclass that names its config dataclass (``class M(Recommender, config=MConfig)``),
 and a line here. A class's ``task`` picks what the train job builds around it: "cf" (a graph
-recommender on column-sharded state, ``train/engine.py``) or "seq" (``seq/trainer.py``)."""
+recommender on column-sharded state, ``train/engine.py``), "seq" (``seq/trainer.py``) or "ctr"
+(``ctr/trainer.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import fields
 from typing import Annotated, Any
 
 from cliper_dist import config as config_lib
+from cliper_dist.ctr.model import ShardedCtr, ShardedDCN
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import ModelConfig, Recommender
 from cliper_dist.model.dualgnn import DualGNN
@@ -20,9 +22,9 @@ from cliper_dist.model.slmrec import SLMRec
 from cliper_dist.model.vbpr import VBPR
 from cliper_dist.seq.model import SeqModel
 
-MODELS: dict[str, type[Recommender] | type[SeqModel]] = {
+MODELS: dict[str, type[Recommender] | type[SeqModel] | type[ShardedCtr]] = {
     "lightgcn": LightGCN, "freedom": FREEDOM, "vbpr": VBPR, "slmrec": SLMRec, "lattice": LATTICE, "dualgnn": DualGNN,
-    "mmgcn": MMGCN, "sasrec": SeqModel}
+    "mmgcn": MMGCN, "sasrec": SeqModel, "dlrm": ShardedCtr, "dcn": ShardedDCN}
 DEFAULT = "freedom"
 
 # Until each model had its own config (51d4357), one flat ModelConfig held the keys of all of them,
@@ -34,7 +36,7 @@ FLAT_KEYS = ("name", "embedding_dim", "n_ui_layers", "n_mm_layers", "knn_k", "mm
 FLAT_VERSIONS = [set(FLAT_KEYS[:n]) for n in (10, 13, 17, 18)]
 
 
-def model_class(name: str) -> type[Recommender] | type[SeqModel]:
+def model_class(name: str) -> type[Recommender] | type[SeqModel] | type[ShardedCtr]:
     if name not in MODELS:
         raise UserError(f"model.name must be one of {', '.join(MODELS)}; got '{name}'")
     return MODELS[name]

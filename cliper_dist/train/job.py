@@ -25,6 +25,8 @@ import torch
 
 from cliper_dist import checkpoint, dirs, dist, files
 from cliper_dist import config as config_lib
+from cliper_dist.ctr.inputs import load_ctr_data
+from cliper_dist.ctr.trainer import CtrTrainer
 from cliper_dist.data.item_features import Features, load_job_features
 from cliper_dist.data.recdata import RecData, load_rec_data
 from cliper_dist.errors import UserError
@@ -119,8 +121,17 @@ def build_seq_trainer(cfg: TrainConfig, info: dist.DistInfo) -> seq_trainer.SeqT
                                   cfg.eval_batch_users, users, estimate)
 
 
+def build_ctr_trainer(cfg: TrainConfig, info: dist.DistInfo) -> CtrTrainer:
+    """The "ctr" trainer: DLRM / DCN on a planner-sharded torchrec EmbeddingBagCollection."""
+    data = load_ctr_data(cfg.data, cfg.features, cfg.model, cfg.seed)
+    if info.is_main:
+        log.info("ctr data: %s, %d users, %d items, %s labels, %s", data.source, data.num_users, data.num_items,
+                 data.labels.kind, {s: len(p) for s, p in data.positives.items()})
+    return CtrTrainer(data, cfg.model, cfg.optim, cfg.batch_size, cfg.seed, info)
+
+
 class Trainer(Protocol):
-    """What the run loop drives: ``train/engine.py`` (cf), ``seq/trainer.py`` (seq)."""
+    """What the run loop drives: ``train/engine.py`` (cf), ``seq/trainer.py`` (seq), ``ctr/trainer.py`` (ctr)."""
 
     primary: str  # the valid metric early stopping maximises
     shown: tuple[str, ...]  # the metrics of the epoch's log line
@@ -133,7 +144,8 @@ class Trainer(Protocol):
     def state_dict(self, with_optimizer: bool) -> dict[str, Any]: ...
 
 
-BUILDERS: dict[str, Callable[[TrainConfig, dist.DistInfo], Trainer]] = {"cf": build_engine, "seq": build_seq_trainer}
+BUILDERS: dict[str, Callable[[TrainConfig, dist.DistInfo], Trainer]] = {"cf": build_engine, "seq": build_seq_trainer,
+                                                                        "ctr": build_ctr_trainer}
 
 
 @dataclass
@@ -167,6 +179,11 @@ def _validate(cfg: TrainConfig) -> None:
         if cfg.optim.rows != "all":
             raise UserError("optim.rows applies to the graph models' Adam; sasrec's item table steps the rows a "
                             "batch reaches, with model.table_optimizer")
+    if model_class(cfg.model.name).task == "ctr":
+        cfg.model.check()
+        if cfg.optim.rows != "all" or cfg.optim.lr_decay != 1.0:
+            raise UserError("optim.rows and optim.lr_decay apply to the graph models' Adam; the CTR models' tables "
+                            "step with model.table_optimizer, their dense layers with plain Adam")
     dirs.check_output(cfg.out, dirs.RUN, {"--data": cfg.data, "--features": cfg.features})
 
 

@@ -171,3 +171,12 @@ def test_seq_demo_table_rows_over_two_seeds(tmp_path):
         ("SASRec features-only (CLIPER)", 1), ("SASRec ID + adapted", 1)]
     assert all(r["seeds"] == 2 and 0 <= r["test_ndcg@10_mean"] <= 1 for r in rows[4:])
     assert "| SASRec ID + adapted |" in result.stdout
+
+
+def test_ctr_step_three_sides_and_two_ranks():
+    result = run_python([REPO / "benchmarks/ctr_step.py", "--users", "300", "--items", "200", "--per-user", "8",
+                         "--batch", "64", "--dim", "8", "--steps", "2", "--warmup", "1", "--ranks", "2"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    *rows, summary = _rows(result.stdout)
+    assert [(r["side"], r["ranks"]) for r in rows] == [("ours", 1), ("torchrec_example", 1), ("plain", 1), ("ours", 2)]
+    assert summary["ours_over_plain"] > 0 and "ours_2_ranks_over_1" in summary

@@ -54,21 +54,26 @@ def _same_training(run_dir: Path, reference: Path) -> None:
             assert a[split] == pytest.approx(b[split], abs=1e-6)
 
 
+def one_rank_equals_two_resumed(ranks, tmp_path: Path, common: list, epochs: int) -> tuple[str, dict]:
+    """``launch/train.py`` at 1 rank for ``epochs`` = at 2 ranks for ``epochs - 2``, resumed for 2 more
+    (runs ``one`` and ``two`` under ``tmp_path``); the 1-rank run's output and the 2-rank final.json."""
+    one = ranks.launch(TRAIN, [*common, "--out", tmp_path / "one", f"epochs={epochs}"], nproc=1)
+    assert one.returncode == 0, one.stdout[-5000:]
+    first = ranks.launch(TRAIN, [*common, "--out", tmp_path / "two", f"epochs={epochs - 2}"])
+    assert first.returncode == 0, first.stdout[-5000:]
+    resumed = ranks.launch(TRAIN, [*common, "--out", tmp_path / "two", f"epochs={epochs}"])
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stdout[-5000:]
+    _same_training(tmp_path / "two", tmp_path / "one")
+    return one.stdout, json.loads((tmp_path / "two" / "final.json").read_text())
+
+
 def test_one_rank_equals_two_ranks_stopped_and_resumed_then_recommend(ranks, tmp_path):
     """1 rank for 4 epochs = 2 ranks for 2 epochs, resumed for 2 more: the row-sharded table, its
     fused row-wise Adagrad state and Adam's come back from the checkpoint exactly."""
     data = make_sequence_folder(tmp_path / "data")
     common = ["--data", data, *SMALL, "model.item_input=id+features", "patience=10"]
-    one = ranks.launch(TRAIN, [*common, "--out", tmp_path / "one", "epochs=4"], nproc=1)
-    assert one.returncode == 0, one.stdout[-5000:]
-    assert "torchrec row_wise item table 30 x 8" in one.stdout and "ndcg@10" in one.stdout
-    first = ranks.launch(TRAIN, [*common, "--out", tmp_path / "two", "epochs=2"])
-    assert first.returncode == 0, first.stdout[-5000:]
-    resumed = ranks.launch(TRAIN, [*common, "--out", tmp_path / "two", "epochs=4"])
-    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stdout[-5000:]
-    _same_training(tmp_path / "two", tmp_path / "one")
-
-    final = json.loads((tmp_path / "two" / "final.json").read_text())
+    one, final = one_rank_equals_two_resumed(ranks, tmp_path, common, epochs=4)
+    assert "torchrec row_wise item table 30 x 8" in one and "ndcg@10" in one
     assert (final["model"], final["task"], final["primary"], final["world_size"]) == ("sasrec", "seq", "ndcg@10", 2)
     assert list(final["test"]) == ["hr@10", "hr@20", "ndcg@10", "ndcg@20"]
     assert final["valid"] == next(r["valid"] for r in _records(tmp_path / "two") if r["epoch"] == final["best_epoch"])

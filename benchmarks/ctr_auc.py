@@ -1,0 +1,142 @@
+"""Test AUC of the CTR trainer against DeepCTR-Torch 0.3.0 on the same samples, with a planted click
+signal that depends on the items' content (``ctr/synthetic.py``).
+
+    python benchmarks/ctr_auc.py [--users 3000 --items 2000 --per-user 30 --model dlrm --peers deepfm,dcn]
+
+Explicit labels (the planted clicks), the dataset's 80/10/10 split. Ours: ``CtrTrainer`` at 1
+rank (the job's trainer: DLRM or DCN, fbgemm's row-wise Adagrad + Adam), ID-only and with the
+item features. The peer (DeepFM or DCN with the same sparse and dense inputs, Adam) runs in its
+own virtual environment, ``benchmarks/.peers/deepctr`` (made on first use: torch from the local
+CPU wheel or PyTorch's CPU index, then deepctr-torch 0.3.0; never a project dependency). Both
+report the test AUC of their best valid epoch, on the ID-only inputs (ids, catalog fields, counts) and
+with the item features. One JSON line per side and input, then the differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cliper_dist import dist  # noqa: E402
+from cliper_dist.ctr.catalog import build_field  # noqa: E402
+from cliper_dist.ctr.config import DCNConfig, DLRMConfig  # noqa: E402
+from cliper_dist.ctr.data import CtrData, LabelConfig, standardise  # noqa: E402
+from cliper_dist.ctr.synthetic import synthetic_ctr  # noqa: E402
+from cliper_dist.ctr.trainer import CtrTrainer  # noqa: E402
+from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
+
+PEER = REPO / "benchmarks" / ".peers" / "deepctr"
+SEED = 0
+
+
+def ensure_peer() -> Path:
+    python = PEER / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER)], check=True)
+        pip = [str(python), "-m", "pip", "-q", "install"]
+        if subprocess.run([*pip, "torch==2.13.0"]).returncode:
+            subprocess.run([*pip, "torch==2.13.0", "--index-url", "https://download.pytorch.org/whl/cpu"], check=True)
+        # deepctr-torch imports requests (its version check) without declaring it
+        subprocess.run([*pip, "deepctr-torch==0.3.0", "numpy", "scikit-learn", "requests"], check=True)
+    return python
+
+
+def make_data(args, with_features: bool) -> CtrData:
+    s = synthetic_ctr(args.users, args.items, args.per_user, seed=SEED, feature_dim=32)
+    fields = [build_field(s.items, "brand", 2), build_field(s.items, "categories", 2)]
+    dense = standardise(torch.from_numpy(s.features)) if with_features else None
+    return CtrData.build(s.inter, s.num_users, s.num_items, LabelConfig("explicit"), SEED, fields, dense, "synthetic")
+
+
+def train_ours(data: CtrData, args, info) -> dict:
+    keys = dict(embedding_dim=16, bottom_mlp=[64], top_mlp=[64, 32], table_lr=args.table_lr)
+    cfg = DCNConfig(**keys) if args.model == "dcn" else DLRMConfig(**keys)
+    trainer = CtrTrainer(data, cfg, OptimConfig(lr=1e-3), args.batch, SEED, info)
+    best, waited, record = -1.0, 0, {}
+    for epoch in range(args.epochs):
+        trainer.train_epoch(epoch)
+        m = trainer.evaluate()
+        if m["valid"]["auc"] > best:
+            best, waited = m["valid"]["auc"], 0
+            record = {"epoch": epoch, "valid_auc": round(m["valid"]["auc"], 5), "test_auc": round(m["test"]["auc"], 5),
+                      "test_logloss": round(m["test"]["logloss"], 5)}
+        else:
+            waited += 1
+            if waited >= args.patience:
+                break
+    return {**record, "epochs_run": epoch + 1}
+
+
+def export(data: CtrData, path: Path) -> None:
+    """The samples as the peer reads them: one id per single-valued field, the category bag padded
+    with 0 (ids shifted by one), the same dense columns."""
+    brand, category = data.fields
+    out = {"size_user": data.num_users, "size_item": data.num_items, "size_brand": brand.num_ids,
+           "size_category": category.num_ids}
+    maxlen = int(np.diff(category.offsets).max())
+    for split in ("train", "valid", "test"):
+        s = data.positives[split]
+        batch = data.batch(s)
+        values, lengths = category.bags(s.item)
+        bag = np.zeros((len(s), maxlen), dtype=np.int64)
+        rows = np.repeat(np.arange(len(s)), lengths)
+        cols = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        bag[rows, cols] = values + 1
+        out.update({f"{split}_user": s.user, f"{split}_item": s.item, f"{split}_brand": brand.bags(s.item)[0],
+                    f"{split}_category": bag, f"{split}_dense": batch.dense_features.numpy(),
+                    f"{split}_label": s.label})
+    np.savez(path, **out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--items", type=int, default=2000)
+    p.add_argument("--per-user", type=int, default=30)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--table-lr", type=float, default=0.05)
+    p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
+    p.add_argument("--peers", default="deepfm,dcn", help="DeepCTR-Torch models: deepfm, dcn")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    info = dist.init(device="cpu")
+    summary = {"summary": "ctr_auc"}
+    for features in (False, True):
+        data = make_data(args, features)
+        ours = {"side": f"ours_{args.model}", "features": features, **train_ours(data, args, info)}
+        print(json.dumps(ours), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            export(data, Path(tmp) / "samples.npz")
+            for peer in args.peers.split(","):
+                line = run_peer(Path(tmp) / "samples.npz", peer, args)
+                print(json.dumps({"features": features, **line}), flush=True)
+                summary[f"ours_minus_{peer}_test_auc{'_features' if features else '_id_only'}"] = round(
+                    ours["test_auc"] - line["test_auc"], 5)
+        summary[f"ours_test_auc{'_features' if features else '_id_only'}"] = ours["test_auc"]
+    print(json.dumps(summary), flush=True)
+
+
+def run_peer(samples: Path, peer: str, args) -> dict:
+    out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"), str(samples),
+                          "--model", peer, "--epochs", str(args.epochs), "--patience", str(args.patience),
+                          "--batch", str(args.batch), "--threads", str(args.threads)], capture_output=True, text=True)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
+    if out.returncode or line is None:
+        sys.exit(f"the peer failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads(line)
+
+if __name__ == "__main__":
+    main()
