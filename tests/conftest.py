@@ -21,6 +21,13 @@ WORKER = Path(__file__).with_name("_rank_worker.py")
 os.environ.setdefault("CLIPER_DEVICE", "cpu")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def children_tmpdir(tmp_path_factory):
+    """Launched processes keep their temporary files under the session's directory, which pytest
+    prunes: torchrun makes a torchelastic_* log directory per run in TMPDIR and never removes it."""
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("children-tmp"))
+
+
 def free_port() -> int:
     import socket
 
