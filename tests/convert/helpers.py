@@ -96,6 +96,18 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
             if p.is_file() and ".cache" not in p.parts}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Joins its handler threads on close and keeps a client's hang-up (a /slow request the
+    downloader gave up on) out of stderr: socketserver prints it, from a thread that would
+    otherwise outlive the test and land in a later test's captured output."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+
 class ImageServer:
     """Serves /ok/<name> (an image), /404, /slow (sleeps past any test timeout),
     /truncated (Content-Length larger than the body), /flaky/<name> (500 once, then the image)
@@ -140,8 +152,7 @@ class ImageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
