@@ -33,8 +33,8 @@ INPUTS = {  # name: (model.item_input, feature directory under the workdir or No
 }
 METRICS = ("hr@10", "ndcg@10")
 # configs/train/sasrec.yaml, with batches the demo's 500 users cut into ~16 steps an epoch (32 users,
-# ~300 positions a step, as seq_recbole.py trains) and the table lr seq_recbole.py chose on valid
-TRAIN = ["batch_size=32", "model.table_lr=0.2", "epochs=300"]
+# ~300 positions a step, as seq_recbole.py trains)
+TRAIN = ["batch_size=32", "epochs=300"]
 
 
 def prepare(work: Path, threads: int, items: int, users: int, pretrain: list[str], adapt: list[str]) -> None:

@@ -49,7 +49,7 @@ SEED = 0
 
 def build_model(loss: str, max_len: int, num_items: int, info) -> SeqModel:
     cfg = SASRecConfig(name="sasrec", embedding_dim=64, loss=loss, max_len=max_len, blocks=2, heads=1, dropout=0.2,
-                       table_optimizer="rowwise_adagrad", table_lr=0.05, softmax_block=1024)
+                       table_optimizer="rowwise_adagrad", table_lr=0.01, softmax_block=1024)
     return SeqModel(cfg, OptimConfig(lr=1e-3), num_items, SEED, info.rank, info.world_size, info.device)
 
 

@@ -58,7 +58,7 @@ LR = 1e-3  # Adam, the dense part
 
 def config(args) -> SASRecConfig:
     return SASRecConfig(name="sasrec", embedding_dim=64, loss=args.loss, max_len=args.max_len, blocks=2, heads=1,
-                        dropout=0.2, table_optimizer="rowwise_adagrad", table_lr=0.05)
+                        dropout=0.2, table_optimizer="rowwise_adagrad", table_lr=0.01)
 
 
 def time_steps(steps, n: int) -> list[float]:

@@ -54,7 +54,7 @@ class SASRecConfig(FeatureConfig):
     heads: int = 1
     dropout: float = 0.2
     table_optimizer: Optimizer = "rowwise_adagrad"  # fbgemm's, fused into the backward (CPU: no Adam)
-    table_lr: float = 0.05
+    table_lr: float = 0.01
     table_eps: float = 1e-8
     softmax_block: int = 4096  # positions scored at once against this rank's rows (ce)
 

@@ -24,7 +24,6 @@ of ranks.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +34,8 @@ from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 from torchrec.distributed.comm_ops import set_gradient_division
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.sharding_plan import construct_module_sharding_plan, row_wise
+
+from cliper_dist.seq.sasrec import INIT_STD
 
 KEYS = ("seq", "pos", "neg", "rows")
 TABLE = "item_id"
@@ -50,7 +51,7 @@ class TableOptim:
     """fbgemm's fused optimizer of the item table (applied inside backward)."""
 
     name: Optimizer = "rowwise_adagrad"
-    lr: float = 0.05
+    lr: float = 0.01
     eps: float = 1e-8
 
 
@@ -61,14 +62,13 @@ def row_bounds(num_rows: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 def init_rows(lo: int, hi: int, num_rows: int, dim: int, seed: int) -> torch.Tensor:
-    """Rows [lo, hi) of the table's initial values: Xavier-uniform over (num_rows, dim), drawn in
-    blocks of INIT_BLOCK rows from generators seeded by (seed, block)."""
-    bound = math.sqrt(6.0 / (num_rows + dim))
+    """Rows [lo, hi) of the table's initial values: N(0, INIT_STD) (as the encoder's weights), drawn
+    in blocks of INIT_BLOCK rows from generators seeded by (seed, block)."""
     out = torch.empty(hi - lo, dim)
     for block in range(lo // INIT_BLOCK, (hi - 1) // INIT_BLOCK + 1 if hi > lo else 0):
         b_lo, b_hi = block * INIT_BLOCK, min((block + 1) * INIT_BLOCK, num_rows)
         g = torch.Generator().manual_seed(seed * 1_000_003 + block)
-        values = torch.empty(b_hi - b_lo, dim).uniform_(-bound, bound, generator=g)
+        values = torch.empty(b_hi - b_lo, dim).normal_(0.0, INIT_STD, generator=g)
         s, e = max(lo, b_lo), min(hi, b_hi)
         out[s - lo:e - lo] = values[s - b_lo:e - b_lo]
     return out
