@@ -73,9 +73,9 @@ def build_dlrm(arch: DLRMConfig, tables: list[TableSpec], dense_dim: int, seed: 
 
 
 def init_table(spec: TableSpec, index: int, dim: int, seed: int, lo: int, hi: int) -> torch.Tensor:
-    """Rows [lo, hi) of table ``index``'s initial values (``seq.table.init_rows``: independent of
-    the world size)."""
-    return init_rows(lo, hi, spec.num_rows, dim, table_seed(seed, index))
+    """Rows [lo, hi) of table ``index``'s initial values (``seq.table.init_rows``, Xavier-uniform:
+    independent of the world size)."""
+    return init_rows(lo, hi, spec.num_rows, dim, table_seed(seed, index), xavier=True)
 
 
 class _CpuRowWiseSharder(EmbeddingBagCollectionSharder):

@@ -91,10 +91,13 @@ class CtrTrainer:
             samples = self.data.train_samples(epoch)
         self.model.dmp.train()
         total, steps = torch.zeros(()), 0
+        progress = dist.Progress(len(samples) // self.batch_size, desc=f"epoch {epoch + 1}", unit="step")
         with phase("steps"):
             for loss, _, _ in _drain(self.pipeline, self._batches(samples)):
                 total += loss.detach().float()
                 steps += 1
+                progress.update(1)
+        progress.close()
         if steps == 0:
             raise UserError(f"batch_size={self.batch_size} is larger than the {len(samples)} training samples")
         if self.info.world_size > 1:

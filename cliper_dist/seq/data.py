@@ -100,7 +100,12 @@ class Batch:
     targets: torch.Tensor  # the next item of each input position
     negatives: torch.Tensor  # a sampled item per position
     lengths: torch.Tensor  # positions per user
-    total: int  # positions in the global batch (the loss is a mean over them)
+    counts: tuple[int, ...]  # positions of each rank's share (every rank knows all: no collective asks)
+
+    @property
+    def total(self) -> int:
+        """Positions in the global batch: the loss is a mean over them."""
+        return sum(self.counts)
 
 
 def _pair_keys(user: np.ndarray, item: np.ndarray, num_items: int) -> np.ndarray:
@@ -132,7 +137,9 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
         n = lengths[group]
         rng = np.random.default_rng([seed, epoch, step])
         drawn = sample_negatives(seqs, np.repeat(group, n), rng) if negatives else np.zeros(0, dtype=np.int64)
-        lo, hi = min(rank * per_rank, len(group)), min((rank + 1) * per_rank, len(group))
+        cuts = np.minimum(np.arange(world_size + 1) * per_rank, len(group))
+        counts = tuple(int(n[a:b].sum()) for a, b in zip(cuts[:-1], cuts[1:]))
+        lo, hi = cuts[rank], cuts[rank + 1]
         first = int(n[:lo].sum())
         mine = group[lo:hi]
         windows = [seqs.row(u)[-(m + 1):] for u, m in zip(mine, n[lo:hi])]
@@ -142,5 +149,4 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
         bag_lengths = np.zeros(per_rank, dtype=np.int64)
         bag_lengths[:hi - lo] = n[lo:hi]
         yield Batch(per_rank, torch.from_numpy(inputs), torch.from_numpy(targets),
-                    torch.from_numpy(drawn[first:first + len(inputs)]), torch.from_numpy(bag_lengths),
-                    int(n.sum()))
+                    torch.from_numpy(drawn[first:first + len(inputs)]), torch.from_numpy(bag_lengths), counts)

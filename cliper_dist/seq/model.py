@@ -111,7 +111,7 @@ class SeqBatch(Pipelineable):
     def to(self, device: torch.device, non_blocking: bool = False) -> "SeqBatch":
         b = self.batch
         moved = Batch(b.bags, *(t.to(device, non_blocking=non_blocking) for t in (b.inputs, b.targets, b.negatives,
-                                                                                 b.lengths)), b.total)
+                                                                                 b.lengths)), b.counts)
         ids = {k: tuple(t.to(device, non_blocking=non_blocking) for t in v) for k, v in self.ids.items()}
         return SeqBatch(moved, ids, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
 
@@ -157,7 +157,7 @@ class SeqHead(nn.Module):
             neg = (h * vectors["neg"]).sum(-1)
             loss = (F.softplus(-pos) + F.softplus(neg)).sum() / batch.total
         else:
-            loss = sharded_cross_entropy(h, vectors["rows"], batch.targets, batch.total, self.lo,
+            loss = sharded_cross_entropy(h, vectors["rows"], batch.targets, batch.counts, self.lo,
                                          self.cfg.softmax_block)
         return loss, loss.detach()
 

@@ -2,9 +2,11 @@
 
 Every rank holds its positions' outputs h (its users) and its rows E_r of the item table.
 The output layer is vocabulary-parallel, as Megatron-LM's cross-entropy: the positions are
-all-gathered, each rank scores them against its own rows only, and three all-reduces (the
-row maximum, the sum of exponentials, the target's logit) give each position's exact
-log-sum-exp. No rank holds more than ``block`` x (its rows) logits at once: the backward
+all-gathered with their targets, each rank scores them against its own rows only, and one
+all-gather of each rank's partial log-sum-exp and target logit gives each position's exact
+log-sum-exp. A forward step is two collectives and the backward two (every rank knows each
+rank's position count from the batch; on a shared CPU each collective's latency, not its bytes,
+is what costs). No rank holds more than ``block`` x (its rows) logits at once: the backward
 recomputes them block by block from the saved log-sum-exp. Memory per rank: the gathered
 positions plus one block of logits; compute per rank: 1 / world of the whole.
 """
@@ -20,23 +22,43 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """Every rank's rows of ``x`` (n_r, ...) concatenated in rank order, and the n_r."""
+def gather_rows(x: torch.Tensor, counts: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Every rank's rows of ``x`` (n_r, ...) concatenated in rank order, and the n_r (gathered
+    first unless ``counts`` gives them)."""
     if _world() == 1:
         return x, [x.shape[0]]
-    counts = [torch.zeros(1, dtype=torch.long) for _ in range(_world())]
-    dist.all_gather(counts, torch.tensor([x.shape[0]]))
-    counts = [int(c) for c in counts]
+    if counts is None:
+        gathered = [torch.zeros(1, dtype=torch.long) for _ in range(_world())]
+        dist.all_gather(gathered, torch.tensor([x.shape[0]]))
+        counts = [int(c) for c in gathered]
     padded = x.new_zeros(max(counts), *x.shape[1:])
     padded[:x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)]), counts
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]), list(counts)
 
 
-def _reduce(x: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+def _gather_positions(h: torch.Tensor, targets: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's positions and their targets in one all-gather: the int64 targets ride along as
+    the bit patterns of extra float columns (copied, never computed on)."""
+    n, d = h.shape
+    bits = torch.empty(n, dtype=torch.int64).copy_(targets).view(h.dtype).view(n, 8 // h.element_size())
+    packed, _ = gather_rows(torch.cat([h, bits], 1), counts)
+    return packed[:, :d], packed[:, d:].contiguous().view(torch.int64).view(-1)
+
+
+def _gather_equal(x: torch.Tensor) -> torch.Tensor:
+    """(world, *x.shape): every rank's ``x`` (the same shape on every rank)."""
+    if _world() == 1:
+        return x.unsqueeze(0)
+    parts = [torch.empty_like(x) for _ in range(_world())]
+    dist.all_gather(parts, x)
+    return torch.stack(parts)
+
+
+def _reduce(x: torch.Tensor) -> torch.Tensor:
     if _world() > 1:
-        dist.all_reduce(x, op=op)
+        dist.all_reduce(x)
     return x
 
 
@@ -48,24 +70,20 @@ def _own(counts: list[int]) -> slice:
 
 class _ShardedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, rows, targets, total, lo, block):
-        hs, counts = gather_rows(h.detach())
-        ts, _ = gather_rows(targets)
+    def forward(ctx, h, rows, targets, counts, lo, block):
+        hs, ts = _gather_positions(h.detach(), targets, counts)
         n, local = hs.shape[0], rows.shape[0]
-        row_max, sum_exp, target_logit = (hs.new_full((n,), -torch.inf), hs.new_zeros(n), hs.new_zeros(n))
+        local_lse, target_logit = hs.new_full((n,), -torch.inf), hs.new_zeros(n)
         mine = (ts >= lo) & (ts < lo + local)
         for s in range(0, n, block):
             z = hs[s:s + block] @ rows.T
             if local:
-                row_max[s:s + block] = z.max(1).values
-                sum_exp[s:s + block] = (z - row_max[s:s + block, None]).exp().sum(1)
+                local_lse[s:s + block] = torch.logsumexp(z, 1)
             m = mine[s:s + block]
             target_logit[s:s + block][m] = z[m.nonzero().squeeze(1), ts[s:s + block][m] - lo]
-        global_max = _reduce(row_max.clone(), dist.ReduceOp.MAX)
-        sum_exp = _reduce(sum_exp * (row_max - global_max).exp())
-        lse = global_max + sum_exp.log()
-        target_logit = _reduce(target_logit)
-        own = _own(counts)
+        parts = _gather_equal(torch.stack([local_lse, target_logit]))  # (world, 2, n)
+        lse, target_logit = torch.logsumexp(parts[:, 0], 0), parts[:, 1].sum(0)
+        own, total = _own(counts), sum(counts)
         ctx.save_for_backward(hs, rows, ts, lse)
         ctx.own, ctx.total, ctx.lo, ctx.block, ctx.counts = own, total, lo, block, counts
         return (lse[own] - target_logit[own]).sum() / total
@@ -74,7 +92,7 @@ class _ShardedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad):
         hs, rows, ts, lse = ctx.saved_tensors
         # each position's loss was counted on its owner: its gradient scale is that owner's
-        scales, _ = gather_rows(grad.detach().reshape(1))
+        scales = _gather_equal(grad.detach().reshape(1)).view(-1)
         per_rank = torch.repeat_interleave(scales, torch.tensor(ctx.counts)) / ctx.total
         local = rows.shape[0]
         d_rows, d_h = torch.zeros_like(rows), torch.zeros_like(hs)
@@ -90,12 +108,13 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         return _reduce(d_h)[ctx.own], d_rows, None, None, None, None
 
 
-def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, total: int, lo: int,
-                          block: int = 4096) -> torch.Tensor:
-    """This rank's share of the mean full-softmax cross-entropy over ``total`` positions
+def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, counts: tuple[int, ...],
+                          lo: int, block: int = 4096) -> torch.Tensor:
+    """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
     (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
-    their items, ``rows`` (I_r, d) this rank's rows of the table, which start at row ``lo``."""
-    return _ShardedCrossEntropy.apply(h, rows, targets, total, lo, block)
+    their items, ``counts`` every rank's n_r, ``rows`` (I_r, d) this rank's rows of the table,
+    which start at row ``lo``."""
+    return _ShardedCrossEntropy.apply(h, rows, targets, list(counts), lo, block)
 
 
 @torch.no_grad()
@@ -105,8 +124,8 @@ def target_ranks(h: torch.Tensor, users: torch.Tensor, targets: torch.Tensor, ro
     (``history`` = (indptr, items) over all users, on every rank) excluded, the target kept;
     an item ranks above the target only with a strictly higher score."""
     hs, counts = gather_rows(h)
-    us, _ = gather_rows(users)
-    ts, _ = gather_rows(targets)
+    us, _ = gather_rows(users, counts)
+    ts, _ = gather_rows(targets, counts)
     indptr, items = history
     local = rows.shape[0]
     ranks = torch.zeros(hs.shape[0], dtype=torch.long)

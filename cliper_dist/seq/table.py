@@ -24,6 +24,7 @@ of ranks.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -61,14 +62,18 @@ def row_bounds(num_rows: int, rank: int, world_size: int) -> tuple[int, int]:
     return min(rank * block, num_rows), min((rank + 1) * block, num_rows)
 
 
-def init_rows(lo: int, hi: int, num_rows: int, dim: int, seed: int) -> torch.Tensor:
-    """Rows [lo, hi) of the table's initial values: N(0, INIT_STD) (as the encoder's weights), drawn
-    in blocks of INIT_BLOCK rows from generators seeded by (seed, block)."""
+def init_rows(lo: int, hi: int, num_rows: int, dim: int, seed: int, xavier: bool = False) -> torch.Tensor:
+    """Rows [lo, hi) of a table's initial values, drawn in blocks of INIT_BLOCK rows from generators
+    seeded by (seed, block): N(0, INIT_STD) as SASRec's weights, or Xavier-uniform over
+    (num_rows, dim) with ``xavier`` (the CTR tables')."""
+    bound = math.sqrt(6.0 / (num_rows + dim))
     out = torch.empty(hi - lo, dim)
     for block in range(lo // INIT_BLOCK, (hi - 1) // INIT_BLOCK + 1 if hi > lo else 0):
         b_lo, b_hi = block * INIT_BLOCK, min((block + 1) * INIT_BLOCK, num_rows)
         g = torch.Generator().manual_seed(seed * 1_000_003 + block)
-        values = torch.empty(b_hi - b_lo, dim).normal_(0.0, INIT_STD, generator=g)
+        values = torch.empty(b_hi - b_lo, dim)
+        values = (values.uniform_(-bound, bound, generator=g) if xavier else
+                  values.normal_(0.0, INIT_STD, generator=g))
         s, e = max(lo, b_lo), min(hi, b_hi)
         out[s - lo:e - lo] = values[s - b_lo:e - b_lo]
     return out
