@@ -10,12 +10,14 @@ model is the job's (``ShardedCtr``: torchrec's DLRM, the planner with ``row_wise
 row-wise Adagrad + Adam) stepped by ``TrainPipelineSparseDist``. ``--rows`` samples are one epoch at
 2 ranks; 1 rank trains ``--rows-1`` of them (the same batches' first part) for its rate. One JSON
 line per world size: samples/s, seconds per phase (build: plan + DMP + table init; steps), this
-rank's table bytes, peak RSS per rank; then the ratios.
+rank's table bytes, peak RSS per rank; then the ratios. ``--profile`` adds rank 0's costliest ops
+(ms a step) to each line; ``--sharding auto`` lets torchrec's planner choose (docs/ctr.md compares).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -73,7 +75,7 @@ def one_world(args) -> None:
     info = dist.init(device="cpu")
     specs = tables(args.largest)
     t0 = time.perf_counter()
-    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], sharding="row_wise")
+    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], sharding=args.sharding)
     model = ShardedCtr(cfg, OptimConfig(), specs, DENSE, args.batch // info.world_size, 0, info.world_size,
                        info.device)
     pipeline = TrainPipelineSparseDist(model.dmp, model.optimizer, device=info.device)
@@ -94,12 +96,15 @@ def one_world(args) -> None:
     t1 = time.perf_counter()
     losses = []
     it = batches()
-    while True:
-        try:
-            loss, _, _ = pipeline.progress(it)
-        except StopIteration:
-            break
-        losses.append(float(loss))
+    profiler = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile
+                else contextlib.nullcontext())
+    with profiler:
+        while True:
+            try:
+                loss, _, _ = pipeline.progress(it)
+            except StopIteration:
+                break
+            losses.append(float(loss))
     steps_s = time.perf_counter() - t1
     rss = dist.all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1))
     table_bytes = dist.all_gather_object(model.table_bytes())
@@ -112,7 +117,13 @@ def one_world(args) -> None:
                           "peak_rss_mb": rss, "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
                           "plan": sorted({r["sharding"] for r in model.plan_rows()}),
                           "largest_table": [specs[0].num_rows, args.dim], "batch": args.batch,
-                          "threads": args.threads}), flush=True)
+                          "threads": args.threads, **(top_ops(profiler, steps) if args.profile else {})}), flush=True)
+
+
+def top_ops(profiler, steps: int, n: int = 12) -> dict:
+    """Rank 0's ``n`` costliest ops by self time (a collective's wait counts in its caller), ms a step."""
+    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)[:n]
+    return {"profile_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / steps, 1) for e in events}}
 
 
 def main() -> None:
@@ -123,6 +134,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=8192)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sharding", default="row_wise", choices=["row_wise", "auto", "table_wise", "column_wise"],
+                   help="forced for every table (the issue's row_wise), or auto: the planner's choice")
+    p.add_argument("--profile", action="store_true", help="torch.profiler over the steps: rank 0's costliest ops, "
+                   "ms a step (keeps every event: use a small --rows)")
     p.add_argument("--world", type=int, default=0, help=argparse.SUPPRESS)  # internal: one world size
     args = p.parse_args()
     if args.world:

@@ -180,3 +180,23 @@ def test_ctr_step_three_sides_and_two_ranks():
     *rows, summary = _rows(result.stdout)
     assert [(r["side"], r["ranks"]) for r in rows] == [("ours", 1), ("torchrec_example", 1), ("plain", 1), ("ours", 2)]
     assert summary["ours_over_plain"] > 0 and "ours_2_ranks_over_1" in summary
+
+
+def test_ctr_scale_profiled_at_one_and_two_ranks():
+    result = run_python([REPO / "benchmarks/ctr_scale.py", "--largest", "20000", "--rows", "2048", "--rows-1", "1024",
+                         "--batch", "512", "--dim", "8", "--profile"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    one, two, summary = _rows(result.stdout)
+    assert (one["ranks"], two["ranks"], two["plan"], two["samples"]) == (1, 2, ["row_wise"], 2048)
+    assert one["profile_ms_per_step"] and two["profile_ms_per_step"]
+    assert summary["table_per_rank_2_over_1"] <= 0.55 and summary["throughput_2_over_1"] > 0
+
+
+def test_comm_floor_times_four_collectives():
+    result = run_python([REPO / "benchmarks/comm_floor.py", "--batch", "64", "--features", "4", "--dim", "8",
+                         "--repeats", "2"], timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = _rows(result.stdout)
+    assert [r["collective"] for r in rows] == ["reduce_scatter_tensor", "all_reduce", "all_to_all_single_then_sum",
+                                               "all_gather_single"]
+    assert all(r["ranks"] == 2 and r["ms"] >= 0 for r in rows)
