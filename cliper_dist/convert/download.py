@@ -54,6 +54,7 @@ class Fetched:
     url: str
     path: Path | None
     error: str | None = None
+    cause: str | None = None  # the error without its retry count: what a failure tally groups by
 
 
 class _Permanent(Exception):
@@ -142,26 +143,27 @@ class Downloader:
         error = "no attempt"
         for attempt in range(o.retries + 1):
             if self._offline.decided is not None:
-                return Fetched(url, None, f"not attempted: the network looked unreachable ({self._offline.decided})")
+                error = f"not attempted: the network looked unreachable ({self._offline.decided})"
+                return Fetched(url, None, error, error)
             if attempt:
                 time.sleep(o.backoff * 2 ** (attempt - 1))
             try:
                 data = self._get(url)
             except _Permanent as e:
                 self._offline.note(url, None)
-                return Fetched(url, None, str(e))
+                return Fetched(url, None, str(e), str(e))
             except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
                 error = _describe(e, o.timeout)
                 if not _transient(e):
                     self._offline.note(url, _network_cause(e), error)
-                    return Fetched(url, None, error)
+                    return Fetched(url, None, error, error)
                 continue
             self._offline.note(url, None)
             path.parent.mkdir(parents=True, exist_ok=True)
             files.write_bytes(path, data)
             return Fetched(url, path)
         self._offline.note(url, None)
-        return Fetched(url, None, f"{error} (after {o.retries + 1} attempts)")
+        return Fetched(url, None, f"{error} (after {o.retries + 1} attempts)", error)
 
     def _get(self, url: str) -> bytes:
         self._limiter.wait(urlsplit(url).netloc)

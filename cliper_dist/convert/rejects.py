@@ -18,8 +18,10 @@ from cliper_dist.convert.accounting import Ledger
 from cliper_dist.errors import UserError
 
 
-def reject_row(kind: str, reason: str, where: str, ident: str | None = None) -> dict:
-    return {"kind": kind, "id": ident, "where": where, "reason": reason}
+def reject_row(kind: str, reason: str, where: str, ident: str | None = None, cause: str | None = None) -> dict:
+    """A reject's record; ``cause``, when given, is the reason's short form that tallies group by."""
+    row = {"kind": kind, "id": ident, "where": where, "reason": reason}
+    return row if cause is None else {**row, "cause": cause}
 
 
 def strict_error(row: dict) -> UserError:

@@ -37,6 +37,7 @@ class PendingItem:
     where: str                 # "file:line" of the item's record
     file: str | None = None    # local file holding the image bytes
     error: str | None = None   # why a referenced image has no file (a failed download)
+    cause: str | None = None   # that error without its retry count (Fetched.cause)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def build_shard(task: ShardTask) -> ShardResult:
     for it in task.items:
         state, jpeg, problem = _image(it, task.max_side, task.quality)
         if problem is not None:
-            row = reject_row(*problem, it.where, it.item_id)
+            kind, reason, cause = problem
+            row = reject_row(kind, reason, it.where, it.item_id, cause)
             if task.strict:
                 raise strict_error(row)
             rejects.append(row)
@@ -107,18 +109,19 @@ def build_shard(task: ShardTask) -> ShardResult:
     return result
 
 
-def _image(it: PendingItem, max_side: int, quality: int) -> tuple[str, bytes | None, tuple[str, str] | None]:
-    """(state, JPEG bytes, (reject kind, reason) or None); the item is kept in every case."""
+def _image(it: PendingItem, max_side: int, quality: int
+           ) -> tuple[str, bytes | None, tuple[str, str, str | None] | None]:
+    """(state, JPEG bytes, (reject kind, reason, cause) or None); the item is kept in every case."""
     if it.error is not None:
-        return UNAVAILABLE, None, ("image_unavailable", f"{it.error}; kept without image")
+        return UNAVAILABLE, None, ("image_unavailable", f"{it.error}; kept without image", it.cause or it.error)
     if it.file is None:
         return WITHOUT_IMAGE, None, None
     try:
         data = Path(it.file).read_bytes()
     except OSError as e:
-        return UNAVAILABLE, None, ("image_unavailable",
-                                   f"cannot read {it.file} ({e.strerror or e.__class__.__name__}); kept without image")
+        cause = e.strerror or e.__class__.__name__
+        return UNAVAILABLE, None, ("image_unavailable", f"cannot read {it.file} ({cause}); kept without image", cause)
     try:
         return WITH_IMAGE, reencode_jpeg(data, max_side, quality), None
     except ImageRejected as e:
-        return CORRUPT, None, ("bad_image", f"{e}; kept without image")
+        return CORRUPT, None, ("bad_image", f"{e}; kept without image", None)

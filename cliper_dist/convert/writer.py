@@ -235,7 +235,8 @@ class DatasetWriter:
         urls = list(dict.fromkeys(it.image for it in items if it.image and is_url(it.image)))
         fetched = dict(zip(urls, self.downloader.fetch_all(urls)))
         return [replace(it, file=str(fetched[it.image].path) if fetched[it.image].path else None,
-                        error=fetched[it.image].error) if it.image in fetched else it for it in items]
+                        error=fetched[it.image].error, cause=fetched[it.image].cause) if it.image in fetched else it
+                for it in items]
 
     def _complete(self, number: int, work: Future | Callable[[], ShardResult]) -> None:
         """Wait for one of this rank's shards (in shard order). A strict error is kept, not
@@ -327,7 +328,7 @@ class DatasetWriter:
                                 "and only one conversion may write it at a time")
             self.shards.append(result.info)
             self.counts.update(result.states)
-            self._unavailable_reasons.update(r["reason"].split("; kept")[0].split(" (after ")[0]
+            self._unavailable_reasons.update(r.get("cause", r["reason"])  # records from before causes: whole
                                              for r in result.rejects if r["kind"] == "image_unavailable")
             items.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
             self.rejects.add_from_shard(result.rejects)

@@ -70,3 +70,17 @@ def test_a_success_keeps_fetching_after_network_failures(tmp_path, image_server)
     urls = [f"{image_server.url}/ok/a.jpg"] + [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(8)]
     got = downloader(tmp_path, fail_fast=4, threads=1).fetch_all(urls)
     assert got[0].path is not None and all("ConnectionRefusedError" in f.error for f in got[1:])
+
+
+def test_failed_downloads_stop_the_conversion_with_their_causes_tallied(tmp_path, image_server, capsys):
+    from tests.convert.helpers import run_convert, write_jsonl
+
+    images = ["404", "404", "flaky/a.jpg", "flaky/b.jpg", "flaky/c.jpg"]  # flaky: HTTP 500 once, no retry here
+    catalog = write_jsonl(tmp_path / "catalog.jsonl", [{"item_id": f"I{i}", "title": f"item {i}",
+                                                         "image": f"{image_server.url}/{path}"}
+                                                        for i, path in enumerate(images)])
+    assert run_convert("jsonl", "--catalog", catalog, "--out", tmp_path / "ds", "--download", "--retries", "0",
+                       "--host-interval", "0") == 2
+    err = capsys.readouterr().err
+    # per item, grouped by the failure without its retry count ("HTTP 500 (after 1 attempts)" -> "HTTP 500")
+    assert "5 of 5 item images could not be fetched (3: HTTP 500, 2: HTTP 404)" in err
