@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +24,20 @@ os.environ.setdefault("CLIPER_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def children_tmpdir(tmp_path_factory):
-    """Launched processes keep their temporary files under the session's directory, which pytest
-    prunes: torchrun makes a torchelastic_* log directory per run in TMPDIR and never removes it."""
-    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("children-tmp"))
+def children_tmpdir():
+    """Launched processes keep their temporary files in one directory, removed after the session:
+    torchrun makes a torchelastic_* log directory per run in TMPDIR and never removes it. A short
+    name next to the others: a nested session (scripts/gpu_check.sh runs pytest) puts its own
+    temporary tree, sockets included, below it, and an AF_UNIX path holds at most 107 bytes."""
+    before = os.environ.get("TMPDIR")
+    path = tempfile.mkdtemp(prefix="cliper-")
+    os.environ["TMPDIR"] = path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+    if before is None:
+        os.environ.pop("TMPDIR")
+    else:
+        os.environ["TMPDIR"] = before
 
 
 def free_port() -> int:
