@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,8 @@ from cliper_dist import dist  # noqa: E402
 from cliper_dist.ctr.config import DLRMConfig  # noqa: E402
 from cliper_dist.ctr.model import ShardedCtr, TableSpec  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
+from cliper_dist.train.job import peak_rss_mb  # noqa: E402
+from workers import run_json  # noqa: E402
 
 DENSE = 13
 # Criteo Kaggle's 26 categorical cardinalities, largest first (dlrm's day_fea_count), rescaled so the
@@ -106,7 +106,7 @@ def one_world(args) -> None:
                 break
             losses.append(float(loss))
     steps_s = time.perf_counter() - t1
-    rss = dist.all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1))
+    rss = dist.all_gather_object(round(peak_rss_mb(), 1))
     table_bytes = dist.all_gather_object(model.table_bytes())
     if info.is_main:
         print(json.dumps({"ranks": info.world_size, "samples": steps * args.batch, "steps": steps,
@@ -147,12 +147,7 @@ def main() -> None:
     for world in (1, 2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), __file__, *passed,
                "--world", str(world)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
-        if out.returncode or line is None:
-            sys.exit(f"{world} rank(s) failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        print(line, flush=True)
-        lines[world] = json.loads(line)
+        lines[world] = run_json(cmd, f"{world} rank(s)", threads=None)
     one, two = lines[1], lines[2]
     print(json.dumps({"summary": "ctr_scale", "throughput_2_over_1": round(two["samples_per_s"] / one["samples_per_s"], 3),
                       "table_per_rank_2_over_1": round(max(two["table_mb_per_rank"]) / one["table_mb_per_rank"][0], 3),

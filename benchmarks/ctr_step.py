@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +43,8 @@ from cliper_dist.ctr.reference import ReferenceCtr  # noqa: E402
 from cliper_dist.ctr.synthetic import synthetic_ctr  # noqa: E402
 from cliper_dist.ctr.trainer import CtrTrainer, tables_of  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
+from cliper_dist.train.job import peak_rss_mb  # noqa: E402
+from workers import run_json  # noqa: E402
 
 SEED = 0
 
@@ -66,10 +66,6 @@ def samples_for(data: CtrData, args, steps: int) -> Samples:
     if len(s) < need:
         s = s.take(np.arange(need) % len(s))
     return s.take(np.arange(need))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def time_ours(data: CtrData, args, info) -> float:
@@ -166,12 +162,7 @@ def main() -> None:
     for side, ranks in runs:
         cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks)] if ranks > 1
                else [sys.executable]) + [__file__, *passed, "--side", side]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
-        if out.returncode or line is None:
-            sys.exit(f"{side} at {ranks} rank(s) failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        print(line, flush=True)
-        lines[(side, ranks)] = json.loads(line)["samples_per_s"]
+        lines[(side, ranks)] = run_json(cmd, f"{side} at {ranks} rank(s)", threads=None)["samples_per_s"]
     ours = lines[("ours", 1)]
     summary = {"summary": "ctr_step", "ours_over_torchrec_example": round(ours / lines[("torchrec_example", 1)], 3),
                "ours_over_plain": round(ours / lines[("plain", 1)], 3),

@@ -37,12 +37,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from seq_recbole import NAME, synthetic_dataset  # noqa: E402
-from seq_step import peak_rss_mb, run_json, synthetic  # noqa: E402
+from seq_step import synthetic  # noqa: E402
+from workers import run_json  # noqa: E402
 
 from cliper_dist import dist  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
 from cliper_dist.seq.data import train_batches  # noqa: E402
 from cliper_dist.seq.model import SASRecConfig, SeqModel  # noqa: E402
+from cliper_dist.train.job import peak_rss_mb  # noqa: E402
 
 SEED = 0
 

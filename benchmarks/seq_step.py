@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,8 @@ from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
 from cliper_dist.seq.model import SASRecConfig  # noqa: E402
 from cliper_dist.seq.reference import ReferenceSeqModel  # noqa: E402
 from cliper_dist.seq.trainer import SeqTrainer  # noqa: E402
+from cliper_dist.train.job import peak_rss_mb  # noqa: E402
+from workers import run_json  # noqa: E402
 
 SEED = 0
 
@@ -74,10 +74,6 @@ def time_steps(steps, n: int) -> list[float]:
     raise SystemExit(f"only {len(times)} timed steps in an epoch: lower --batch or --steps")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def worker(args) -> None:
     torch.set_num_threads(1)
     if args.impl == "reference":
@@ -112,16 +108,6 @@ def measure(args, impl: str, ranks: int) -> dict:
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", script]
            if impl != "reference" else [sys.executable, script]) + flags
     return run_json(cmd, f"{impl} x{ranks}")
-
-
-def run_json(cmd: list[str], what: str) -> dict:
-    """Run a worker at 1 thread per process; print and return the last JSON line it printed."""
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode or not lines:
-        raise SystemExit(f"{what} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    print(lines[-1], flush=True)
-    return json.loads(lines[-1])
 
 
 def main() -> None:
