@@ -124,11 +124,16 @@ def sample_negatives(seqs: Sequences, users: np.ndarray, g: np.random.Generator)
     return out  # a user who trained on almost every item keeps a few positives as negatives
 
 
+def training_positions(seqs: Sequences, max_len: int) -> np.ndarray:
+    """Each user's training positions in an epoch: its last L+1 training items give L (0: none)."""
+    return np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
+
+
 def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, seed: int, rank: int,
                   world_size: int, negatives: bool = True):
     """This rank's batches of one epoch (a generator); the global batch is ``batch_size`` users.
     ``negatives=False`` (the full softmax needs none): the batches' negatives are empty."""
-    lengths = np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
+    lengths = training_positions(seqs, max_len)
     users = np.flatnonzero(lengths >= 1)
     users = users[np.random.default_rng([seed, epoch]).permutation(len(users))]
     per_rank = -(-batch_size // world_size)

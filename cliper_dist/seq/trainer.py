@@ -25,7 +25,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from cliper_dist.dist import DistInfo, Progress
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.phases import Phases
-from cliper_dist.seq.data import Batch, Sequences, train_batches
+from cliper_dist.seq.data import Batch, Sequences, train_batches, training_positions
 from cliper_dist.seq.model import SASRecConfig, SeqModel, evaluate
 
 SPLITS = ("valid", "test")
@@ -48,8 +48,7 @@ class SeqTrainer:
         self.eval_users, self.estimate = eval_users, estimate  # a sample of users (eval_users), labelled
         self.model = SeqModel(cfg, optim, seqs.num_items, seed, info.rank, info.world_size, info.device, features)
         self.build_seconds: dict[str, float] = {}
-        lengths = np.minimum(np.diff(seqs.indptr), cfg.max_len + 1) - 1
-        self.steps_per_epoch = -(-int((lengths >= 1).sum()) // batch_size)
+        self.steps_per_epoch = -(-int((training_positions(seqs, cfg.max_len) >= 1).sum()) // batch_size)
         self.pipeline = (None if self.model.dmp is None else
                          TrainPipelineSparseDist(self.model.dmp, self.model.optimizer, info.device))
 
