@@ -11,7 +11,8 @@ row-wise Adagrad + Adam) stepped by ``TrainPipelineSparseDist``. ``--rows`` samp
 2 ranks; 1 rank trains ``--rows-1`` of them (the same batches' first part) for its rate. One JSON
 line per world size: samples/s, seconds per phase (build: plan + DMP + table init; steps), this
 rank's table bytes, peak RSS per rank; then the ratios. ``--profile`` adds rank 0's costliest ops
-(ms a step) to each line; ``--sharding auto`` lets torchrec's planner choose (docs/ctr.md compares).
+(ms a step) to each line; ``--sharding auto`` lets torchrec's planner choose, ``--sharding table_wise
+--row-wise-min-rows N`` splits only the tables of N rows or more (docs/ctr.md compares).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def one_world(args) -> None:
     info = dist.init(device="cpu")
     specs = tables(args.largest)
     t0 = time.perf_counter()
-    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], sharding=args.sharding)
+    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], sharding=args.sharding,
+                     row_wise_min_rows=args.row_wise_min_rows)
     model = ShardedCtr(cfg, OptimConfig(), specs, DENSE, args.batch // info.world_size, 0, info.world_size,
                        info.device)
     pipeline = TrainPipelineSparseDist(model.dmp, model.optimizer, device=info.device)
@@ -115,9 +117,15 @@ def one_world(args) -> None:
                                       "of_which_batch_generation_rank0": round(gen_s, 2)},
                           "table_mb_per_rank": [round(b / 2**20, 1) for b in table_bytes],
                           "peak_rss_mb": rss, "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
-                          "plan": sorted({r["sharding"] for r in model.plan_rows()}),
+                          "plan": plan_counts(model.plan_rows()),
                           "largest_table": [specs[0].num_rows, args.dim], "batch": args.batch,
                           "threads": args.threads, **(top_ops(profiler, steps) if args.profile else {})}), flush=True)
+
+
+def plan_counts(rows: list[dict]) -> dict[str, int]:
+    """Tables per sharding type."""
+    types = [r["sharding"] for r in rows]
+    return {t: types.count(t) for t in sorted(set(types))}
 
 
 def top_ops(profiler, steps: int, n: int = 12) -> dict:
@@ -136,6 +144,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sharding", default="row_wise", choices=["row_wise", "auto", "table_wise", "column_wise"],
                    help="forced for every table (the issue's row_wise), or auto: the planner's choice")
+    p.add_argument("--row-wise-min-rows", type=int, default=0, help="tables of at least this many rows row_wise, "
+                   "the rest --sharding's (model.row_wise_min_rows; 0: off)")
     p.add_argument("--profile", action="store_true", help="torch.profiler over the steps: rank 0's costliest ops, "
                    "ms a step (keeps every event: use a small --rows)")
     p.add_argument("--world", type=int, default=0, help=argparse.SUPPRESS)  # internal: one world size

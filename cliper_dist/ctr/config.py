@@ -28,6 +28,7 @@ class DLRMConfig(FeatureConfig):
     fields: list[str] = field(default_factory=lambda: ["brand", "categories"])  # catalog fields as sparse ids ([]: ids only)
     min_count: int = 2  # a field value held by fewer items goes to the OOV id
     sharding: Sharding = "auto"  # auto: torchrec's planner chooses per table; else forced for every table
+    row_wise_min_rows: int = 0  # a table of at least this many rows is row_wise whatever `sharding` says (0: off)
     table_optimizer: TableOptimizer = "rowwise_adagrad"  # fbgemm's, fused into the backward (CPU: no Adam)
     table_lr: float = 0.05
     table_eps: float = 1e-8
@@ -38,6 +39,8 @@ class DLRMConfig(FeatureConfig):
         for key in ("embedding_dim", "eval_batch", "min_count"):
             if getattr(self, key) < 1:
                 raise UserError(f"model.{key} must be >= 1; got {getattr(self, key)}")
+        if self.row_wise_min_rows < 0:
+            raise UserError(f"model.row_wise_min_rows must be >= 0 (0: off); got {self.row_wise_min_rows}")
         if any(n < 1 for n in [*self.bottom_mlp, *self.top_mlp]) or not self.top_mlp:
             raise UserError(f"model.bottom_mlp / model.top_mlp: positive sizes, top_mlp not empty; got "
                             f"{self.bottom_mlp} / {self.top_mlp}")

@@ -11,7 +11,8 @@ Adam for the dense part combined in one ``CombinedOptimizer``.
 Tables: one per sparse feature, all ``embedding_dim`` wide (DLRM's dot interaction needs one
 width), compute kernel ``fused`` (fbgemm applies the optimizer inside the backward). Sharding:
 the planner chooses among table_wise, row_wise and column_wise from its cost model, or
-``model.sharding`` forces one for every table. torchrec 1.8's stock sharder offers row_wise only
+``model.sharding`` forces one for every table; ``model.row_wise_min_rows`` makes the large tables
+row_wise whatever the rest get. torchrec 1.8's stock sharder offers row_wise only
 on CUDA; it runs on CPU (``_CpuRowWiseSharder`` admits it: DESIGN.md section 4).
 
 Gradient semantics: each rank's loss is the mean over its share of the global batch (equal shares),
@@ -78,6 +79,14 @@ def init_table(spec: TableSpec, index: int, dim: int, seed: int, lo: int, hi: in
     return init_rows(lo, hi, spec.num_rows, dim, table_seed(seed, index), xavier=True)
 
 
+def sharding_types(arch: DLRMConfig, spec: TableSpec) -> list[str]:
+    """The types the planner may choose for one table: ``row_wise`` for a table of at least
+    ``model.row_wise_min_rows`` rows (its memory and lookups split evenly), else ``model.sharding``'s."""
+    if arch.row_wise_min_rows and spec.num_rows >= arch.row_wise_min_rows:
+        return ["row_wise"]
+    return list(PLANNABLE) if arch.sharding == "auto" else [arch.sharding]
+
+
 class _CpuRowWiseSharder(EmbeddingBagCollectionSharder):
     """The stock sharder, with row_wise admitted on CPU and the ``fused`` kernel only."""
 
@@ -112,8 +121,8 @@ class ShardedCtr:
         model = build_dlrm(arch, tables, dense_dim, seed)
         fused = {"optimizer": FBGEMM[arch.table_optimizer], "learning_rate": arch.table_lr, "eps": arch.table_eps}
         sharder = _CpuRowWiseSharder(fused_params=fused)
-        types = PLANNABLE if arch.sharding == "auto" else [arch.sharding]
-        constraints = {t.name: ParameterConstraints(sharding_types=types, compute_kernels=["fused"]) for t in tables}
+        constraints = {t.name: ParameterConstraints(sharding_types=sharding_types(arch, t), compute_kernels=["fused"])
+                       for t in tables}
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         planner = EmbeddingShardingPlanner(topology=Topology(world_size=world_size, local_world_size=local,
                                                              compute_device=device.type),

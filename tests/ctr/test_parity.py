@@ -31,8 +31,10 @@ def small_data(labels: str) -> CtrData:
 
 
 def setup(name: str, table: str, sharding: str = "auto") -> tuple[DLRMConfig, OptimConfig]:
+    """``sharding``: a type, or ``TYPE+row_wise>=N`` (``model.row_wise_min_rows=N``)."""
+    sharding, _, min_rows = sharding.partition("+row_wise>=")
     keys = dict(embedding_dim=4, bottom_mlp=[8], top_mlp=[8, 4], table_optimizer=table, table_lr=0.1,
-                sharding=sharding, eval_batch=50)
+                sharding=sharding, row_wise_min_rows=int(min_rows or 0), eval_batch=50)
     arch = DCNConfig(dcn_layers=2, dcn_rank=3, **keys) if name == "dcn" else DLRMConfig(**keys)
     return arch, OptimConfig(lr=0.01)
 
@@ -82,6 +84,7 @@ def check(got: dict, expected: dict) -> None:
 @pytest.mark.parametrize("name,table,labels,sharding,nproc", [
     ("dlrm", "sgd", "implicit", "row_wise", 2),
     ("dcn", "rowwise_adagrad", "explicit", "auto", 2),
+    ("dlrm", "sgd", "explicit", "table_wise+row_wise>=60", 2),  # user (60) and item (80) row_wise, fields table_wise
     pytest.param("dlrm", "sgd", "implicit", "row_wise", 1, marks=pytest.mark.slow),
     pytest.param("dlrm", "adagrad", "implicit", "table_wise", 2, marks=pytest.mark.slow),
     pytest.param("dlrm", "rowwise_adagrad", "implicit", "column_wise", 2, marks=pytest.mark.slow),
@@ -90,6 +93,9 @@ def test_ranks_match_the_dense_equations(ranks, name, table, labels, sharding, n
     expected = train_reference(name, table, labels)
     for got in ranks.run(train_sharded, name, table, labels, sharding, nproc=nproc):
         check(got, expected)
-        assert {r["sharding"] for r in got["plan"]} <= {"table_wise", "row_wise", "column_wise"}
-        if sharding != "auto":
-            assert {r["sharding"] for r in got["plan"]} == {sharding}
+        plan = {r["table"]: r["sharding"] for r in got["plan"]}
+        assert set(plan.values()) <= {"table_wise", "row_wise", "column_wise"}
+        if "+" in sharding:
+            assert plan == {"user_id": "row_wise", "item_id": "row_wise", "brand": "table_wise", "categories": "table_wise"}
+        elif sharding != "auto":
+            assert set(plan.values()) == {sharding}
