@@ -5,7 +5,7 @@ signal that depends on the items' content (``ctr/synthetic.py``).
 
 Explicit labels (the planted clicks), the dataset's 80/10/10 split. Ours: ``CtrTrainer`` at 1
 rank (the job's trainer: DLRM or DCN, fbgemm's row-wise Adagrad + Adam), ID-only and with the
-item features. The peer (DeepFM or DCN with the same sparse and dense inputs, Adam) runs in its
+item features. The peer (DeepFM, DCN or DCN-v2 with the same sparse and dense inputs, Adam) runs in its
 own virtual environment, ``benchmarks/.peers/deepctr`` (made on first use: torch from the local
 CPU wheel or PyTorch's CPU index, then deepctr-torch 0.3.0; never a project dependency). Both
 report the test AUC of their best valid epoch, on the ID-only inputs (ids, catalog fields, counts) and
@@ -108,7 +108,8 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--table-lr", type=float, default=0.05)
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
-    p.add_argument("--peers", default="deepfm,dcn", help="DeepCTR-Torch models: deepfm, dcn")
+    p.add_argument("--peers", default="deepfm,dcn,dcnv2", help="DeepCTR-Torch models: deepfm, dcn (vector cross), "
+                   "dcnv2 (matrix cross)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)

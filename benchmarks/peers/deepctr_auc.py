@@ -1,10 +1,12 @@
-"""DeepCTR-Torch 0.3.0's DeepFM or DCN on the samples ``benchmarks/ctr_auc.py`` exported: the AUC
+"""DeepCTR-Torch 0.3.0's DeepFM, DCN or DCN-v2 on the samples ``benchmarks/ctr_auc.py`` exported: the AUC
 reference. Runs in the peer's own virtual environment (torch, deepctr-torch, scikit-learn only).
 
     PEER_PYTHON benchmarks/peers/deepctr_auc.py SAMPLES.npz --model deepfm --epochs 20 --patience 3
 
 Sparse: user, item, brand (one id each), category paths (a multi-hot bag, sum-pooled); dense: the
-same columns ours reads. Adam; one epoch at a time, the test AUC of the best valid AUC's epoch.
+same columns ours reads. ``dcn`` is DCN's vector cross (x0 * (x . w)), ``dcnv2`` its matrix cross
+(x0 * (W x + b): DCN-v2's full-rank layer, which can form a product of any two input columns).
+Adam; one epoch at a time, the test AUC of the best valid AUC's epoch.
 Prints one JSON line.
 """
 
@@ -22,7 +24,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("samples")
-    p.add_argument("--model", default="deepfm", choices=["deepfm", "dcn"])
+    p.add_argument("--model", default="deepfm", choices=["deepfm", "dcn", "dcnv2"])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--batch", type=int, default=512)
@@ -46,7 +48,11 @@ def main():
                 "category": z[f"{split}_category"], "dense": z[f"{split}_dense"]}
 
     kw = dict(dnn_hidden_units=(64, 32), device="cpu", seed=0)
-    model = (DeepFM(columns, columns, **kw) if args.model == "deepfm" else DCN(columns, columns, cross_num=3, **kw))
+    if args.model == "deepfm":
+        model = DeepFM(columns, columns, **kw)
+    else:
+        cross = "matrix" if args.model == "dcnv2" else "vector"
+        model = DCN(columns, columns, cross_num=3, cross_parameterization=cross, **kw)
     model.compile(torch.optim.Adam(model.parameters(), lr=args.lr), "binary_crossentropy")
     best, waited, record, start = -1.0, 0, None, time.perf_counter()
     for epoch in range(args.epochs):
