@@ -4,7 +4,7 @@ Every rank holds its positions' outputs h (its users) and its rows E_r of the it
 The output layer is vocabulary-parallel, as Megatron-LM's cross-entropy: the positions are
 all-gathered with their targets, each rank scores them against its own rows only, and one
 all-gather of each rank's partial log-sum-exp and target logit gives each position's exact
-log-sum-exp. A forward step is two collectives and the backward two (every rank knows each
+log-sum-exp. A forward step is two collectives and the backward one (every rank knows each
 rank's position count from the batch; on a shared CPU each collective's latency, not its bytes,
 is what costs). No rank holds more than ``block`` x (its rows) logits at once: the backward
 recomputes them block by block from the saved log-sum-exp. Memory per rank: the gathered
@@ -91,21 +91,40 @@ class _ShardedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         hs, rows, ts, lse = ctx.saved_tensors
-        # each position's loss was counted on its owner: its gradient scale is that owner's
-        scales = _gather_equal(grad.detach().reshape(1)).view(-1)
-        per_rank = torch.repeat_interleave(scales, torch.tensor(ctx.counts)) / ctx.total
-        local = rows.shape[0]
-        d_rows, d_h = torch.zeros_like(rows), torch.zeros_like(hs)
-        mine = (ts >= ctx.lo) & (ts < ctx.lo + local)
-        for s in range(0, hs.shape[0], ctx.block):
-            hb = hs[s:s + ctx.block]
-            dz = (hb @ rows.T - lse[s:s + ctx.block, None]).exp()
-            m = mine[s:s + ctx.block]
-            dz[m.nonzero().squeeze(1), ts[s:s + ctx.block][m] - ctx.lo] -= 1.0
-            dz *= per_rank[s:s + ctx.block, None]
-            d_rows += dz.T @ hb
-            d_h[s:s + ctx.block] = dz @ rows
-        return _reduce(d_h)[ctx.own], d_rows, None, None, None, None
+        world = _world()
+        # A position's gradient scale is its owner's loss scale (``grad``; the same on every rank
+        # when each rank back-propagates its loss alone). The one all-reduce of the positions'
+        # gradients also carries each rank's scale in its slot; only if they differ is the table's
+        # gradient computed again, each position weighted by its owner's scale.
+        d_rows, d_h = _softmax_grads(hs, rows, ts, lse, ctx.lo, ctx.block, None)
+        slots = hs.new_zeros(world)
+        slots[dist.get_rank() if world > 1 else 0] = grad
+        flat = _reduce(torch.cat([d_h.reshape(-1), slots]))
+        d_h, scales = flat[:-world].view_as(d_h), flat[-world:]
+        if bool((scales == scales[0]).all()):
+            d_rows *= scales[0] / ctx.total
+        else:
+            weights = torch.repeat_interleave(scales, torch.tensor(ctx.counts)) / ctx.total
+            d_rows, _ = _softmax_grads(hs, rows, ts, lse, ctx.lo, ctx.block, weights)
+        return d_h[ctx.own] * (grad / ctx.total), d_rows, None, None, None, None
+
+
+def _softmax_grads(hs: torch.Tensor, rows: torch.Tensor, ts: torch.Tensor, lse: torch.Tensor, lo: int, block: int,
+                   weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows' share of d(sum of the positions' losses, each times its ``weights``, 1 if
+    None) / d rows, and / d hs (to be summed over ranks), block by block from the saved lse."""
+    d_rows, d_h = torch.zeros_like(rows), torch.zeros_like(hs)
+    mine = (ts >= lo) & (ts < lo + rows.shape[0])
+    for s in range(0, hs.shape[0], block):
+        hb = hs[s:s + block]
+        dz = (hb @ rows.T - lse[s:s + block, None]).exp()
+        m = mine[s:s + block]
+        dz[m.nonzero().squeeze(1), ts[s:s + block][m] - lo] -= 1.0
+        if weights is not None:
+            dz *= weights[s:s + block, None]
+        d_rows += dz.T @ hb
+        d_h[s:s + block] = dz @ rows
+    return d_rows, d_h
 
 
 def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, counts: tuple[int, ...],
