@@ -38,6 +38,7 @@ class PendingItem:
     file: str | None = None    # local file holding the image bytes
     error: str | None = None   # why a referenced image has no file (a failed download)
     cause: str | None = None   # that error without its retry count (Fetched.cause)
+    category_paths: tuple[tuple[str, ...], ...] = ()  # data.text.category_paths, for the CTR task's bags
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def build_shard(task: ShardTask) -> ShardResult:
         samples.append({"index": it.index, "fields": {"item_id": it.item_id, **it.fields, "image": it.image},
                         "image": jpeg})
         rows.append({"index": it.index, "item_id": it.item_id, **it.fields, "image": it.image,
-                     "has_image": state == WITH_IMAGE})
+                     "has_image": state == WITH_IMAGE, "category_paths": [list(p) for p in it.category_paths]})
     info = write_shard(task.path, samples)
     result = ShardResult(info, states, rejects, rows)
     record = {"fingerprint": task.fingerprint, **asdict(result)}

@@ -44,7 +44,7 @@ from cliper_dist.convert.shardwork import (CORRUPT, IMAGE_STATES, UNAVAILABLE, W
 from cliper_dist.data import schema
 from cliper_dist.data.interactions import Interactions, split_per_user, write_inter
 from cliper_dist.data.shards import ShardInfo
-from cliper_dist.data.text import text_fields
+from cliper_dist.data.text import category_paths, text_fields
 from cliper_dist.errors import UserError
 
 FORMAT_VERSION = 1
@@ -192,7 +192,8 @@ class DatasetWriter:
         elif image:
             file = str(local_path(image, self.image_dir))
         index = self.item_index.add(item_id)
-        self._pending.append(PendingItem(index, item_id, fields, image or None, where, file))
+        paths = tuple(map(tuple, category_paths(raw.get("categories"))))
+        self._pending.append(PendingItem(index, item_id, fields, image or None, where, file, category_paths=paths))
         if len(self._pending) >= self.options.shard_size:
             self._flush()
         return index

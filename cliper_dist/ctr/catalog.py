@@ -3,9 +3,9 @@
 - ``brand``: one id per item.
 - ``categories``: a multi-hot bag per item, one id per category path and every prefix of it
   (``Baby``, ``Baby > Feeding``, ``Baby > Feeding > Bottles``): items of a rare leaf still share
-  the ids of its parents. A converted dataset stores an item's categories as one string, the
-  unique names of its paths joined by ", " (``data/text.clean_categories``): that reads as one
-  path (exact for an item with one path; the names of several paths in their order otherwise).
+  the ids of its parents. A converted dataset's ``items.jsonl`` holds the paths as
+  ``category_paths``; one converted before that key existed has only ``categories``, its paths'
+  unique names joined by ", ", which reads as one path (exact for an item with one path).
 
 Ids: 0 = the item has no value, 1 = out of vocabulary (a value held by fewer than ``min_count``
 items), 2.. = the vocabulary in order of decreasing count (ties by value). Every bag holds at least
@@ -55,8 +55,8 @@ def _field_values(item: dict, field: str) -> list[str]:
     if field == "brand":
         brand = item.get("brand")
         return [str(brand).strip()] if brand and str(brand).strip() else []
-    paths = item.get("categories") or []
-    if isinstance(paths, str):  # a dataset directory's items.jsonl: convert's unique names joined by ", "
+    paths = item.get("category_paths", item.get("categories")) or []
+    if isinstance(paths, str):  # an older dataset directory: convert's unique names joined by ", "
         paths = [paths.split(", ")]
     out: list[str] = []
     for path in paths:

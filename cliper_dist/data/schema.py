@@ -5,7 +5,9 @@ Dataset directory (written by ``tools/convert.py``, read by encode and train)::
     DATASET/
       manifest.json          counts, per-shard sample counts and sha256, source and options
       items.jsonl            {"index", "item_id", "title", "brand", "categories", "description", "image",
-                              "has_image"}   (image: the catalog's path or URL)
+                              "has_image", "category_paths"}   (image: the catalog's path or URL;
+                              categories: the paths' names as one text; category_paths: the paths,
+                              lists of names; older datasets lack it)
       users.jsonl            {"index", "user_id"}
       interactions.inter     MMRec format in index space: userID<TAB>itemID[<TAB>rating][<TAB>timestamp]<TAB>x_label
                              (rating and timestamp, seconds, when the source has them; older datasets lack them)

@@ -23,19 +23,31 @@ def clean_text(value: Any) -> str:
     return _SPACE.sub(" ", _TAG.sub(" ", text)).strip()
 
 
+def category_paths(value: Any) -> list[list[str]]:
+    """The distinct category paths of a raw value, names cleaned, in order: a list of lists is one
+    path each (Amazon 2014), a flat list one path (Amazon 2023), a string one path of its
+    ", "-separated names."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        entries = [clean_text(value).split(", ")]
+    elif any(isinstance(e, (list, tuple)) for e in value):
+        entries = [e if isinstance(e, (list, tuple)) else [e] for e in value]
+    else:
+        entries = [value]
+    paths: list[list[str]] = []
+    for entry in entries:
+        path = [name for name in map(clean_text, entry) if name]
+        if path and path not in paths:
+            paths.append(path)
+    return paths
+
+
 def clean_categories(value: Any) -> str:
     """A string, a list of names, or a list of category paths -> unique names joined by ', '."""
-    if value is None:
-        return ""
     if isinstance(value, str):
         return clean_text(value)
-    names: list[str] = []
-    for entry in value:
-        for name in (entry if isinstance(entry, (list, tuple)) else [entry]):
-            name = clean_text(name)
-            if name and name not in names:
-                names.append(name)
-    return ", ".join(names)
+    return ", ".join(dict.fromkeys(name for path in category_paths(value) for name in path))
 
 
 def text_fields(raw: dict[str, Any]) -> dict[str, str]:

@@ -41,6 +41,7 @@ def test_amazon2014_python_literal_meta_and_5_core(tmp_path):
     assert items[0]["title"] == "Bottle & Nipple" and items[0]["has_image"]  # local file wins over the URL
     assert items[1]["description"] == "Loud®" and items[1]["image"] == "http://example.invalid/P0.jpg"
     assert items[2]["categories"] == "Baby, Toys" and items[3]["title"] == "Bib"
+    assert items[2]["category_paths"] == [["Baby", "Toys"], ["Toys"]] and items[3]["category_paths"] == []
     assert c["reviews_outside_k_core"] == 3 and c["meta_items_outside_k_core"] == 1
     # P4 (in the core) and P9 (outside it) have no metadata: their reviews are unknown_item either way
     assert c["rejects"] == {"duplicate_item": 1, "malformed_line": 2, "unknown_item": 8}
@@ -87,6 +88,7 @@ def test_amazon2023_jsonl_with_downloads(tmp_path, image_server):
     assert items[0]["image"].endswith("/ok/p0-main.jpg") and items[0]["has_image"]
     assert items[0]["description"] == "description 0 feature 0" and items[0]["brand"] == "Acme"
     assert items[2]["brand"] == "Fallback" and items[2]["categories"] == "Baby, Feeding"
+    assert items[2]["category_paths"] == [["Baby", "Feeding"]]  # 2023: a flat list is one path
     assert [r["has_image"] for r in items] == [True, False, False, True, False]
     c = read_manifest(out)["counts"]
     assert (c["with_image"], c["unavailable_image"], c["without_image"]) == (2, 1, 2)

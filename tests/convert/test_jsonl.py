@@ -42,6 +42,8 @@ def test_jsonl_counts_and_lists_every_bad_input(tmp_path):
     assert [r["item_id"] for r in items] == ["A", "B", "C", "D", "E", "F", "G"]
     assert [r["index"] for r in items] == list(range(7))
     assert items[0]["title"] == "Baby Tracker® log" and items[0]["categories"] == "Baby, Nursery, Books"
+    assert items[0]["category_paths"] == [["Baby", "Nursery"], ["Baby", "Books"]]
+    assert items[1]["category_paths"] == [["Feeding"]]
     assert items[0]["description"] == "Line one. Line two."
     assert items[5]["image"] == "https://example.invalid/f.jpg" and not items[5]["has_image"]
     assert [r["has_image"] for r in items] == [True, True, False, False, True, False, False]

@@ -6,7 +6,7 @@ import pytest
 from cliper_dist.convert.interactions import ITEM_BELOW_K, KEPT, USER_BELOW_K, InteractionBuilder, k_core, read_table
 from cliper_dist.convert.rejects import Rejects
 from cliper_dist.convert.sources import iter_lines, parse_record
-from cliper_dist.data.text import clean_categories, clean_text, text_fields
+from cliper_dist.data.text import category_paths, clean_categories, clean_text, text_fields
 from cliper_dist.errors import UserError
 from tests.convert.helpers import write_lines
 
@@ -24,6 +24,9 @@ def test_text_is_cleaned():
     assert clean_text(["a ", None, "<i>b</i>"]) == "a b"
     assert clean_categories([["Baby", "Feeding"], ["Baby", "Bibs"]]) == "Baby, Feeding, Bibs"
     assert clean_categories("Toys &amp; Games") == "Toys & Games"
+    assert category_paths([["Baby", "Feeding"], ["Baby", "Feeding"], ["Baby", " "]]) == [["Baby", "Feeding"], ["Baby"]]
+    assert category_paths(["Baby", "Feeding &amp; Bibs"]) == [["Baby", "Feeding & Bibs"]]
+    assert category_paths("Baby, Feeding") == [["Baby", "Feeding"]] and category_paths(None) == []
     assert text_fields({"title": "T", "extra": 1}) == {"title": "T", "brand": "", "categories": "", "description": ""}
 
 

@@ -47,14 +47,16 @@ def test_implicit_negatives_are_unseen_and_seeded(synth, dataset, tmp_path):
 
 def test_vocabulary_sends_rare_values_to_oov(synth):
     items = [{"brand": "a"}, {"brand": "a"}, {"brand": "b"}, {},
-             {"categories": [["X", "Y"], ["X", "Z"]]}, {"categories": "X, Y"}]
+             {"categories": [["X", "Y"], ["X", "Z"]]}, {"categories": "X, Y"},
+             {"categories": "X, Y, Z", "category_paths": [["X", "Y"], ["X", "Z"]]}]
     brand = build_field(items, "brand", min_count=2)
     assert brand.vocab == ["a"]
     assert [brand.bags(np.array([i]))[0].tolist() for i in range(4)] == [[2], [2], [OOV], [MISSING]]
     cats = build_field(items, "categories", min_count=1)
     values, lengths = cats.bags(np.array([4, 0]))
     assert lengths.tolist() == [3, 1] and values[-1] == MISSING  # X, X > Y, X > Z; nothing
-    np.testing.assert_array_equal(cats.bags(np.array([5]))[0], values[:2])  # a converted dataset's string: X, X > Y
+    np.testing.assert_array_equal(cats.bags(np.array([5]))[0], values[:2])  # an older dataset's string: X, X > Y
+    np.testing.assert_array_equal(cats.bags(np.array([6]))[0], values[:3])  # a converted dataset's paths
 
 
 def test_batches_are_the_same_at_any_world_size(synth, dataset):
