@@ -59,7 +59,8 @@ def make_data(args, with_features: bool) -> CtrData:
 
 
 def train_ours(data: CtrData, args, info) -> dict:
-    keys = dict(embedding_dim=16, bottom_mlp=[64], top_mlp=[64, 32], table_lr=args.table_lr)
+    keys = dict(embedding_dim=args.dim, bottom_mlp=[64], top_mlp=[64, 32], bottom_out=args.bottom_out,
+                table_lr=args.table_lr)
     cfg = DCNConfig(**keys) if args.model == "dcn" else DLRMConfig(**keys)
     trainer = CtrTrainer(data, cfg, OptimConfig(lr=1e-3), args.batch, SEED, info)
     best, waited, record = -1.0, 0, {}
@@ -107,6 +108,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--table-lr", type=float, default=0.05)
+    p.add_argument("--dim", type=int, default=16, help="the embedding width, both sides")
+    p.add_argument("--bottom-out", default="linear", choices=["linear", "relu"], help="ours: model.bottom_out")
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
     p.add_argument("--peers", default="deepfm,dcn,dcnv2", help="DeepCTR-Torch models: deepfm, dcn (vector cross), "
                    "dcnv2 (matrix cross)")
@@ -117,7 +120,8 @@ def main() -> None:
     summary = {"summary": "ctr_auc"}
     for features in (False, True):
         data = make_data(args, features)
-        ours = {"side": f"ours_{args.model}", "features": features, **train_ours(data, args, info)}
+        ours = {"side": f"ours_{args.model}", "features": features, "dim": args.dim, "bottom_out": args.bottom_out,
+                **train_ours(data, args, info)}
         print(json.dumps(ours), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             export(data, Path(tmp) / "samples.npz")
@@ -133,7 +137,8 @@ def main() -> None:
 def run_peer(samples: Path, peer: str, args) -> dict:
     out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"), str(samples),
                           "--model", peer, "--epochs", str(args.epochs), "--patience", str(args.patience),
-                          "--batch", str(args.batch), "--threads", str(args.threads)], capture_output=True, text=True)
+                          "--batch", str(args.batch), "--threads", str(args.threads), "--dim", str(args.dim)],
+                         capture_output=True, text=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode or line is None:
         sys.exit(f"the peer failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")

@@ -76,7 +76,7 @@ def one_world(args) -> None:
     info = dist.init(device="cpu")
     specs = tables(args.largest)
     t0 = time.perf_counter()
-    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], sharding=args.sharding,
+    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], bottom_out="relu", sharding=args.sharding,
                      row_wise_min_rows=args.row_wise_min_rows)
     model = ShardedCtr(cfg, OptimConfig(), specs, DENSE, args.batch // info.world_size, 0, info.world_size,
                        info.device)

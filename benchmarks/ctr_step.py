@@ -57,7 +57,8 @@ def make_data(args) -> CtrData:
 
 
 def arch(args) -> DLRMConfig:
-    return DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[128, 64], sharding=args.sharding)
+    return DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[128, 64], bottom_out="relu",
+                      sharding=args.sharding)  # relu: the example's DLRM
 
 
 def samples_for(data: CtrData, args, steps: int) -> Samples:

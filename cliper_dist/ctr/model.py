@@ -68,9 +68,12 @@ def build_dlrm(arch: DLRMConfig, tables: list[TableSpec], dense_dim: int, seed: 
     torch.manual_seed(seed)
     bottom, top = [*arch.bottom_mlp, arch.embedding_dim], [*arch.top_mlp, 1]
     if isinstance(arch, DCNConfig):
-        return DLRMTrain(DLRM_DCN(ebc, dense_dim, bottom, top, dcn_num_layers=arch.dcn_layers,
-                                  dcn_low_rank_dim=arch.dcn_rank))
-    return DLRMTrain(DLRM(ebc, dense_dim, bottom, top))
+        model = DLRM_DCN(ebc, dense_dim, bottom, top, dcn_num_layers=arch.dcn_layers, dcn_low_rank_dim=arch.dcn_rank)
+    else:
+        model = DLRM(ebc, dense_dim, bottom, top)
+    if arch.bottom_out == "linear":  # torchrec's MLP applies ReLU after every layer, its output layer's too
+        model.dense_arch.model._mlp[-1]._activation_fn = nn.Identity()
+    return DLRMTrain(model)
 
 
 def init_table(spec: TableSpec, index: int, dim: int, seed: int, lo: int, hi: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from cliper_dist import dist
 from cliper_dist.ctr.catalog import build_field
 from cliper_dist.ctr.config import DCNConfig, DLRMConfig
 from cliper_dist.ctr.data import CtrData, LabelConfig, rank_batches, standardise
+from cliper_dist.ctr.model import TableSpec, build_dlrm
 from cliper_dist.ctr.reference import ReferenceCtr
 from cliper_dist.ctr.synthetic import synthetic_ctr
 from cliper_dist.ctr.trainer import CtrTrainer, ctr_metrics, gathered_tables, tables_of
@@ -99,3 +100,11 @@ def test_ranks_match_the_dense_equations(ranks, name, table, labels, sharding, n
             assert plan == {"user_id": "row_wise", "item_id": "row_wise", "brand": "table_wise", "categories": "table_wise"}
         elif sharding != "auto":
             assert set(plan.values()) == {sharding}
+
+
+@pytest.mark.parametrize("bottom_out", ["linear", "relu"])
+def test_bottom_out_is_the_bottom_mlps_last_activation(bottom_out):
+    dense = build_dlrm(DLRMConfig(embedding_dim=4, bottom_mlp=[8], bottom_out=bottom_out), [TableSpec("t", 5)], 3,
+                       seed=0).model.dense_arch
+    out = dense(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)))
+    assert (out.min() < 0) == (bottom_out == "linear") and out.shape == (64, 4)
