@@ -177,12 +177,7 @@ class SeqNet(nn.Module):
 class DenseStep:
     """The dense part's optimizer step as torchrec's pipeline calls it: the gradients summed over
     ranks (each rank's loss is its share of the global mean), then Adam. The table's optimizer
-    already ran, fused into the backward.
-
-    The sum starts, asynchronously, as soon as the backward has produced the last dense gradient
-    (the encoder's come before the table's), so it runs while the table's backward all-to-all does;
-    ``step`` waits for it. Every rank's backward reaches that point in the same order of
-    collectives, as DDP's bucketed all-reduce relies on."""
+    already ran, fused into the backward."""
 
     def __init__(self, params: list[nn.Parameter], optim: OptimConfig):
         self.params = params
@@ -191,30 +186,17 @@ class DenseStep:
         for p in params:  # Adam's state exists from the start: a checkpoint loads into it
             self.adam.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
                                   "exp_avg_sq": torch.zeros_like(p)}
-        self.distributed = dist.is_initialized() and dist.get_world_size() > 1
-        self._ready, self._summing = 0, None
-        if self.distributed:
-            for p in params:
-                p.register_post_accumulate_grad_hook(self._grad_ready)
-
-    def _grad_ready(self, _: nn.Parameter) -> None:
-        self._ready += 1
-        if self._ready == len(self.params):
-            flat = torch.cat([p.grad.reshape(-1) for p in self.params])
-            self._summing = (flat, dist.all_reduce(flat, async_op=True))
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         self.adam.zero_grad(set_to_none=False)
-        self._ready = 0
 
     def step(self) -> None:
-        if self.distributed:
-            if self._summing is None:
-                raise RuntimeError("DenseStep.step: the backward left a dense parameter without a gradient")
-            (flat, work), self._summing = self._summing, None
-            work.wait()
-            for p, part in zip(self.params, flat.split([p.numel() for p in self.params])):
-                p.grad.copy_(part.view_as(p.grad))
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            grads = [p.grad for p in self.params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(part.view_as(g))
         self.adam.step()
 
 
