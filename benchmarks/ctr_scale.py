@@ -76,8 +76,8 @@ def one_world(args) -> None:
     info = dist.init(device="cpu")
     specs = tables(args.largest)
     t0 = time.perf_counter()
-    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], bottom_out="relu", sharding=args.sharding,
-                     row_wise_min_rows=args.row_wise_min_rows)
+    cfg = DLRMConfig(embedding_dim=args.dim, bottom_mlp=[128], top_mlp=[256, 128], bottom_out="relu",
+                     sharding=args.sharding, row_wise_min_rows=args.row_wise_min_rows)
     model = ShardedCtr(cfg, OptimConfig(), specs, DENSE, args.batch // info.world_size, 0, info.world_size,
                        info.device)
     pipeline = TrainPipelineSparseDist(model.dmp, model.optimizer, device=info.device)
@@ -143,7 +143,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8192)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sharding", default="row_wise", choices=["row_wise", "auto", "table_wise", "column_wise"],
-                   help="forced for every table (the issue's row_wise), or auto: the planner's choice")
+                   help="forced for every table below --row-wise-min-rows (all: the issue's row_wise), or auto: "
+                   "the planner's choice")
     p.add_argument("--row-wise-min-rows", type=int, default=0, help="tables of at least this many rows row_wise, "
                    "the rest --sharding's (model.row_wise_min_rows; 0: off)")
     p.add_argument("--profile", action="store_true", help="torch.profiler over the steps: rank 0's costliest ops, "

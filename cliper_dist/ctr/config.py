@@ -28,7 +28,7 @@ class DLRMConfig(FeatureConfig):
     negatives: int = 4  # implicit labels: non-clicks sampled per interaction (train: per epoch; valid/test: once)
     fields: list[str] = field(default_factory=lambda: ["brand", "categories"])  # catalog fields as sparse ids ([]: ids only)
     min_count: int = 2  # a field value held by fewer items goes to the OOV id
-    sharding: Sharding = "auto"  # auto: torchrec's planner chooses per table; else forced for every table
+    sharding: Sharding = "auto"  # auto: torchrec's planner chooses per table; else forced (but row_wise_min_rows)
     row_wise_min_rows: int = 0  # a table of at least this many rows is row_wise whatever `sharding` says (0: off)
     table_optimizer: TableOptimizer = "rowwise_adagrad"  # fbgemm's, fused into the backward (CPU: no Adam)
     table_lr: float = 0.05

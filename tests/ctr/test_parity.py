@@ -97,14 +97,17 @@ def test_ranks_match_the_dense_equations(ranks, name, table, labels, sharding, n
         plan = {r["table"]: r["sharding"] for r in got["plan"]}
         assert set(plan.values()) <= {"table_wise", "row_wise", "column_wise"}
         if "+" in sharding:
-            assert plan == {"user_id": "row_wise", "item_id": "row_wise", "brand": "table_wise", "categories": "table_wise"}
+            assert plan == {"user_id": "row_wise", "item_id": "row_wise", "brand": "table_wise",
+                            "categories": "table_wise"}
         elif sharding != "auto":
             assert set(plan.values()) == {sharding}
 
 
+@pytest.mark.parametrize("config_class", [DLRMConfig, DCNConfig])
 @pytest.mark.parametrize("bottom_out", ["linear", "relu"])
-def test_bottom_out_is_the_bottom_mlps_last_activation(bottom_out):
-    dense = build_dlrm(DLRMConfig(embedding_dim=4, bottom_mlp=[8], bottom_out=bottom_out), [TableSpec("t", 5)], 3,
-                       seed=0).model.dense_arch
+def test_bottom_out_is_the_bottom_mlps_last_activation(config_class, bottom_out):
+    """(The parity cases cannot see it: the reference is built by the same ``build_dlrm``.)"""
+    arch = config_class(embedding_dim=4, bottom_mlp=[8], bottom_out=bottom_out)
+    dense = build_dlrm(arch, [TableSpec("t", 5)], 3, seed=0).model.dense_arch
     out = dense(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)))
     assert (out.min() < 0) == (bottom_out == "linear") and out.shape == (64, 4)

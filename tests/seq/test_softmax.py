@@ -12,7 +12,7 @@ from cliper_dist import dist
 from cliper_dist.seq.softmax import sharded_cross_entropy
 
 COUNTS, ITEMS, DIM, LO_1 = (7, 4), 9, 5, 4  # rank 0: positions 0-6, rows 0-3; rank 1: positions 7-10, rows 4-8
-SCALES = ((1.0, 1.0), (1.0, 3.0))
+SCALES = ((2.0, 2.0), (1.0, 3.0))
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
