@@ -59,10 +59,10 @@ def make_data(args, with_features: bool) -> CtrData:
 
 
 def train_ours(data: CtrData, args, info) -> dict:
-    keys = dict(embedding_dim=args.dim, bottom_mlp=[64], top_mlp=[64, 32], bottom_out=args.bottom_out,
+    keys = dict(embedding_dim=args.dim, bottom_mlp=args.bottom_mlp, top_mlp=[64, 32], bottom_out=args.bottom_out,
                 table_lr=args.table_lr)
     cfg = DCNConfig(**keys) if args.model == "dcn" else DLRMConfig(**keys)
-    trainer = CtrTrainer(data, cfg, OptimConfig(lr=1e-3), args.batch, SEED, info)
+    trainer = CtrTrainer(data, cfg, OptimConfig(lr=1e-3), args.batch, args.seed, info)
     best, waited, record = -1.0, 0, {}
     for epoch in range(args.epochs):
         trainer.train_epoch(epoch)
@@ -110,6 +110,8 @@ def main() -> None:
     p.add_argument("--table-lr", type=float, default=0.05)
     p.add_argument("--dim", type=int, default=16, help="the embedding width, both sides")
     p.add_argument("--bottom-out", default="linear", choices=["linear", "relu"], help="ours: model.bottom_out")
+    p.add_argument("--bottom-mlp", type=int, nargs="*", default=[64], help="ours: model.bottom_mlp's hidden sizes")
+    p.add_argument("--seed", type=int, default=0, help="both sides' initial values and batch order (the data: seed 0)")
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
     p.add_argument("--peers", default="deepfm,dcn,dcnv2", help="DeepCTR-Torch models: deepfm, dcn (vector cross), "
                    "dcnv2 (matrix cross)")
@@ -121,6 +123,7 @@ def main() -> None:
     for features in (False, True):
         data = make_data(args, features)
         ours = {"side": f"ours_{args.model}", "features": features, "dim": args.dim, "bottom_out": args.bottom_out,
+                "bottom_mlp": args.bottom_mlp, "seed": args.seed,
                 **train_ours(data, args, info)}
         print(json.dumps(ours), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +140,8 @@ def main() -> None:
 def run_peer(samples: Path, peer: str, args) -> dict:
     out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"), str(samples),
                           "--model", peer, "--epochs", str(args.epochs), "--patience", str(args.patience),
-                          "--batch", str(args.batch), "--threads", str(args.threads), "--dim", str(args.dim)],
+                          "--batch", str(args.batch), "--threads", str(args.threads), "--dim", str(args.dim),
+                          "--seed", str(args.seed)],
                          capture_output=True, text=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode or line is None:

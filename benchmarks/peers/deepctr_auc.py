@@ -31,9 +31,10 @@ def main():
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     z = np.load(args.samples)
     sizes = {k: int(z[f"size_{k}"]) for k in ("user", "item", "brand", "category")}
     dense_dim = z["train_dense"].shape[1]
@@ -47,7 +48,7 @@ def main():
         return {"user": z[f"{split}_user"], "item": z[f"{split}_item"], "brand": z[f"{split}_brand"],
                 "category": z[f"{split}_category"], "dense": z[f"{split}_dense"]}
 
-    kw = dict(dnn_hidden_units=(64, 32), device="cpu", seed=0)
+    kw = dict(dnn_hidden_units=(64, 32), device="cpu", seed=args.seed)
     if args.model == "deepfm":
         model = DeepFM(columns, columns, **kw)
     else:
