@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -124,8 +125,7 @@ def one_world(args) -> None:
 
 def plan_counts(rows: list[dict]) -> dict[str, int]:
     """Tables per sharding type."""
-    types = [r["sharding"] for r in rows]
-    return {t: types.count(t) for t in sorted(set(types))}
+    return dict(sorted(Counter(r["sharding"] for r in rows).items()))
 
 
 def top_ops(profiler, steps: int, n: int = 12) -> dict:

@@ -22,6 +22,10 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+def _rank() -> int:
+    return dist.get_rank() if _world() > 1 else 0
+
+
 def gather_rows(x: torch.Tensor, counts: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
     """Every rank's rows of ``x`` (n_r, ...) concatenated in rank order, and the n_r (gathered
     first unless ``counts`` gives them)."""
@@ -63,9 +67,8 @@ def _reduce(x: torch.Tensor) -> torch.Tensor:
 
 
 def _own(counts: list[int]) -> slice:
-    rank = dist.get_rank() if _world() > 1 else 0
-    start = sum(counts[:rank])
-    return slice(start, start + counts[rank])
+    start = sum(counts[:_rank()])
+    return slice(start, start + counts[_rank()])
 
 
 class _ShardedCrossEntropy(torch.autograd.Function):
@@ -98,7 +101,7 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         # gradient computed again, each position weighted by its owner's scale.
         d_rows, d_h = _softmax_grads(hs, rows, ts, lse, ctx.lo, ctx.block, None)
         slots = hs.new_zeros(world)
-        slots[dist.get_rank() if world > 1 else 0] = grad
+        slots[_rank()] = grad
         flat = _reduce(torch.cat([d_h.reshape(-1), slots]))
         d_h, scales = flat[:-world].view_as(d_h), flat[-world:]
         if bool((scales == scales[0]).all()):
