@@ -2,10 +2,18 @@
 
 A dataset converted with ``split=loo`` (``data/interactions.split_per_user``) holds out each
 user's last item by time (test) and the one before (valid); the rest trains, in time order.
-Every rank builds the same batches: a seeded permutation per epoch of the users
-with at least two training items, cut into global batches; rank r takes its contiguous share,
-and negatives are drawn for the whole global batch from (seed, epoch, step) before slicing, so
-the batches and negatives are the same at any world size.
+A training example is a slice of one user's training items in time order, in one of two forms
+(``model.train_examples``):
+
+- ``window`` (the SASRec paper's): one per user, its last L+1 items; each of the first L predicts
+  the next, so every position is a target;
+- ``prefix`` (RecBole's and GRU4Rec's): one per training item but each user's first, the up to L
+  items before it as input and it the only target, read at the last position.
+
+Both cover the same targets in an epoch (``window``: those in a user's last L+1). Every rank builds
+the same batches: a seeded permutation per epoch of the examples, cut into global batches; rank r
+takes its contiguous share, and negatives are drawn for the whole global batch from (seed, epoch,
+step) before slicing, so the batches and negatives are the same at any world size.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +30,8 @@ from cliper_dist.data.interactions import Interactions
 from cliper_dist.data.recdata import load_interactions
 from cliper_dist.data.schema import SPLIT_NAMES, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID
 from cliper_dist.errors import UserError
+
+Examples = Literal["window", "prefix"]
 
 
 @dataclass
@@ -93,19 +104,25 @@ def load_sequences(path: str | Path) -> Sequences:
 
 @dataclass
 class Batch:
-    """One rank's share of a global batch: ``bags`` users (padding users have empty bags)."""
+    """One rank's share of a global batch: ``bags`` examples (padding examples have empty bags)."""
 
     bags: int
-    inputs: torch.Tensor  # jagged input items, user-major, oldest first
-    targets: torch.Tensor  # the next item of each input position
-    negatives: torch.Tensor  # a sampled item per position
-    lengths: torch.Tensor  # positions per user
-    counts: tuple[int, ...]  # positions of each rank's share (every rank knows all: no collective asks)
+    inputs: torch.Tensor  # jagged input items, example-major, oldest first
+    targets: torch.Tensor  # the next item of each target position
+    negatives: torch.Tensor  # a sampled item per target
+    lengths: torch.Tensor  # input positions per example
+    counts: tuple[int, ...]  # targets of each rank's share (every rank knows all: no collective asks)
+    last_only: bool = False  # prefix examples: an example's last position is its only target
 
     @property
     def total(self) -> int:
-        """Positions in the global batch: the loss is a mean over them."""
+        """Targets in the global batch: the loss is a mean over them."""
         return sum(self.counts)
+
+    @property
+    def target_lengths(self) -> torch.Tensor:
+        """Targets per example."""
+        return (self.lengths > 0).long() if self.last_only else self.lengths
 
 
 def _pair_keys(user: np.ndarray, item: np.ndarray, num_items: int) -> np.ndarray:
@@ -125,33 +142,51 @@ def sample_negatives(seqs: Sequences, users: np.ndarray, g: np.random.Generator)
 
 
 def training_positions(seqs: Sequences, max_len: int) -> np.ndarray:
-    """Each user's training positions in an epoch: its last L+1 training items give L (0: none)."""
+    """Each user's targets in a ``window`` epoch: its last L+1 training items give L (0: none)."""
     return np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
 
 
+def training_examples(seqs: Sequences, max_len: int, examples: Examples) -> tuple[np.ndarray, np.ndarray]:
+    """An epoch's examples in user then time order, as slices [start, end) of ``seqs.items``: the
+    inputs are ``items[start:end-1]``, the targets the items after each (``window``) or the last
+    (``prefix``)."""
+    if examples == "window":
+        positions = training_positions(seqs, max_len)
+        end = seqs.indptr[1:][positions >= 1]
+        return end - positions[positions >= 1] - 1, end
+    first = np.zeros(len(seqs.items), dtype=bool)
+    first[seqs.indptr[:-1][np.diff(seqs.indptr) > 0]] = True
+    target = np.flatnonzero(~first)
+    user_start = np.repeat(seqs.indptr[:-1], np.diff(seqs.indptr))[target]
+    return np.maximum(user_start, target - max_len), target + 1
+
+
 def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, seed: int, rank: int,
-                  world_size: int, negatives: bool = True):
-    """This rank's batches of one epoch (a generator); the global batch is ``batch_size`` users.
+                  world_size: int, negatives: bool = True, examples: Examples = "window"):
+    """This rank's batches of one epoch (a generator); the global batch is ``batch_size`` examples.
     ``negatives=False`` (the full softmax needs none): the batches' negatives are empty."""
-    lengths = training_positions(seqs, max_len)
-    users = np.flatnonzero(lengths >= 1)
-    users = users[np.random.default_rng([seed, epoch]).permutation(len(users))]
+    start, end = training_examples(seqs, max_len, examples)
+    order = np.random.default_rng([seed, epoch]).permutation(len(start))
+    start, end = start[order], end[order]
+    last_only = examples == "prefix"
+    owner = np.repeat(np.arange(seqs.num_users), np.diff(seqs.indptr))
     per_rank = -(-batch_size // world_size)
-    for step, start in enumerate(range(0, len(users), batch_size)):
-        group = users[start:start + batch_size]
-        n = lengths[group]
+    empty = np.zeros(0, dtype=np.int64)
+    for step, first in enumerate(range(0, len(start), batch_size)):
+        s, e = start[first:first + batch_size], end[first:first + batch_size]
+        n = e - s - 1  # input positions per example
+        targets_per = np.ones_like(n) if last_only else n
         rng = np.random.default_rng([seed, epoch, step])
-        drawn = sample_negatives(seqs, np.repeat(group, n), rng) if negatives else np.zeros(0, dtype=np.int64)
-        cuts = np.minimum(np.arange(world_size + 1) * per_rank, len(group))
-        counts = tuple(int(n[a:b].sum()) for a, b in zip(cuts[:-1], cuts[1:]))
+        drawn = (sample_negatives(seqs, np.repeat(owner[e - 1], targets_per), rng) if negatives else empty)
+        cuts = np.minimum(np.arange(world_size + 1) * per_rank, len(s))
+        counts = tuple(int(targets_per[a:b].sum()) for a, b in zip(cuts[:-1], cuts[1:]))
         lo, hi = cuts[rank], cuts[rank + 1]
-        first = int(n[:lo].sum())
-        mine = group[lo:hi]
-        windows = [seqs.row(u)[-(m + 1):] for u, m in zip(mine, n[lo:hi])]
-        empty = np.zeros(0, dtype=np.int64)
+        before = int(targets_per[:lo].sum())
+        windows = [seqs.items[a:b] for a, b in zip(s[lo:hi], e[lo:hi])]
         inputs = np.concatenate([w[:-1] for w in windows]) if windows else empty
-        targets = np.concatenate([w[1:] for w in windows]) if windows else empty
+        targets = (np.concatenate([w[-1:] if last_only else w[1:] for w in windows]) if windows else empty)
         bag_lengths = np.zeros(per_rank, dtype=np.int64)
         bag_lengths[:hi - lo] = n[lo:hi]
         yield Batch(per_rank, torch.from_numpy(inputs), torch.from_numpy(targets),
-                    torch.from_numpy(drawn[first:first + len(inputs)]), torch.from_numpy(bag_lengths), counts)
+                    torch.from_numpy(drawn[before:before + len(targets)]), torch.from_numpy(bag_lengths), counts,
+                    last_only)

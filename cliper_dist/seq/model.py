@@ -34,7 +34,7 @@ from cliper_dist.data.item_features import Features
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import FeatureConfig
 from cliper_dist.parallel.optim import OptimConfig
-from cliper_dist.seq.data import Batch, Sequences
+from cliper_dist.seq.data import Batch, Examples, Sequences
 from cliper_dist.seq.sasrec import SASRec, left_pad
 from cliper_dist.seq.softmax import sharded_cross_entropy, target_ranks
 from cliper_dist.seq.table import ItemTable, Optimizer, TableOptim, keyed_ids, row_bounds
@@ -49,6 +49,8 @@ class SASRecConfig(FeatureConfig):
     name: Literal["sasrec"] = "sasrec"
     loss: Literal["bce", "ce"] = "ce"  # bce: one sampled negative per position (the paper); ce: full softmax
     item_input: ItemInput = "id"  # an item's vector: ID row, projected features (--features), or their sum
+    train_examples: Examples = "window"  # window: a user's last L+1 items, every position a target (the
+    # paper's); prefix: one example per training item, its L items before as input (RecBole's). seq/data.py
     max_len: int = 50  # L: the most recent items a user's representation reads
     blocks: int = 2  # self-attention blocks
     heads: int = 1
@@ -111,7 +113,7 @@ class SeqBatch(Pipelineable):
     def to(self, device: torch.device, non_blocking: bool = False) -> "SeqBatch":
         b = self.batch
         moved = Batch(b.bags, *(t.to(device, non_blocking=non_blocking) for t in (b.inputs, b.targets, b.negatives,
-                                                                                 b.lengths)), b.counts)
+                                                                                 b.lengths)), b.counts, b.last_only)
         ids = {k: tuple(t.to(device, non_blocking=non_blocking) for t in v) for k, v in self.ids.items()}
         return SeqBatch(moved, ids, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
 
@@ -151,7 +153,7 @@ class SeqHead(nn.Module):
         batch = step.batch
         vectors = self.vectors(looked_up, step.ids)
         y, mask = self.encode(vectors["seq"], batch.lengths)
-        h = y[mask]
+        h = y[:, -1][batch.lengths > 0] if batch.last_only else y[mask]
         if self.cfg.loss == "bce":
             pos = (h * vectors["pos"]).sum(-1)
             neg = (h * vectors["neg"]).sum(-1)
@@ -240,7 +242,7 @@ class SeqModel:
         """A batch's ids per key (the full softmax's: this rank's rows) and their KJT."""
         ids = {"seq": (batch.inputs, batch.lengths)}
         if self.cfg.loss == "bce":
-            ids.update(pos=(batch.targets, batch.lengths), neg=(batch.negatives, batch.lengths))
+            ids.update(pos=(batch.targets, batch.target_lengths), neg=(batch.negatives, batch.target_lengths))
         else:
             lengths = torch.zeros(batch.bags, dtype=torch.long)
             lengths[0] = self.hi - self.lo  # all in the first bag: row-wise routing keeps them on this rank

@@ -25,7 +25,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from cliper_dist.dist import DistInfo, Progress
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.phases import Phases
-from cliper_dist.seq.data import Batch, Sequences, train_batches, training_positions
+from cliper_dist.seq.data import Batch, Sequences, train_batches, training_examples
 from cliper_dist.seq.model import SASRecConfig, SeqModel, evaluate
 
 SPLITS = ("valid", "test")
@@ -48,7 +48,7 @@ class SeqTrainer:
         self.eval_users, self.estimate = eval_users, estimate  # a sample of users (eval_users), labelled
         self.model = SeqModel(cfg, optim, seqs.num_items, seed, info.rank, info.world_size, info.device, features)
         self.build_seconds: dict[str, float] = {}
-        self.steps_per_epoch = -(-int((training_positions(seqs, cfg.max_len) >= 1).sum()) // batch_size)
+        self.steps_per_epoch = -(-len(training_examples(seqs, cfg.max_len, cfg.train_examples)[0]) // batch_size)
         self.pipeline = (None if self.model.dmp is None else
                          TrainPipelineSparseDist(self.model.dmp, self.model.optimizer, info.device))
 
@@ -60,7 +60,7 @@ class SeqTrainer:
         content = "" if self.model.content is None else (
             f"; features {tuple(self.model.content.features.shape)} projected to {c.embedding_dim}")
         return (f"sasrec: {s.num_users} users, {s.num_items} items, {len(s.items)} training interactions, "
-                f"loss {c.loss}, item input {c.item_input}, L={c.max_len}, {c.blocks} block(s) x {c.heads} head(s), "
+                f"loss {c.loss}, {c.train_examples} examples, item input {c.item_input}, L={c.max_len}, {c.blocks} block(s) x {c.heads} head(s), "
                 f"{self.info.world_size} rank(s)\n{table}{content}")
 
     def train_epoch(self, epoch: int, phases: Phases) -> float:
@@ -70,7 +70,8 @@ class SeqTrainer:
         for group in self.model.optimizer.adam.param_groups:
             group["lr"] = self.optim_cfg.lr * decay
         batches = train_batches(self.seqs, self.cfg.max_len, self.batch_size, epoch, self.seed, self.info.rank,
-                                self.info.world_size, negatives=self.cfg.loss == "bce")
+                                self.info.world_size, negatives=self.cfg.loss == "bce",
+                                examples=self.cfg.train_examples)
         total, steps = torch.zeros((), dtype=torch.float64), 0
         progress = Progress(self.steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step")
         with phases("steps"):

@@ -57,7 +57,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda (nccl) where visible, else cpu (gloo)
     threads: int = 0  # torch intra-op threads per rank (0: leave torch's default)
     epochs: int = 1000  # epoch budget (early stopping usually ends the run first)
-    batch_size: int = 2048  # global (cf: interactions, every rank on its own columns; seq: users, dealt out)
+    batch_size: int = 2048  # global (cf: interactions, every rank on its own columns; seq: examples, dealt out)
     patience: int = 20  # evaluations without a better primary valid metric before stopping (cf: R@20, seq: N@10)
     eval_every: int = 1  # epochs between evaluations (valid and test, full ranking)
     eval_batch_users: int = 256  # users scored at once against all items (memory: this x items floats)

@@ -151,10 +151,12 @@ def test_seq_recbole_side_by_side_on_one_split(tmp_path):
     result = run_python([REPO / "benchmarks/seq_recbole.py", "--users", "150", "--items", "60", "--epochs", "2",
                          "--patience", "1", "--workdir", tmp_path], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
-    peer, ours, summary = _rows(result.stdout)
-    assert peer["impl"] == "recbole-1.2.1" and ours["impl"] == "cliper-dist" and summary["split_identical"]
-    assert peer["test_users"] == 150 and peer["num_items_ranked"] == ours["num_items_ranked"] == 60
-    assert 0 < summary["ndcg_ratio"] and summary["epoch_speedup"] > 0
+    peer, window, prefix, summary = _rows(result.stdout)
+    assert peer["impl"] == "recbole-1.2.1" and summary["split_identical"]
+    assert [(r["impl"], r["examples"], r["batch"]) for r in (window, prefix)] == [
+        ("cliper-dist", "window", summary["ours_batch"]), ("cliper-dist", "prefix", 256)]
+    assert peer["test_users"] == 150 and peer["num_items_ranked"] == window["num_items_ranked"] == 60
+    assert all(0 < summary[f"ndcg_ratio_{e}"] and summary[f"epoch_speedup_{e}"] > 0 for e in ("window", "prefix"))
 
 
 def test_seq_demo_table_rows_over_two_seeds(tmp_path):

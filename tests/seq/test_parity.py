@@ -23,26 +23,27 @@ def synthetic_sequences() -> Sequences:
     return Sequences.from_interactions(inter, USERS, ITEMS, "synthetic")
 
 
-def config(loss: str, table: str, item_input: str) -> SASRecConfig:
+def config(loss: str, table: str, item_input: str, examples: str) -> SASRecConfig:
     return SASRecConfig(name="sasrec", embedding_dim=8, loss=loss, item_input=item_input, max_len=6, blocks=2,
-                        heads=2, dropout=0.0, table_optimizer=table, table_lr=0.1, softmax_block=7)
+                        heads=2, dropout=0.0, table_optimizer=table, table_lr=0.1, softmax_block=7,
+                        train_examples=examples)
 
 
 def item_features(item_input: str) -> torch.Tensor | None:
     return torch.randn(ITEMS, 5, generator=torch.Generator().manual_seed(1)) if item_input != "id" else None
 
 
-def train_sharded(loss: str, table: str, item_input: str, pipelined: bool) -> dict:
+def train_sharded(loss: str, table: str, item_input: str, examples: str, pipelined: bool) -> dict:
     """Two epochs at this world size, through torchrec's pipeline as the job trains (``pipelined``)
     or step by step."""
     info = dist.init(device="cpu")
     seqs = synthetic_sequences()
-    trainer = SeqTrainer(config(loss, table, item_input), OptimConfig(lr=0.01), seqs, item_features(item_input),
+    trainer = SeqTrainer(config(loss, table, item_input, examples), OptimConfig(lr=0.01), seqs, item_features(item_input),
                          info, SEED, 16, 5, None)
     model = trainer.model
     losses = []
     for epoch in range(2):
-        batches = train_batches(seqs, 6, 16, epoch, SEED, info.rank, info.world_size)
+        batches = train_batches(seqs, 6, 16, epoch, SEED, info.rank, info.world_size, examples=examples)
         losses += map(float, trainer.steps(batches) if pipelined else map(model.step, batches))
     metrics = trainer.evaluate()
     rows = [None] * info.world_size
@@ -55,10 +56,11 @@ def train_sharded(loss: str, table: str, item_input: str, pipelined: bool) -> di
             **metrics}
 
 
-def train_reference(loss: str, table: str, item_input: str) -> dict:
+def train_reference(loss: str, table: str, item_input: str, examples: str) -> dict:
     seqs = synthetic_sequences()
-    model = ReferenceSeqModel(config(loss, table, item_input), 0.01, ITEMS, SEED, item_features(item_input))
-    losses = [model.step(b) for epoch in range(2) for b in train_batches(seqs, 6, 16, epoch, SEED, 0, 1)]
+    model = ReferenceSeqModel(config(loss, table, item_input, examples), 0.01, ITEMS, SEED, item_features(item_input))
+    losses = [model.step(b) for epoch in range(2)
+              for b in train_batches(seqs, 6, 16, epoch, SEED, 0, 1, examples=examples)]
     return {"loss": losses, "items": model.items().detach(), "encoder": model.encoder.state_dict(),
             "valid": model.evaluate(seqs, "valid"), "test": model.evaluate(seqs, "test")}
 
@@ -66,15 +68,18 @@ def train_reference(loss: str, table: str, item_input: str) -> dict:
 # SGD shows any scale error of the gradients (row-wise Adagrad divides it out); BCE+SGD adds the
 # sampled path's scale, which the same all-to-all carries (slow). With features, an item's vector is
 # its projected features (plus its ID row): the projection's gradient reaches it from every rank.
-# The job trains through torchrec's pipeline; step by step is the same arithmetic (slow).
-@pytest.mark.parametrize("loss,table,item_input,pipelined", [
-    ("ce", "sgd", "id", True), ("bce", "rowwise_adagrad", "id+features", True),
-    pytest.param("ce", "rowwise_adagrad", "features", False, marks=pytest.mark.slow),
-    pytest.param("bce", "sgd", "id", False, marks=pytest.mark.slow),
-    pytest.param("ce", "rowwise_adagrad", "id+features", False, marks=pytest.mark.slow)])
-def test_two_ranks_match_the_dense_equations(ranks, loss, table, item_input, pipelined):
-    expected = train_reference(loss, table, item_input)
-    for got in ranks.run(train_sharded, loss, table, item_input, pipelined):
+# The job trains through torchrec's pipeline; step by step is the same arithmetic (slow). Prefix
+# examples score one position each, their last.
+@pytest.mark.parametrize("loss,table,item_input,examples,pipelined", [
+    ("ce", "sgd", "id", "window", True), ("bce", "rowwise_adagrad", "id+features", "window", True),
+    ("bce", "sgd", "id", "prefix", True),
+    pytest.param("ce", "sgd", "id+features", "prefix", True, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "features", "window", False, marks=pytest.mark.slow),
+    pytest.param("bce", "sgd", "id", "window", False, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "id+features", "window", False, marks=pytest.mark.slow)])
+def test_two_ranks_match_the_dense_equations(ranks, loss, table, item_input, examples, pipelined):
+    expected = train_reference(loss, table, item_input, examples)
+    for got in ranks.run(train_sharded, loss, table, item_input, examples, pipelined):
         np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got["items"], expected["items"], rtol=1e-4, atol=1e-5)
         for name, value in expected["encoder"].items():
