@@ -1,7 +1,7 @@
 """Test AUC of the CTR trainer against DeepCTR-Torch 0.3.0 on the same samples, with a planted click
 signal that depends on the items' content (``ctr/synthetic.py``).
 
-    python benchmarks/ctr_auc.py [--users 3000 --items 2000 --per-user 30 --model dlrm --peers deepfm,dcn]
+    python benchmarks/ctr_auc.py [--dims 16,32 --bottom-mlps 64 none --seeds 0,1,2 --peers deepfm,dcn,dcnv2]
 
 Explicit labels (the planted clicks), the dataset's 80/10/10 split. Ours: ``CtrTrainer`` at 1
 rank (the job's trainer: DLRM or DCN, fbgemm's row-wise Adagrad + Adam), ID-only and with the
@@ -9,7 +9,13 @@ item features. The peer (DeepFM, DCN or DCN-v2 with the same sparse and dense in
 own virtual environment, ``benchmarks/.peers/deepctr`` (made on first use: torch from the local
 CPU wheel or PyTorch's CPU index, then deepctr-torch 0.3.0; never a project dependency). Both
 report the test AUC of their best valid epoch, on the ID-only inputs (ids, catalog fields, counts) and
-with the item features. One JSON line per side and input, then the differences.
+with the item features.
+
+Settings are chosen the same way on both sides, on valid AUC, never on test: each side runs every
+embedding width in ``--dims`` (ours also every ``--bottom-mlps``: the dense features' projection;
+the peers feed the raw columns), and the run with the best valid AUC is that side's result, per
+seed and input. One JSON line per run (``chosen``: the side's pick), one per seed and input with
+the differences, then the mean and standard deviation over ``--seeds``.
 """
 
 from __future__ import annotations
@@ -58,11 +64,11 @@ def make_data(args, with_features: bool) -> CtrData:
     return CtrData.build(s.inter, s.num_users, s.num_items, LabelConfig("explicit"), SEED, fields, dense, "synthetic")
 
 
-def train_ours(data: CtrData, args, info) -> dict:
-    keys = dict(embedding_dim=args.dim, bottom_mlp=args.bottom_mlp, top_mlp=[64, 32], bottom_out=args.bottom_out,
+def train_ours(data: CtrData, args, info, dim: int, bottom_mlp: list[int], seed: int) -> dict:
+    keys = dict(embedding_dim=dim, bottom_mlp=bottom_mlp, top_mlp=[64, 32], bottom_out=args.bottom_out,
                 table_lr=args.table_lr)
     cfg = DCNConfig(**keys) if args.model == "dcn" else DLRMConfig(**keys)
-    trainer = CtrTrainer(data, cfg, OptimConfig(lr=1e-3), args.batch, args.seed, info)
+    trainer = CtrTrainer(data, cfg, OptimConfig(lr=1e-3), args.batch, seed, info)
     best, waited, record = -1.0, 0, {}
     for epoch in range(args.epochs):
         trainer.train_epoch(epoch)
@@ -75,7 +81,8 @@ def train_ours(data: CtrData, args, info) -> dict:
             waited += 1
             if waited >= args.patience:
                 break
-    return {**record, "epochs_run": epoch + 1}
+    return {"side": f"ours_{args.model}", "dim": dim, "bottom_mlp": bottom_mlp, "bottom_out": args.bottom_out,
+            **record, "epochs_run": epoch + 1}
 
 
 def export(data: CtrData, path: Path) -> None:
@@ -99,6 +106,15 @@ def export(data: CtrData, path: Path) -> None:
     np.savez(path, **out)
 
 
+def mlp_sizes(text: str) -> list[int]:
+    """``none`` (one linear projection) or comma-separated hidden sizes."""
+    return [] if text == "none" else [int(x) for x in text.split(",")]
+
+
+def mean_std(values: list[float]) -> list[float]:
+    return [round(float(np.mean(values)), 5), round(float(np.std(values)), 5)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=3000)
@@ -108,10 +124,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--table-lr", type=float, default=0.05)
-    p.add_argument("--dim", type=int, default=16, help="the embedding width, both sides")
+    p.add_argument("--dims", default="16,32", help="embedding widths, each side's grid")
+    p.add_argument("--bottom-mlps", nargs="+", default=["64", "none"], type=mlp_sizes,
+                   help="ours: model.bottom_mlp choices, each 'none' (one linear map) or comma-separated sizes")
     p.add_argument("--bottom-out", default="linear", choices=["linear", "relu"], help="ours: model.bottom_out")
-    p.add_argument("--bottom-mlp", type=int, nargs="*", default=[64], help="ours: model.bottom_mlp's hidden sizes")
-    p.add_argument("--seed", type=int, default=0, help="both sides' initial values and batch order (the data: seed 0)")
+    p.add_argument("--seeds", default="0", help="both sides' initial values and batch order (the data: seed 0)")
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
     p.add_argument("--peers", default="deepfm,dcn,dcnv2", help="DeepCTR-Torch models: deepfm, dcn (vector cross), "
                    "dcnv2 (matrix cross)")
@@ -119,34 +136,49 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     info = dist.init(device="cpu")
-    summary = {"summary": "ctr_auc"}
-    for features in (False, True):
-        data = make_data(args, features)
-        ours = {"side": f"ours_{args.model}", "features": features, "dim": args.dim, "bottom_out": args.bottom_out,
-                "bottom_mlp": args.bottom_mlp, "seed": args.seed,
-                **train_ours(data, args, info)}
-        print(json.dumps(ours), flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            export(data, Path(tmp) / "samples.npz")
-            for peer in args.peers.split(","):
-                line = run_peer(Path(tmp) / "samples.npz", peer, args)
-                print(json.dumps({"features": features, **line}), flush=True)
-                summary[f"ours_minus_{peer}_test_auc{'_features' if features else '_id_only'}"] = round(
-                    ours["test_auc"] - line["test_auc"], 5)
-        summary[f"ours_test_auc{'_features' if features else '_id_only'}"] = ours["test_auc"]
+    dims, seeds, peers = ([int(x) for x in args.dims.split(",")], [int(x) for x in args.seeds.split(",")],
+                          args.peers.split(","))
+    picked: dict[str, list[float]] = {}
+    for seed in seeds:
+        for features in (False, True):
+            inputs = "features" if features else "id_only"
+            data = make_data(args, features)
+            runs = {"ours": [train_ours(data, args, info, d, mlp, seed) for d in dims for mlp in args.bottom_mlps]}
+            with tempfile.TemporaryDirectory() as tmp:
+                export(data, Path(tmp) / "samples.npz")
+                runs.update({peer: [run_peer(Path(tmp) / "samples.npz", peer, args, d, seed) for d in dims]
+                             for peer in peers})
+            best = {side: max(rs, key=lambda r: r["valid_auc"]) for side, rs in runs.items()}
+            for side, rs in runs.items():
+                for r in rs:
+                    print(json.dumps({"seed": seed, "inputs": inputs, **r, "chosen": r is best[side]}), flush=True)
+            line = {"seed": seed, "inputs": inputs, "ours_test_auc": best["ours"]["test_auc"]}
+            for peer in peers:
+                line[f"ours_minus_{peer}"] = round(best["ours"]["test_auc"] - best[peer]["test_auc"], 5)
+            print(json.dumps(line), flush=True)
+            for side, r in best.items():
+                picked.setdefault(f"{side}_{inputs}", []).append(r["test_auc"])
+    summary = {"summary": "ctr_auc", "seeds": seeds, "dims": dims, "bottom_mlps": args.bottom_mlps}
+    for inputs in ("id_only", "features"):
+        summary[f"ours_test_auc_{inputs}"] = mean_std(picked[f"ours_{inputs}"])
+        for peer in peers:
+            summary[f"{peer}_test_auc_{inputs}"] = mean_std(picked[f"{peer}_{inputs}"])
+            summary[f"ours_minus_{peer}_{inputs}"] = mean_std(
+                [a - b for a, b in zip(picked[f"ours_{inputs}"], picked[f"{peer}_{inputs}"])])
     print(json.dumps(summary), flush=True)
 
 
-def run_peer(samples: Path, peer: str, args) -> dict:
+def run_peer(samples: Path, peer: str, args, dim: int, seed: int) -> dict:
     out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"), str(samples),
                           "--model", peer, "--epochs", str(args.epochs), "--patience", str(args.patience),
-                          "--batch", str(args.batch), "--threads", str(args.threads), "--dim", str(args.dim),
-                          "--seed", str(args.seed)],
+                          "--batch", str(args.batch), "--threads", str(args.threads), "--dim", str(dim),
+                          "--seed", str(seed)],
                          capture_output=True, text=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode or line is None:
         sys.exit(f"the peer failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return json.loads(line)
+    return {**json.loads(line), "dim": dim}
+
 
 if __name__ == "__main__":
     main()

@@ -159,6 +159,24 @@ def test_seq_recbole_side_by_side_on_one_split(tmp_path):
     assert all(0 < summary[f"ndcg_ratio_{e}"] and summary[f"epoch_speedup_{e}"] > 0 for e in ("window", "prefix"))
 
 
+def test_ctr_auc_picks_each_sides_setting_on_valid():
+    """Makes DeepCTR-Torch's venv once (benchmarks/.peers/deepctr, from PyPI), then a two-point grid per side."""
+    result = run_python([REPO / "benchmarks/ctr_auc.py", "--users", "120", "--items", "80", "--per-user", "10",
+                         "--epochs", "1", "--dims", "4,8", "--bottom-mlps", "none", "--peers", "dcnv2"], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    *rows, summary = _rows(result.stdout)
+    runs = [r for r in rows if "chosen" in r]
+    assert [(r["inputs"], r["side"], r["dim"]) for r in runs] == [
+        (inputs, side, dim) for inputs in ("id_only", "features") for side in ("ours_dlrm", "deepctr_torch_dcnv2")
+        for dim in (4, 8)]
+    for inputs in ("id_only", "features"):
+        for side in ("ours_dlrm", "deepctr_torch_dcnv2"):
+            pair = [r for r in runs if (r["inputs"], r["side"]) == (inputs, side)]
+            chosen = [r for r in pair if r["chosen"]]
+            assert len(chosen) == 1 and chosen[0]["valid_auc"] == max(r["valid_auc"] for r in pair)
+    assert 0.5 < summary["ours_test_auc_features"][0] < 1 and summary["seeds"] == [0]
+
+
 def test_seq_demo_table_rows_over_two_seeds(tmp_path):
     """The demo's pipeline at a tiny size (loo dataset, catalog-trained CLIP, CLIPER and adapted features), then
     two of the table's rows over two seeds, one epoch each."""
