@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--table-lr", type=float, default=0.05)
     p.add_argument("--dims", default="16,32", help="embedding widths, each side's grid")
-    p.add_argument("--bottom-mlps", nargs="+", default=["64", "none"], type=mlp_sizes,
+    p.add_argument("--bottom-mlps", nargs="+", default=[[64], []], type=mlp_sizes,
                    help="ours: model.bottom_mlp choices, each 'none' (one linear map) or comma-separated sizes")
     p.add_argument("--bottom-out", default="linear", choices=["linear", "relu"], help="ours: model.bottom_out")
     p.add_argument("--seeds", default="0", help="both sides' initial values and batch order (the data: seed 0)")
