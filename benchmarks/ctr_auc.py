@@ -12,10 +12,11 @@ report the test AUC of their best valid epoch, on the ID-only inputs (ids, catal
 with the item features.
 
 Settings are chosen the same way on both sides, on valid AUC, never on test: each side runs every
-embedding width in ``--dims`` (ours also every ``--bottom-mlps``: the dense features' projection;
-the peers feed the raw columns), and the run with the best valid AUC is that side's result, per
-seed and input. One JSON line per run (``chosen``: the side's pick), one per seed and input with
-the differences, then the mean and standard deviation over ``--seeds``.
+embedding width in ``--dims`` (ours also every ``--bottom-mlps``, the dense features' projection:
+4 settings against a peer's 2, which feeds the raw columns) at every seed in ``--seeds``; a side's
+setting is the one with the best mean valid AUC over the seeds, per input, and its result that
+setting's test AUC, mean and standard deviation over the seeds. One JSON line per run, then the
+summary: each side's setting and test AUC, and ours minus each peer's (per seed, then mean, std).
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def train_ours(data: CtrData, args, info, dim: int, bottom_mlp: list[int], seed:
             waited += 1
             if waited >= args.patience:
                 break
-    return {"side": f"ours_{args.model}", "dim": dim, "bottom_mlp": bottom_mlp, "bottom_out": args.bottom_out,
-            **record, "epochs_run": epoch + 1}
+    return {"side": f"ours_{args.model}", "seed": seed, "dim": dim, "bottom_mlp": bottom_mlp,
+            "bottom_out": args.bottom_out, **record, "epochs_run": epoch + 1}
 
 
 def export(data: CtrData, path: Path) -> None:
@@ -111,8 +112,56 @@ def mlp_sizes(text: str) -> list[int]:
     return [] if text == "none" else [int(x) for x in text.split(",")]
 
 
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
 def mean_std(values: list[float]) -> list[float]:
     return [round(float(np.mean(values)), 5), round(float(np.std(values)), 5)]
+
+
+def run_grid(args, info, inputs: str, data: CtrData, samples: Path) -> list[dict]:
+    """Every side's runs on one input: ours per width and bottom MLP, each peer per width, at every seed."""
+    runs = []
+    for seed in args.seeds:
+        for dim in args.dims:
+            runs += [train_ours(data, args, info, dim, mlp, seed) for mlp in args.bottom_mlps]
+            runs += [run_peer(samples, peer, args, dim, seed) for peer in args.peers]
+    for r in runs:
+        r["inputs"] = inputs
+        print(json.dumps(r), flush=True)
+    return runs
+
+
+def setting(run: dict) -> str:
+    return f"dim={run['dim']}" + (f" bottom_mlp={run['bottom_mlp']}" if "bottom_mlp" in run else "")
+
+
+def choose(runs: list[dict]) -> dict[str, list[dict]]:
+    """Each side's runs (one per seed, in seed order) at its setting of best mean valid AUC."""
+    chosen = {}
+    for side in dict.fromkeys(r["side"] for r in runs):
+        by_setting: dict[str, list[dict]] = {}
+        for r in runs:
+            if r["side"] == side:
+                by_setting.setdefault(setting(r), []).append(r)
+        chosen[side] = max(by_setting.values(), key=lambda rs: np.mean([r["valid_auc"] for r in rs]))
+    return chosen
+
+
+def summarise(runs: list[dict], ours: str) -> dict:
+    """Per input: each side's chosen setting and test AUC, and ours minus each peer's."""
+    summary = {}
+    for inputs in dict.fromkeys(r["inputs"] for r in runs):
+        chosen = choose([r for r in runs if r["inputs"] == inputs])
+        ours_auc = [r["test_auc"] for r in chosen[ours]]
+        for side, rs in chosen.items():
+            summary[f"{side}_{inputs}"] = {"setting": setting(rs[0]), "test_auc": mean_std([r["test_auc"] for r in rs]),
+                                          "valid_auc": round(float(np.mean([r["valid_auc"] for r in rs])), 5)}
+            if side != ours:
+                diffs = [round(a - r["test_auc"], 5) for a, r in zip(ours_auc, rs)]
+                summary[f"ours_minus_{side}_{inputs}"] = {"per_seed": diffs, "mean_std": mean_std(diffs)}
+    return summary
 
 
 def main() -> None:
@@ -124,48 +173,27 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--table-lr", type=float, default=0.05)
-    p.add_argument("--dims", default="16,32", help="embedding widths, each side's grid")
+    p.add_argument("--dims", default="16,32", type=int_list, help="embedding widths, comma-separated: both sides' grid")
     p.add_argument("--bottom-mlps", nargs="+", default=[[64], []], type=mlp_sizes,
                    help="ours: model.bottom_mlp choices, each 'none' (one linear map) or comma-separated sizes")
     p.add_argument("--bottom-out", default="linear", choices=["linear", "relu"], help="ours: model.bottom_out")
-    p.add_argument("--seeds", default="0", help="both sides' initial values and batch order (the data: seed 0)")
+    p.add_argument("--seeds", default="0", type=int_list, help="both sides' initial values and batch order, "
+                   "comma-separated (the data: seed 0)")
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
-    p.add_argument("--peers", default="deepfm,dcn,dcnv2", help="DeepCTR-Torch models: deepfm, dcn (vector cross), "
-                   "dcnv2 (matrix cross)")
+    p.add_argument("--peers", default="deepfm,dcn,dcnv2", type=lambda t: t.split(","),
+                   help="DeepCTR-Torch models, comma-separated: deepfm, dcn (vector cross), dcnv2 (matrix cross)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     info = dist.init(device="cpu")
-    dims, seeds, peers = ([int(x) for x in args.dims.split(",")], [int(x) for x in args.seeds.split(",")],
-                          args.peers.split(","))
-    picked: dict[str, list[float]] = {}
-    for seed in seeds:
-        for features in (False, True):
-            inputs = "features" if features else "id_only"
-            data = make_data(args, features)
-            runs = {"ours": [train_ours(data, args, info, d, mlp, seed) for d in dims for mlp in args.bottom_mlps]}
-            with tempfile.TemporaryDirectory() as tmp:
-                export(data, Path(tmp) / "samples.npz")
-                runs.update({peer: [run_peer(Path(tmp) / "samples.npz", peer, args, d, seed) for d in dims]
-                             for peer in peers})
-            best = {side: max(rs, key=lambda r: r["valid_auc"]) for side, rs in runs.items()}
-            for side, rs in runs.items():
-                for r in rs:
-                    print(json.dumps({"seed": seed, "inputs": inputs, **r, "chosen": r is best[side]}), flush=True)
-            line = {"seed": seed, "inputs": inputs, "ours_test_auc": best["ours"]["test_auc"]}
-            for peer in peers:
-                line[f"ours_minus_{peer}"] = round(best["ours"]["test_auc"] - best[peer]["test_auc"], 5)
-            print(json.dumps(line), flush=True)
-            for side, r in best.items():
-                picked.setdefault(f"{side}_{inputs}", []).append(r["test_auc"])
-    summary = {"summary": "ctr_auc", "seeds": seeds, "dims": dims, "bottom_mlps": args.bottom_mlps}
-    for inputs in ("id_only", "features"):
-        summary[f"ours_test_auc_{inputs}"] = mean_std(picked[f"ours_{inputs}"])
-        for peer in peers:
-            summary[f"{peer}_test_auc_{inputs}"] = mean_std(picked[f"{peer}_{inputs}"])
-            summary[f"ours_minus_{peer}_{inputs}"] = mean_std(
-                [a - b for a, b in zip(picked[f"ours_{inputs}"], picked[f"{peer}_{inputs}"])])
-    print(json.dumps(summary), flush=True)
+    runs = []
+    for features in (False, True):
+        data = make_data(args, features)
+        with tempfile.TemporaryDirectory() as tmp:
+            export(data, Path(tmp) / "samples.npz")
+            runs += run_grid(args, info, "features" if features else "id_only", data, Path(tmp) / "samples.npz")
+    print(json.dumps({"summary": "ctr_auc", "seeds": args.seeds, "dims": args.dims, "bottom_mlps": args.bottom_mlps,
+                      **summarise(runs, f"ours_{args.model}")}), flush=True)
 
 
 def run_peer(samples: Path, peer: str, args, dim: int, seed: int) -> dict:
@@ -177,7 +205,7 @@ def run_peer(samples: Path, peer: str, args, dim: int, seed: int) -> dict:
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode or line is None:
         sys.exit(f"the peer failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return {**json.loads(line), "dim": dim}
+    return {**json.loads(line), "dim": dim, "seed": seed}
 
 
 if __name__ == "__main__":

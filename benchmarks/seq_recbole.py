@@ -34,17 +34,18 @@ both sides. What still differs, by design of each:
   one window per user with every position as a target, so its batch counts users
   (``--ours-batch``, by default ``--batch`` over the mean training positions per user: about as
   many targets a step); ``prefix`` (``model.train_examples=prefix``) trains RecBole's examples at
-  RecBole's ``--batch``. Both forms see every training event as a target once per epoch
-  (``window``: those in the last L + 1 of a user's train);
+  RecBole's ``--batch``. ``prefix`` sees every training event as a target once per epoch, as
+  RecBole does; ``window`` those in the last L + 1 of a user's train (here: all of them);
 - the blocks: RecBole's are post-LayerNorm (BERT's); ours pre-LayerNorm (the paper's); its FFN
   is set to ours (inner size 64, ReLU);
 - evaluation: both rank every item. RecBole's own metrics for a sequential model do not exclude
   the user's history; ours do. The peer therefore also ranks its test users the way ours does
   (history excluded) and the comparison uses that (``recbole_own_*`` are its own numbers).
 
-One JSON line per side (ours: per form), then a summary: ``ndcg_ratio`` (ours over RecBole's test
-NDCG@10; the target is within 3%) and ``epoch_speedup`` (RecBole's train s/epoch over ours; the
-target is >= 2x), each per form of ours. One run each: read the ratios as noisy (the host's speed drifts 15-25% in minutes).
+One JSON line per side (ours: per form), then a summary: ``ndcg_ratio_<form>`` (ours over
+RecBole's test NDCG@10; the target is within 3%) and ``epoch_speedup_<form>`` (RecBole's train
+s/epoch over ours; the target is >= 2x). One run each: read the ratios as noisy (the host's speed
+drifts 15-25% in minutes).
 """
 
 from __future__ import annotations
@@ -289,11 +290,19 @@ def run_ours(args, data: Path, examples: str) -> dict:
         raise SystemExit(f"ours failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     final = json.loads((out / "final.json").read_text())
     return {"impl": "cliper-dist", "examples": examples, "test": final["test"],
-            "best_valid_ndcg@10": final["valid"]["ndcg@10"], "batch": batch, "epochs": final["epochs"], "best_epoch": final["best_epoch"],
-            "s_per_epoch": final["s_per_epoch"], "table_lr": args.table_lr, "peak_rss_mb": final["peak_rss_mb"]}
+            "best_valid_ndcg@10": final["valid"]["ndcg@10"], "batch": batch, "epochs": final["epochs"],
+            "best_epoch": final["best_epoch"], "s_per_epoch": final["s_per_epoch"], "table_lr": args.table_lr,
+            "peak_rss_mb": final["peak_rss_mb"]}
 
 
 # ---------------------------------------------------------------- the comparison
+
+def example_forms(text: str) -> list[str]:
+    forms = text.split(",")
+    if not set(forms) <= {"window", "prefix"}:
+        raise argparse.ArgumentTypeError(f"window and/or prefix, comma-separated; got {text!r}")
+    return forms
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -304,8 +313,8 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=10, help="epochs without a better valid NDCG@10")
     p.add_argument("--batch", type=int, default=256, help="RecBole's and ours with prefix examples: events per "
                    "batch")
-    p.add_argument("--examples", default="window,prefix", help="ours: the forms of training example to run, "
-                   "each a run (model.train_examples)")
+    p.add_argument("--examples", default="window,prefix", type=example_forms, help="ours: the forms of training "
+                   "example to run, comma-separated, each a run (model.train_examples: window, prefix)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam (RecBole: every parameter; ours: the dense part)")
     p.add_argument("--table-lr", type=float, default=0.01, help="ours: the item table's row-wise Adagrad "
                    "(configs/train/sasrec.yaml's)")
@@ -335,7 +344,7 @@ def main() -> None:
                       "users_left_out": atomic["users_left_out"]}), flush=True)
     summary = {"summary": "seq_recbole", "split_identical": identical, "threads": args.threads,
                "batch": args.batch, "ours_batch": args.ours_batch, "lr": args.lr, "table_lr": args.table_lr}
-    for examples in args.examples.split(","):
+    for examples in args.examples:
         ours = {**run_ours(args, data, examples), "num_items_ranked": atomic["num_items"]}
         print(json.dumps(ours), flush=True)
         summary[f"ndcg_ratio_{examples}"] = round(ours["test"]["ndcg@10"] / peer["test"]["ndcg@10"], 3)

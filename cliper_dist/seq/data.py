@@ -10,7 +10,8 @@ A training example is a slice of one user's training items in time order, in one
 - ``prefix`` (RecBole's and GRU4Rec's): one per training item but each user's first, the up to L
   items before it as input and it the only target, read at the last position.
 
-Both cover the same targets in an epoch (``window``: those in a user's last L+1). Every rank builds
+Each target comes at most once an epoch: ``prefix`` every training item but a user's first,
+``window`` only those among a user's last L+1. Every rank builds
 the same batches: a seeded permutation per epoch of the examples, cut into global batches; rank r
 takes its contiguous share, and negatives are drawn for the whole global batch from (seed, epoch,
 step) before slicing, so the batches and negatives are the same at any world size.
@@ -78,10 +79,14 @@ class Sequences:
         return self.items[self.indptr[u]:self.indptr[u + 1]]
 
     @cached_property
+    def owners(self) -> np.ndarray:
+        """The user of each training item (``items``' parallel array)."""
+        return np.repeat(np.arange(self.num_users), np.diff(self.indptr))
+
+    @cached_property
     def trained_pairs(self) -> np.ndarray:
         """Sorted user * num_items + item of every training interaction."""
-        user = np.repeat(np.arange(self.num_users), np.diff(self.indptr))
-        return np.sort(_pair_keys(user, self.items, self.num_items))
+        return np.sort(_pair_keys(self.owners, self.items, self.num_items))
 
     def history(self, with_valid: bool, with_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(indptr, items) of what each user has seen before its valid target (``with_valid``: before
@@ -124,6 +129,10 @@ class Batch:
         """Targets per example."""
         return (self.lengths > 0).long() if self.last_only else self.lengths
 
+    def scored(self, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's (left-padded) ``outputs`` at the target positions, in ``targets``' order."""
+        return outputs[:, -1][self.lengths > 0] if self.last_only else outputs[mask]
+
 
 def _pair_keys(user: np.ndarray, item: np.ndarray, num_items: int) -> np.ndarray:
     return user.astype(np.int64) * num_items + item
@@ -141,24 +150,16 @@ def sample_negatives(seqs: Sequences, users: np.ndarray, g: np.random.Generator)
     return out  # a user who trained on almost every item keeps a few positives as negatives
 
 
-def training_positions(seqs: Sequences, max_len: int) -> np.ndarray:
-    """Each user's targets in a ``window`` epoch: its last L+1 training items give L (0: none)."""
-    return np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
-
-
 def training_examples(seqs: Sequences, max_len: int, examples: Examples) -> tuple[np.ndarray, np.ndarray]:
     """An epoch's examples in user then time order, as slices [start, end) of ``seqs.items``: the
     inputs are ``items[start:end-1]``, the targets the items after each (``window``) or the last
     (``prefix``)."""
-    if examples == "window":
-        positions = training_positions(seqs, max_len)
+    if examples == "window":  # a user's last L+1 items give L targets
+        positions = np.minimum(np.diff(seqs.indptr), max_len + 1) - 1
         end = seqs.indptr[1:][positions >= 1]
         return end - positions[positions >= 1] - 1, end
-    first = np.zeros(len(seqs.items), dtype=bool)
-    first[seqs.indptr[:-1][np.diff(seqs.indptr) > 0]] = True
-    target = np.flatnonzero(~first)
-    user_start = np.repeat(seqs.indptr[:-1], np.diff(seqs.indptr))[target]
-    return np.maximum(user_start, target - max_len), target + 1
+    target = np.flatnonzero(np.arange(len(seqs.items)) > seqs.indptr[seqs.owners])  # all but a user's first
+    return np.maximum(seqs.indptr[seqs.owners[target]], target - max_len), target + 1
 
 
 def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, seed: int, rank: int,
@@ -169,7 +170,6 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
     order = np.random.default_rng([seed, epoch]).permutation(len(start))
     start, end = start[order], end[order]
     last_only = examples == "prefix"
-    owner = np.repeat(np.arange(seqs.num_users), np.diff(seqs.indptr))
     per_rank = -(-batch_size // world_size)
     empty = np.zeros(0, dtype=np.int64)
     for step, first in enumerate(range(0, len(start), batch_size)):
@@ -177,14 +177,14 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
         n = e - s - 1  # input positions per example
         targets_per = np.ones_like(n) if last_only else n
         rng = np.random.default_rng([seed, epoch, step])
-        drawn = (sample_negatives(seqs, np.repeat(owner[e - 1], targets_per), rng) if negatives else empty)
+        drawn = sample_negatives(seqs, np.repeat(seqs.owners[e - 1], targets_per), rng) if negatives else empty
         cuts = np.minimum(np.arange(world_size + 1) * per_rank, len(s))
         counts = tuple(int(targets_per[a:b].sum()) for a, b in zip(cuts[:-1], cuts[1:]))
         lo, hi = cuts[rank], cuts[rank + 1]
         before = int(targets_per[:lo].sum())
-        windows = [seqs.items[a:b] for a, b in zip(s[lo:hi], e[lo:hi])]
-        inputs = np.concatenate([w[:-1] for w in windows]) if windows else empty
-        targets = (np.concatenate([w[-1:] if last_only else w[1:] for w in windows]) if windows else empty)
+        slices = [seqs.items[a:b] for a, b in zip(s[lo:hi], e[lo:hi])]
+        inputs = np.concatenate([x[:-1] for x in slices]) if slices else empty
+        targets = np.concatenate([x[-1:] if last_only else x[1:] for x in slices]) if slices else empty
         bag_lengths = np.zeros(per_rank, dtype=np.int64)
         bag_lengths[:hi - lo] = n[lo:hi]
         yield Batch(per_rank, torch.from_numpy(inputs), torch.from_numpy(targets),

@@ -4,7 +4,7 @@ An item's input vector is its ID row (the torchrec table), its frozen features p
 model's width (CLIPER fused or adapted features, ``ItemContent``), or their sum
 (``model.item_input``); the same vectors are the output layer that scores the next item.
 
-Each rank's loss is its positions' share of the global mean, so the sum over ranks is the loss
+Each rank's loss is its targets' share of the global mean, so the sum over ranks is the loss
 of the whole batch: torchrec sums the table's row gradients over ranks (and fbgemm applies
 them in the backward), and the dense gradients are summed over ranks (an all-reduce), never
 averaged. Two losses:
@@ -49,8 +49,7 @@ class SASRecConfig(FeatureConfig):
     name: Literal["sasrec"] = "sasrec"
     loss: Literal["bce", "ce"] = "ce"  # bce: one sampled negative per position (the paper); ce: full softmax
     item_input: ItemInput = "id"  # an item's vector: ID row, projected features (--features), or their sum
-    train_examples: Examples = "window"  # window: a user's last L+1 items, every position a target (the
-    # paper's); prefix: one example per training item, its L items before as input (RecBole's). seq/data.py
+    train_examples: Examples = "window"  # window: a user's last L+1 items (paper); prefix: one per item (RecBole)
     max_len: int = 50  # L: the most recent items a user's representation reads
     blocks: int = 2  # self-attention blocks
     heads: int = 1
@@ -153,7 +152,7 @@ class SeqHead(nn.Module):
         batch = step.batch
         vectors = self.vectors(looked_up, step.ids)
         y, mask = self.encode(vectors["seq"], batch.lengths)
-        h = y[:, -1][batch.lengths > 0] if batch.last_only else y[mask]
+        h = batch.scored(y, mask)
         if self.cfg.loss == "bce":
             pos = (h * vectors["pos"]).sum(-1)
             neg = (h * vectors["neg"]).sum(-1)

@@ -41,8 +41,7 @@ class ReferenceSeqModel:
     def step(self, batch: Batch) -> float:
         self.encoder.train()
         x, mask = left_pad(self.items(batch.inputs), batch.lengths, max(int(batch.lengths.max()), 1))
-        y = self.encoder(x, mask)
-        h = y[:, -1][batch.lengths > 0] if batch.last_only else y[mask]
+        h = batch.scored(self.encoder(x, mask), mask)
         if self.cfg.loss == "bce":
             pos = (h * self.items(batch.targets)).sum(-1)
             neg = (h * self.items(batch.negatives)).sum(-1)

@@ -1,6 +1,6 @@
 """The full softmax over a row-sharded item table, and full-ranking evaluation on it.
 
-Every rank holds its positions' outputs h (its users) and its rows E_r of the item table.
+Every rank holds its positions' outputs h (its examples') and its rows E_r of the item table.
 The output layer is vocabulary-parallel, as Megatron-LM's cross-entropy: the positions are
 all-gathered with their targets, each rank scores them against its own rows only, and one
 all-gather of each rank's partial log-sum-exp and target logit gives each position's exact

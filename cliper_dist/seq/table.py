@@ -6,8 +6,8 @@ and the embeddings back), and the optimizer is fbgemm's, fused into the backward
 updated once per step from the sum of its gradients over every key and rank ("exact" optimizers
 merge duplicate ids). The keys share the one table:
 
-- ``seq``: each user's input items (jagged, one bag per user),
-- ``pos`` / ``neg``: the target and sampled negative of each position (BCE),
+- ``seq``: each example's input items (jagged, one bag per example),
+- ``pos`` / ``neg``: each target and its sampled negative (BCE),
 - ``rows``: this rank's own rows, in order (the output layer of the full softmax). Row-wise
   routing keeps them on this rank, so the lookup moves no row between ranks.
 

@@ -60,8 +60,8 @@ class SeqTrainer:
         content = "" if self.model.content is None else (
             f"; features {tuple(self.model.content.features.shape)} projected to {c.embedding_dim}")
         return (f"sasrec: {s.num_users} users, {s.num_items} items, {len(s.items)} training interactions, "
-                f"loss {c.loss}, {c.train_examples} examples, item input {c.item_input}, L={c.max_len}, {c.blocks} block(s) x {c.heads} head(s), "
-                f"{self.info.world_size} rank(s)\n{table}{content}")
+                f"loss {c.loss}, {c.train_examples} examples, item input {c.item_input}, L={c.max_len}, "
+                f"{c.blocks} block(s) x {c.heads} head(s), {self.info.world_size} rank(s)\n{table}{content}")
 
     def train_epoch(self, epoch: int, phases: Phases) -> float:
         """The epoch's mean loss over its global batches."""

@@ -37,21 +37,43 @@ def test_no_timestamps_or_a_split_that_is_not_leave_one_out_is_one_line(tmp_path
         load_sequences(write_folder(tmp_path / "b", two_valid))
 
 
+def five_users() -> Sequences:
+    """Users with 6, 1, 3, 0 and 4 training items."""
+    return Sequences(num_items=30, indptr=np.array([0, 6, 7, 10, 10, 14]),
+                     items=np.array([3, 5, 7, 9, 11, 13, 20, 1, 2, 4, 8, 16, 24, 6]),
+                     valid=np.full(5, -1), test=np.full(5, -1))
+
+
+def test_window_batches_are_those_of_the_per_user_batcher():
+    """Frozen from the batcher before examples could be prefixes (e8ebfce): L=3, 3 users a batch, seed 5, epoch 1."""
+    frozen = {(1, 0): [([7, 9, 11, 8, 16, 24, 1, 2], [9, 11, 13, 16, 24, 6, 2, 4], [24, 23, 23, 14, 26, 20, 25, 24],
+                        [3, 3, 2], (8,))],
+              (2, 0): [([7, 9, 11, 8, 16, 24], [9, 11, 13, 16, 24, 6], [24, 23, 23, 14, 26, 20], [3, 3], (6, 2))],
+              (2, 1): [([1, 2], [2, 4], [25, 24], [2, 0], (6, 2))]}
+    for (world, rank), batches in frozen.items():
+        got = [(b.inputs.tolist(), b.targets.tolist(), b.negatives.tolist(), b.lengths.tolist(), b.counts)
+               for b in train_batches(five_users(), 3, 3, 1, 5, rank, world)]
+        assert got == batches, (world, rank)
+
+
 def test_prefix_examples_are_every_item_but_the_first_after_at_most_L_items_at_any_world_size():
-    # user 0 trains on 5 items, user 1 on 1 (no example), user 2 on 3
-    seqs = Sequences(num_items=20, indptr=np.array([0, 5, 6, 9]), items=np.array([10, 11, 12, 13, 14, 15, 16, 17, 18]),
-                     valid=np.full(3, -1), test=np.full(3, -1))
-    expected = {(11,): (10,), (12,): (10, 11), (13,): (11, 12), (14,): (12, 13), (17,): (16,), (18,): (16, 17)}
+    seqs, L = five_users(), 2
+    expected = sorted([(5, [3]), (7, [3, 5]), (9, [5, 7]), (11, [7, 9]), (13, [9, 11]), (2, [1]), (4, [1, 2]),
+                       (16, [8]), (24, [8, 16]), (6, [16, 24])])
+    whole = [(b.inputs.tolist(), b.targets.tolist(), b.negatives.tolist())
+             for b in train_batches(seqs, L, 4, 0, 0, 0, 1, examples="prefix")]
     for world in (1, 2, 3):
-        got = {}
-        for rank in range(world):
-            for batch in train_batches(seqs, 2, 4, 0, 0, rank, world, negatives=True, examples="prefix"):
-                assert batch.last_only and batch.total == sum(batch.counts)
-                assert batch.target_lengths.tolist() == [int(n > 0) for n in batch.lengths]
-                assert len(batch.negatives) == len(batch.targets) == batch.counts[rank]
-                inputs = iter(batch.inputs.tolist())
-                for n, target in zip(batch.lengths[batch.lengths > 0].tolist(), batch.targets.tolist()):
-                    got[(target,)] = tuple(next(inputs) for _ in range(n))
-        assert got == expected, world
-    window = [b for b in train_batches(seqs, 2, 4, 0, 0, 0, 1, examples="window")]
-    assert sorted(t for b in window for t in b.targets.tolist()) == [13, 14, 17, 18]  # the last L+1 items'
+        examples = []
+        shares = [list(train_batches(seqs, L, 4, 0, 0, rank, world, examples="prefix")) for rank in range(world)]
+        for step, batches in enumerate(zip(*shares)):
+            assert sum(b.counts[r] for r, b in enumerate(batches)) == min(4, 10 - 4 * step)  # targets this step
+            for rank, b in enumerate(batches):
+                assert b.last_only and b.counts[rank] == int((b.lengths > 0).sum()) == len(b.targets)
+                inputs = iter(b.inputs.tolist())
+                examples += [(t, [next(inputs) for _ in range(n)])
+                             for n, t in zip(b.lengths.tolist(), b.targets.tolist())]
+                assert next(inputs, None) is None
+            # the ranks' shares, in rank order, are the world of one's batch
+            assert whole[step] == tuple(sum((getattr(b, f).tolist() for b in batches), [])
+                                        for f in ("inputs", "targets", "negatives")), (world, step)
+        assert sorted(examples) == expected, world

@@ -38,8 +38,8 @@ def train_sharded(loss: str, table: str, item_input: str, examples: str, pipelin
     or step by step."""
     info = dist.init(device="cpu")
     seqs = synthetic_sequences()
-    trainer = SeqTrainer(config(loss, table, item_input, examples), OptimConfig(lr=0.01), seqs, item_features(item_input),
-                         info, SEED, 16, 5, None)
+    trainer = SeqTrainer(config(loss, table, item_input, examples), OptimConfig(lr=0.01), seqs,
+                         item_features(item_input), info, SEED, 16, 5, None)
     model = trainer.model
     losses = []
     for epoch in range(2):
@@ -74,6 +74,7 @@ def train_reference(loss: str, table: str, item_input: str, examples: str) -> di
     ("ce", "sgd", "id", "window", True), ("bce", "rowwise_adagrad", "id+features", "window", True),
     ("bce", "sgd", "id", "prefix", True),
     pytest.param("ce", "sgd", "id+features", "prefix", True, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "features", "prefix", False, marks=pytest.mark.slow),
     pytest.param("ce", "rowwise_adagrad", "features", "window", False, marks=pytest.mark.slow),
     pytest.param("bce", "sgd", "id", "window", False, marks=pytest.mark.slow),
     pytest.param("ce", "rowwise_adagrad", "id+features", "window", False, marks=pytest.mark.slow)])
