@@ -19,8 +19,8 @@ class DLRMConfig(FeatureConfig):
     samples (docs/ctr.md)."""
 
     name: Literal["dlrm"] = "dlrm"
-    embedding_dim: int = 16  # every table's width (the dot interaction needs one) and the bottom MLP's output
-    bottom_mlp: list[int] = field(default_factory=lambda: [64])  # hidden sizes; embedding_dim is appended
+    embedding_dim: int = 32  # every table's width (the dot interaction needs one) and the bottom MLP's output
+    bottom_mlp: list[int] = field(default_factory=list)  # hidden sizes; embedding_dim is appended ([]: one linear map)
     bottom_out: Literal["linear", "relu"] = "linear"  # the bottom MLP's output layer (docs/ctr.md, "Model")
     top_mlp: list[int] = field(default_factory=lambda: [64, 32])  # hidden sizes; the logit is appended
     labels: Literal["implicit", "explicit"] = "implicit"  # explicit: rating >= rating_threshold; implicit: sampled negatives
