@@ -274,14 +274,18 @@ def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: st
 
 
 def _upgraded(cls: type, tree: dict[str, Any]) -> dict[str, Any]:
-    """``tree`` with every ``OneOf`` section as this version reads it (``OneOf.upgrade``)."""
-    out = dict(tree)
+    """A saved ``tree`` as this version reads it: every ``OneOf`` section upgraded
+    (``OneOf.upgrade``), and a key added since it was saved given the value its run used (the
+    section class's ``SAVED_WITHOUT``: key -> the behaviour before the key existed). Only a saved
+    config is complete, so only a saved config is backfilled: a user's YAML takes the defaults."""
+    out = {**getattr(cls, "SAVED_WITHOUT", {}), **tree}
     for name, tp in _hints(cls).items():
         value, one_of = out.get(name), _one_of(tp)
         if not isinstance(value, dict):
             continue
         if one_of is not None and value.get("name") in one_of.variants():
-            out[name] = one_of.upgrade(value)
+            section = one_of.upgrade(value)
+            out[name] = {**getattr(one_of.variants()[section["name"]], "SAVED_WITHOUT", {}), **section}
         elif dataclasses.is_dataclass(tp):
             out[name] = _upgraded(tp, value)
     return out

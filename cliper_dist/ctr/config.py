@@ -4,7 +4,7 @@ the sharding and the table optimizer. The dense part's Adam is the job's ``optim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from cliper_dist.errors import UserError
 from cliper_dist.model.base import FeatureConfig
@@ -34,6 +34,9 @@ class DLRMConfig(FeatureConfig):
     table_lr: float = 0.05
     table_eps: float = 1e-8
     eval_batch: int = 4096  # samples per rank per evaluation batch
+
+    # keys added after runs were saved, and what those runs did (config.refuse_changed)
+    SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"bottom_out": "relu", "row_wise_min_rows": 0}
 
     def check(self) -> None:
         """One line per misconfiguration, before anything is loaded or written."""

@@ -16,7 +16,7 @@ averaged. Two losses:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ class SASRecConfig(FeatureConfig):
     table_lr: float = 0.01
     table_eps: float = 1e-8
     softmax_block: int = 4096  # positions scored at once against this rank's rows (ce)
+
+    # keys added after runs were saved, and what those runs did (config.refuse_changed)
+    SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"train_examples": "window"}
 
     @property
     def uses_ids(self) -> bool:

@@ -53,9 +53,10 @@ def test_a_key_of_another_model_is_refused_in_one_line_naming_both(tmp_path, ove
 def test_a_key_has_one_type_in_every_model():
     types: dict[str, typing.Any] = {}
     for cls in MODELS.values():
-        for key, tp in typing.get_type_hints(cls.config_class).items():
+        hints = typing.get_type_hints(cls.config_class)
+        for key in (f.name for f in dataclasses.fields(cls.config_class)):
             if key != "name":
-                assert types.setdefault(key, tp) == tp, key
+                assert types.setdefault(key, hints[key]) == hints[key], key
 
 
 def test_configs_saved_with_the_flat_keys_still_load_and_resume(tmp_path):
@@ -69,3 +70,20 @@ def test_configs_saved_with_the_flat_keys_still_load_and_resume(tmp_path):
         config.refuse_changed(cfg, {"config": changed}, set(), "a run")
     for n in (10, 13, 17):  # the flat keys of older versions
         assert config.build(ModelSection, {k: FLAT[k] for k in FLAT_KEYS[:n]}, "model") == cfg.model
+
+
+@pytest.mark.parametrize("model, added, before, other", [
+    ("sasrec", "train_examples", "window", "prefix"),  # 4e962e6: window batches are those before it
+    ("dlrm", "bottom_out", "relu", "linear"),  # ec694fc: torchrec's ReLU output before it
+    ("dcn", "row_wise_min_rows", 0, 5),  # 25c56b9: no table forced row_wise before it
+])
+def test_a_run_saved_before_a_key_existed_resumes_under_the_value_it_ran_with(model, added, before, other):
+    def run_config(value):
+        return config.load(TrainConfig, None, ["out=x", f"model.name={model}", f"model.{added}={value}"])
+
+    saved = config.to_dict(run_config(before))
+    del saved["model"][added]  # as a run saved before the key existed wrote it
+    config.refuse_changed(run_config(before), {"config": saved}, set(), "a run")  # resumes
+    with pytest.raises(Exception, match=rf"model.{added}: {before!r} -> {other!r}"):
+        config.refuse_changed(run_config(other), {"config": saved}, set(), "a run")
+
