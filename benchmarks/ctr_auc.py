@@ -117,7 +117,8 @@ def int_list(text: str) -> list[int]:
 
 
 def mean_std(values: list[float]) -> list[float]:
-    return [round(float(np.mean(values)), 5), round(float(np.std(values)), 5)]
+    """Mean and sample standard deviation (ddof 1, as ``ctr_demo_table.py``'s); 0 for one value."""
+    return [round(float(np.mean(values)), 5), round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 5)]
 
 
 def run_grid(args, info, inputs: str, data: CtrData, samples: Path) -> list[dict]:

@@ -276,8 +276,8 @@ def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: st
 def _upgraded(cls: type, tree: dict[str, Any]) -> dict[str, Any]:
     """A saved ``tree`` as this version reads it: every ``OneOf`` section upgraded
     (``OneOf.upgrade``), and a key added since it was saved given the value its run used (the
-    section class's ``SAVED_WITHOUT``: key -> the behaviour before the key existed). Only a saved
-    config is complete, so only a saved config is backfilled: a user's YAML takes the defaults."""
+    section class's ``SAVED_WITHOUT``: key -> the behaviour before the key existed). For the resume
+    check only: a saved config is complete, a user's YAML may not be, and takes the defaults."""
     out = {**getattr(cls, "SAVED_WITHOUT", {}), **tree}
     for name, tp in _hints(cls).items():
         value, one_of = out.get(name), _one_of(tp)
@@ -285,7 +285,7 @@ def _upgraded(cls: type, tree: dict[str, Any]) -> dict[str, Any]:
             continue
         if one_of is not None and value.get("name") in one_of.variants():
             section = one_of.upgrade(value)
-            out[name] = {**getattr(one_of.variants()[section["name"]], "SAVED_WITHOUT", {}), **section}
+            out[name] = _upgraded(one_of.variants()[section["name"]], section)
         elif dataclasses.is_dataclass(tp):
             out[name] = _upgraded(tp, value)
     return out

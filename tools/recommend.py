@@ -106,6 +106,9 @@ def recommend(run_dir: str | Path, names: list[str], k: int, kind: str = checkpo
     if k < 1:
         raise UserError(f"--k must be >= 1; got {k}")
     cfg = config.load(TrainConfig, run_dir / CONFIG_FILE, [f"out={run_dir}", *overrides])
+    if model_class(cfg.model.name).task == "ctr":
+        raise UserError(f"{run_dir}: a CTR run ({cfg.model.name}) scores given (user, item) pairs; it ranks no "
+                        f"catalog, so there is nothing to recommend from it")
     catalog = Catalog.open(cfg.data)
     users = catalog.indices(names, by_index)
     info = dist.init(device="cpu")

@@ -35,7 +35,8 @@ class DLRMConfig(FeatureConfig):
     table_eps: float = 1e-8
     eval_batch: int = 4096  # samples per rank per evaluation batch
 
-    # keys added after runs were saved, and what those runs did (config.refuse_changed)
+    # keys added after runs were saved, and what those runs did (config.refuse_changed); a key
+    # added to DCNConfig alone extends this dict there
     SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"bottom_out": "relu", "row_wise_min_rows": 0}
 
     def check(self) -> None:

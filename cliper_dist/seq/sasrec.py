@@ -3,8 +3,9 @@
 Item embeddings (looked up elsewhere) plus learned positions, dropout, then ``blocks``
 pre-LayerNorm blocks of causal self-attention and a point-wise feed-forward net, each with a
 residual; padding positions are zeroed after every block, as in the paper, and a final
-LayerNorm. Sequences are left-padded to ``max_len``, so position L-1 is always the most recent
-item, and its output is the user's representation.
+LayerNorm. Sequences are left-padded (to a batch's longest, at most ``max_len``) and take the
+last positions' embeddings, so position L-1 is always the most recent item, and its output is the
+user's representation.
 
 Weights start at N(0, 0.02) (``INIT_STD``, BERT's and RecBole's; the item table's rows too,
 ``table.py``) and the item vectors enter unscaled. The paper's code instead scales Xavier-initialised

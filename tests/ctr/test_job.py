@@ -15,6 +15,7 @@ from cliper_dist.dist import DistInfo
 from cliper_dist.errors import UserError
 from cliper_dist.train.job import TrainConfig, run
 from tests.seq.test_job import one_rank_equals_two_resumed
+from tools.recommend import recommend
 
 SMALL = ["model.name=dlrm", "model.embedding_dim=4", "model.bottom_mlp=[8]", "model.top_mlp=[8,4]",
          "model.negatives=2", "model.eval_batch=64", "batch_size=64", "optim.lr=0.01", "model.table_lr=0.1"]
@@ -74,3 +75,5 @@ def test_a_changed_config_is_refused_and_the_budget_may_grow(tmp_path, process_g
         run(_cfg(data, tmp_path / "run", "model.name=dcn", "model.dcn_rank=2", "model.negatives=3"), info)
     final = run(_cfg(data, tmp_path / "run", "model.name=dcn", "model.dcn_rank=2", "epochs=2"), info)
     assert final["epochs"] == 2 and final["task"] == "ctr"
+    with pytest.raises(UserError, match=r"a CTR run \(dcn\) scores given \(user, item\) pairs"):
+        recommend(tmp_path / "run", ["0"], 5, by_index=True)

@@ -105,9 +105,10 @@ def test_ranks_match_the_dense_equations(ranks, name, table, labels, sharding, n
 
 @pytest.mark.parametrize("config_class", [DLRMConfig, DCNConfig])
 @pytest.mark.parametrize("bottom_out", ["linear", "relu"])
-def test_bottom_out_is_the_bottom_mlps_last_activation(config_class, bottom_out):
+@pytest.mark.parametrize("bottom_mlp", [[], [8]])  # [] (the default): one layer, the output's
+def test_bottom_out_is_the_bottom_mlps_last_activation(config_class, bottom_out, bottom_mlp):
     """(The parity cases cannot see it: the reference is built by the same ``build_dlrm``.)"""
-    arch = config_class(embedding_dim=4, bottom_mlp=[8], bottom_out=bottom_out)
+    arch = config_class(embedding_dim=4, bottom_mlp=bottom_mlp, bottom_out=bottom_out)
     dense = build_dlrm(arch, [TableSpec("t", 5)], 3, seed=0).model.dense_arch
     out = dense(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)))
     assert (out.min() < 0) == (bottom_out == "linear") and out.shape == (64, 4)
