@@ -11,10 +11,10 @@ A training example is a slice of one user's training items in time order, in one
   items before it as input and it the only target, read at the last position.
 
 Each target comes at most once an epoch: ``prefix`` every training item but a user's first,
-``window`` only those among a user's last L+1. Every rank builds
-the same batches: a seeded permutation per epoch of the examples, cut into global batches; rank r
-takes its contiguous share, and negatives are drawn for the whole global batch from (seed, epoch,
-step) before slicing, so the batches and negatives are the same at any world size.
+``window`` only those among a user's last L+1. Every rank builds the same batches: a seeded
+permutation per epoch of the examples, cut into global batches; rank r takes its contiguous
+share, and negatives are drawn for the whole global batch from (seed, epoch, step) before
+slicing, so the batches and negatives are the same at any world size.
 """
 
 from __future__ import annotations

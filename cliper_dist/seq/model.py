@@ -15,7 +15,7 @@ averaged. Two losses:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -114,8 +114,8 @@ class SeqBatch(Pipelineable):
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "SeqBatch":
         b = self.batch
-        moved = Batch(b.bags, *(t.to(device, non_blocking=non_blocking) for t in (b.inputs, b.targets, b.negatives,
-                                                                                 b.lengths)), b.counts, b.last_only)
+        moved = replace(b, **{k: getattr(b, k).to(device, non_blocking=non_blocking)
+                              for k in ("inputs", "targets", "negatives", "lengths")})
         ids = {k: tuple(t.to(device, non_blocking=non_blocking) for t in v) for k, v in self.ids.items()}
         return SeqBatch(moved, ids, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
 
