@@ -176,7 +176,8 @@ def peer_main(args) -> None:
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
-    model = SASRec(config, train_data.dataset).to(config["device"])
+    blocks, = args.peer_blocks
+    model = (SASRec if blocks == "recbole" else _paper_blocks(SASRec))(config, train_data.dataset)
     trainer = Trainer(config, model)
     epoch_s = []
     train_epoch = trainer._train_epoch
@@ -237,7 +238,8 @@ def peer_main(args) -> None:
     for k in KS:
         test[f"hr@{k}"] = float((r < k).mean())
         test[f"ndcg@{k}"] = float(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0).mean())
-    print(json.dumps({"impl": "recbole-1.2.1", "test": test, "test_users": len(r),
+    impl = "recbole-1.2.1" + ("" if blocks == "recbole" else "+paper-blocks")
+    print(json.dumps({"impl": impl, "test": test, "test_users": len(r),
                       "recbole_own_test": {k.lower(): float(v) for k, v in own.items()},
                       "best_valid_ndcg@10": float(best_valid), "epochs": len(epoch_s),
                       "best_epoch": int(np.argmax(valid_scores)) if valid_scores else -1,
@@ -245,11 +247,37 @@ def peer_main(args) -> None:
                       "split": split}), flush=True)
 
 
+def _paper_blocks(recbole_sasrec: type) -> type:
+    """RecBole's SASRec with its encoder swapped for ours (``cliper_dist.seq.sasrec.SASRec``: the
+    paper's pre-LayerNorm blocks and final LayerNorm, positions counted back from the most recent
+    item); RecBole's item table, loss, optimizer, data, trainer and evaluation are unchanged. It
+    tells the block equations' share of a gap from everything else's."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from cliper_dist.seq.sasrec import SASRec as Encoder
+
+    class PaperBlocksSASRec(recbole_sasrec):
+        def __init__(self, config, dataset):
+            super().__init__(config, dataset)
+            del self.trm_encoder, self.position_embedding, self.LayerNorm
+            self.encoder = Encoder(self.hidden_size, self.max_seq_length, self.n_layers, self.n_heads,
+                                   self.hidden_dropout_prob)
+
+        def forward(self, item_seq, item_seq_len):
+            # RecBole right-pads a sequence, ours left-pads it: a row of n items moves right by L - n
+            n = item_seq.shape[1]
+            left = item_seq.gather(1, (torch.arange(n) + item_seq_len[:, None]) % n)
+            return self.encoder(self.item_embedding(left), left > 0)[:, -1]
+
+    return PaperBlocksSASRec
+
+
 def run_peer(args, work: Path) -> dict:
     """RecBole's result; with ``--reuse-peer``, the one saved by an earlier run of the same flags and files."""
     key = hashlib.sha256((" ".join(common_flags(args)) + (work / NAME / f"{NAME}.inter").read_text())
                          .encode()).hexdigest()[:16]
-    saved = work / "peer_result.json"
+    saved = work / f"peer_result_{args.peer_blocks}.json"
     if args.reuse_peer and saved.exists() and json.loads(saved.read_text())["key"] == key:
         return json.loads(saved.read_text())["result"]
     python = ensure_peer_venv()
@@ -266,7 +294,7 @@ def run_peer(args, work: Path) -> dict:
 
 def common_flags(args) -> list[str]:
     return [f"--{k.replace('_', '-')}={getattr(args, k)}"
-            for k in ("epochs", "patience", "batch", "lr", "max_len", "dropout", "threads", "seed")]
+            for k in ("epochs", "patience", "batch", "lr", "max_len", "dropout", "threads", "seed", "peer_blocks")]
 
 
 # ---------------------------------------------------------------- ours
@@ -297,11 +325,14 @@ def run_ours(args, data: Path, examples: str) -> dict:
 
 # ---------------------------------------------------------------- the comparison
 
-def example_forms(text: str) -> list[str]:
-    forms = text.split(",")
-    if not set(forms) <= {"window", "prefix"}:
-        raise argparse.ArgumentTypeError(f"window and/or prefix, comma-separated; got {text!r}")
-    return forms
+def choices(*allowed: str):
+    """An argparse type: a comma-separated list of some of ``allowed``."""
+    def parse(text: str) -> list[str]:
+        picked = text.split(",")
+        if not set(picked) <= set(allowed):
+            raise argparse.ArgumentTypeError(f"some of {', '.join(allowed)}, comma-separated; got {text!r}")
+        return picked
+    return parse
 
 
 def main() -> None:
@@ -313,8 +344,11 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=10, help="epochs without a better valid NDCG@10")
     p.add_argument("--batch", type=int, default=256, help="RecBole's and ours with prefix examples: events per "
                    "batch")
-    p.add_argument("--examples", default="window,prefix", type=example_forms, help="ours: the forms of training "
+    p.add_argument("--examples", default="window,prefix", type=choices("window", "prefix"), help="ours: the forms of training "
                    "example to run, comma-separated, each a run (model.train_examples: window, prefix)")
+    p.add_argument("--peer-blocks", default="recbole", type=choices("recbole", "paper"), help="RecBole runs "
+                   "to make, comma-separated, each a run: recbole (its SASRec as shipped: post-LayerNorm blocks) "
+                   "and/or paper (its SASRec with our encoder, the paper's pre-LayerNorm blocks, in it)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam (RecBole: every parameter; ours: the dense part)")
     p.add_argument("--table-lr", type=float, default=0.01, help="ours: the item table's row-wise Adagrad "
                    "(configs/train/sasrec.yaml's)")
@@ -337,18 +371,23 @@ def main() -> None:
     atomic = write_atomic(data, args.workdir / "recbole", args.max_len)
     if not args.ours_batch:
         args.ours_batch = max(1, round(args.batch / atomic["positions_per_user"]))
-    peer = run_peer(args, args.workdir / "recbole")
-    peer_split = peer.pop("split")
-    identical = all(peer_split[s] == atomic["split"][s] for s in ("valid", "test"))
-    print(json.dumps({**peer, "split_identical": identical, "events": atomic["events"],
-                      "users_left_out": atomic["users_left_out"]}), flush=True)
+    peers, identical = {}, True
+    for blocks in args.peer_blocks:
+        peer = run_peer(argparse.Namespace(**{**vars(args), "peer_blocks": blocks}), args.workdir / "recbole")
+        peer_split = peer.pop("split")
+        identical &= all(peer_split[s] == atomic["split"][s] for s in ("valid", "test"))
+        print(json.dumps({**peer, "split_identical": identical, "events": atomic["events"],
+                          "users_left_out": atomic["users_left_out"]}), flush=True)
+        peers[blocks] = peer
     summary = {"summary": "seq_recbole", "split_identical": identical, "threads": args.threads,
                "batch": args.batch, "ours_batch": args.ours_batch, "lr": args.lr, "table_lr": args.table_lr}
     for examples in args.examples:
         ours = {**run_ours(args, data, examples), "num_items_ranked": atomic["num_items"]}
         print(json.dumps(ours), flush=True)
-        summary[f"ndcg_ratio_{examples}"] = round(ours["test"]["ndcg@10"] / peer["test"]["ndcg@10"], 3)
-        summary[f"epoch_speedup_{examples}"] = round(peer["s_per_epoch"] / ours["s_per_epoch"], 2)
+        for blocks, peer in peers.items():
+            suffix = examples + ("" if blocks == "recbole" else "_vs_paper_blocks")
+            summary[f"ndcg_ratio_{suffix}"] = round(ours["test"]["ndcg@10"] / peer["test"]["ndcg@10"], 3)
+            summary[f"epoch_speedup_{suffix}"] = round(peer["s_per_epoch"] / ours["s_per_epoch"], 2)
     print(json.dumps(summary), flush=True)
 
 
