@@ -52,9 +52,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -299,15 +301,15 @@ def common_flags(args) -> list[str]:
 
 # ---------------------------------------------------------------- ours
 
-def run_ours(args, data: Path, examples: str) -> dict:
+def run_ours(args, data: Path, examples: str, norm: str) -> dict:
     """``launch/train.py`` with ``model.name=sasrec`` (configs/train/sasrec.yaml), a world of one,
-    training on ``examples`` (``model.train_examples``)."""
-    out = args.workdir / f"ours_{examples}"
+    training on ``examples`` (``model.train_examples``) with ``norm`` blocks (``model.norm``)."""
+    out = args.workdir / f"ours_{examples}_{norm}"
     batch = args.ours_batch if examples == "window" else args.batch
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(REPO / "configs/train/sasrec.yaml"),
            "--data", str(data), "--out", str(out), f"epochs={args.epochs}", f"patience={args.patience}",
-           f"batch_size={batch}", f"model.train_examples={examples}", f"optim.lr={args.lr}",
+           f"batch_size={batch}", f"model.train_examples={examples}", f"model.norm={norm}", f"optim.lr={args.lr}",
            f"model.table_lr={args.table_lr}",
            f"model.max_len={args.max_len}", f"model.dropout={args.dropout}", f"threads={args.threads}",
            f"seed={args.seed}", "checkpoint_every=0", "save_best=false"]
@@ -317,7 +319,7 @@ def run_ours(args, data: Path, examples: str) -> dict:
     if result.returncode:
         raise SystemExit(f"ours failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     final = json.loads((out / "final.json").read_text())
-    return {"impl": "cliper-dist", "examples": examples, "test": final["test"],
+    return {"impl": "cliper-dist", "examples": examples, "norm": norm, "test": final["test"],
             "best_valid_ndcg@10": final["valid"]["ndcg@10"], "batch": batch, "epochs": final["epochs"],
             "best_epoch": final["best_epoch"], "s_per_epoch": final["s_per_epoch"], "table_lr": args.table_lr,
             "peak_rss_mb": final["peak_rss_mb"]}
@@ -346,6 +348,8 @@ def main() -> None:
                    "batch")
     p.add_argument("--examples", default="window,prefix", type=choices("window", "prefix"), help="ours: the forms of training "
                    "example to run, comma-separated, each a run (model.train_examples: window, prefix)")
+    p.add_argument("--norms", default="pre", type=choices("pre", "post"), help="ours: the blocks to run, "
+                   "comma-separated, each a run per form of example (model.norm: pre, the paper's; post, RecBole's)")
     p.add_argument("--peer-blocks", default="recbole", type=choices("recbole", "paper"), help="RecBole runs "
                    "to make, comma-separated, each a run: recbole (its SASRec as shipped: post-LayerNorm blocks) "
                    "and/or paper (its SASRec with our encoder, the paper's pre-LayerNorm blocks, in it)")
@@ -355,7 +359,10 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=[0], type=lambda t: [int(x) for x in t.split(",")], help="comma-separated: "
+                   "every side runs once per seed (the synthetic catalog is drawn with it too); the summary "
+                   "compares the means")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the peer's, from --seeds
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "seq_recbole")
     p.add_argument("--ours-batch", type=int, help="ours, window examples: users per batch (default: --batch over "
                    "the mean number of training positions per user, so both sides train on about as many targets "
@@ -366,30 +373,55 @@ def main() -> None:
     args = p.parse_args()
     if args._peer:
         return peer_main(args)
-    args.workdir = args.workdir.resolve()
+    root, runs, identical = args.workdir.resolve(), {}, True
+    for seed in args.seeds:
+        identical &= run_seed(argparse.Namespace(**{**vars(args), "seed": seed, "workdir": root / f"seed{seed}"}),
+                              runs)
+    summary = {"summary": "seq_recbole", "split_identical": identical, "seeds": args.seeds, "threads": args.threads,
+               "batch": args.batch, "lr": args.lr, "table_lr": args.table_lr}
+    summary.update({f"ndcg@10_{side}": mean_std([r["test"]["ndcg@10"] for r in rs]) for side, rs in runs.items()})
+    for side, peer_side in itertools.product([s for s in runs if s.startswith("ours")], PEER_SIDES.values()):
+        if peer_side not in runs:
+            continue
+        ours, peer = runs[side], runs[peer_side]
+        suffix = side.removeprefix("ours_").removesuffix("_pre") + ("_vs_paper_blocks" if "paper" in peer_side else "")
+        ndcg = [[r["test"]["ndcg@10"] for r in rs] for rs in (ours, peer)]
+        summary[f"ndcg_ratio_{suffix}"] = round(statistics.mean(ndcg[0]) / statistics.mean(ndcg[1]), 3)
+        summary[f"ndcg_ratio_{suffix}_per_seed"] = [round(o / p, 3) for o, p in zip(*ndcg)]
+        summary[f"epoch_speedup_{suffix}"] = round(statistics.mean(r["s_per_epoch"] for r in peer)
+                                                   / statistics.mean(r["s_per_epoch"] for r in ours), 2)
+    print(json.dumps(summary), flush=True)
+
+
+PEER_SIDES = {"recbole": "recbole", "paper": "recbole_paper_blocks"}
+
+
+def run_seed(args, runs: dict[str, list[dict]]) -> bool:
+    """Every side at ``args.seed`` (its catalog, split and runs in ``args.workdir``), each result
+    printed and appended to ``runs[side]``; whether RecBole's split is ours."""
     data = args.data or synthetic_dataset(args.workdir / "data", args.users, args.items, args.seed)
     atomic = write_atomic(data, args.workdir / "recbole", args.max_len)
     if not args.ours_batch:
         args.ours_batch = max(1, round(args.batch / atomic["positions_per_user"]))
-    peers, identical = {}, True
+    identical = True
     for blocks in args.peer_blocks:
         peer = run_peer(argparse.Namespace(**{**vars(args), "peer_blocks": blocks}), args.workdir / "recbole")
         peer_split = peer.pop("split")
         identical &= all(peer_split[s] == atomic["split"][s] for s in ("valid", "test"))
-        print(json.dumps({**peer, "split_identical": identical, "events": atomic["events"],
-                          "users_left_out": atomic["users_left_out"]}), flush=True)
-        peers[blocks] = peer
-    summary = {"summary": "seq_recbole", "split_identical": identical, "threads": args.threads,
-               "batch": args.batch, "ours_batch": args.ours_batch, "lr": args.lr, "table_lr": args.table_lr}
-    for examples in args.examples:
-        ours = {**run_ours(args, data, examples), "num_items_ranked": atomic["num_items"]}
+        peer = {**peer, "seed": args.seed, "split_identical": identical, "events": atomic["events"],
+                "users_left_out": atomic["users_left_out"]}
+        print(json.dumps(peer), flush=True)
+        runs.setdefault(PEER_SIDES[blocks], []).append(peer)
+    for examples, norm in itertools.product(args.examples, args.norms):
+        ours = {**run_ours(args, data, examples, norm), "seed": args.seed, "num_items_ranked": atomic["num_items"]}
         print(json.dumps(ours), flush=True)
-        for blocks, peer in peers.items():
-            suffix = examples + ("" if blocks == "recbole" else "_vs_paper_blocks")
-            summary[f"ndcg_ratio_{suffix}"] = round(ours["test"]["ndcg@10"] / peer["test"]["ndcg@10"], 3)
-            summary[f"epoch_speedup_{suffix}"] = round(peer["s_per_epoch"] / ours["s_per_epoch"], 2)
-    print(json.dumps(summary), flush=True)
+        runs.setdefault(f"ours_{examples}_{norm}", []).append(ours)
+    return identical
 
+
+def mean_std(values: list[float]) -> list[float]:
+    """[mean, sample std (0 for one value)], rounded."""
+    return [round(statistics.mean(values), 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0]
 
 if __name__ == "__main__":
     main()

@@ -62,6 +62,16 @@ def load(cls: type[T], paths: Paths = None, overrides: typing.Sequence[str] = ()
     tree: dict[str, Any] = {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths or ():
         _merge(tree, _read_yaml(Path(path)))
+    return _load(cls, tree, overrides)
+
+
+def load_saved(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = ()) -> T:
+    """A run's saved config (``save``) as this version reads it: a key added since the run was
+    saved takes the value the run used (``SAVED_WITHOUT``), not today's default; then ``overrides``."""
+    return _load(cls, _upgraded(cls, _read_yaml(Path(path))), overrides)
+
+
+def _load(cls: type[T], tree: dict[str, Any], overrides: typing.Sequence[str]) -> T:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -276,8 +286,9 @@ def refuse_changed(cfg: Any, meta: dict[str, Any], resumable: set[str], what: st
 def _upgraded(cls: type, tree: dict[str, Any]) -> dict[str, Any]:
     """A saved ``tree`` as this version reads it: every ``OneOf`` section upgraded
     (``OneOf.upgrade``), and a key added since it was saved given the value its run used (the
-    section class's ``SAVED_WITHOUT``: key -> the behaviour before the key existed). For the resume
-    check only: a saved config is complete, a user's YAML may not be, and takes the defaults."""
+    section class's ``SAVED_WITHOUT``: key -> the behaviour before the key existed). For saved
+    configs only (the resume check, ``load_saved``): a saved config is complete, a user's YAML may
+    not be, and takes the defaults."""
     out = {**getattr(cls, "SAVED_WITHOUT", {}), **tree}
     for name, tp in _hints(cls).items():
         value, one_of = out.get(name), _one_of(tp)

@@ -105,7 +105,7 @@ def recommend(run_dir: str | Path, names: list[str], k: int, kind: str = checkpo
         raise UserError(f"{run_dir}: no complete '{kind}' checkpoint (save_best=false or the run never evaluated?)")
     if k < 1:
         raise UserError(f"--k must be >= 1; got {k}")
-    cfg = config.load(TrainConfig, run_dir / CONFIG_FILE, [f"out={run_dir}", *overrides])
+    cfg = config.load_saved(TrainConfig, run_dir / CONFIG_FILE, [f"out={run_dir}", *overrides])
     if model_class(cfg.model.name).task == "ctr":
         raise UserError(f"{run_dir}: a CTR run ({cfg.model.name}) scores given (user, item) pairs; it ranks no "
                         f"catalog, so there is nothing to recommend from it")

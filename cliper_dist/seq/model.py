@@ -35,7 +35,7 @@ from cliper_dist.errors import UserError
 from cliper_dist.model.base import FeatureConfig
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.seq.data import Batch, Examples, Sequences
-from cliper_dist.seq.sasrec import SASRec, left_pad
+from cliper_dist.seq.sasrec import Norm, SASRec, left_pad
 from cliper_dist.seq.softmax import sharded_cross_entropy, target_ranks
 from cliper_dist.seq.table import ItemTable, Optimizer, TableOptim, keyed_ids, row_bounds
 
@@ -53,6 +53,7 @@ class SASRecConfig(FeatureConfig):
     max_len: int = 50  # L: the most recent items a user's representation reads
     blocks: int = 2  # self-attention blocks
     heads: int = 1
+    norm: Norm = "pre"  # the blocks' LayerNorms: pre (the paper's) or post (RecBole's, BERT's)
     dropout: float = 0.2
     table_optimizer: Optimizer = "rowwise_adagrad"  # fbgemm's, fused into the backward (CPU: no Adam)
     table_lr: float = 0.01
@@ -60,7 +61,7 @@ class SASRecConfig(FeatureConfig):
     softmax_block: int = 4096  # positions scored at once against this rank's rows (ce)
 
     # keys added after runs were saved, and what those runs did (config.refuse_changed)
-    SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"train_examples": "window"}
+    SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"train_examples": "window", "norm": "pre"}
 
     @property
     def uses_ids(self) -> bool:
@@ -134,7 +135,7 @@ class SeqHead(nn.Module):
     def __init__(self, cfg: SASRecConfig, lo: int, features: torch.Tensor | None):
         super().__init__()
         self.cfg, self.lo = cfg, lo
-        self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout)
+        self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout, cfg.norm)
         self.content = None if features is None else ItemContent(features, cfg.embedding_dim)
 
     def vectors(self, looked_up: dict[str, JaggedTensor] | None,

@@ -26,7 +26,7 @@ class ReferenceSeqModel:
         rowwise = cfg.table_optimizer == "rowwise_adagrad"
         self.state = torch.zeros(num_items) if rowwise else torch.zeros(num_items, cfg.embedding_dim)
         torch.manual_seed(seed)
-        self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout)
+        self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout, cfg.norm)
         self.content = None if features is None else ItemContent(features, cfg.embedding_dim)
         dense = nn.ModuleList([self.encoder] + ([self.content] if self.content else []))
         self.optimizer = torch.optim.Adam(dense.parameters(), lr=lr)

@@ -1,9 +1,10 @@
 """SASRec's sequence encoder (Kang & McAuley, ICDM 2018): the dense, data-parallel part.
 
 Item embeddings (looked up elsewhere) plus learned positions, dropout, then ``blocks``
-pre-LayerNorm blocks of causal self-attention and a point-wise feed-forward net, each with a
-residual; padding positions are zeroed after every block, as in the paper, and a final
-LayerNorm. Sequences are left-padded (to a batch's longest, at most ``max_len``) and take the
+blocks of causal self-attention and a point-wise feed-forward net, each with a residual;
+padding positions are zeroed after every block, as in the paper. Where the LayerNorms sit is
+``norm``: ``pre`` (the paper's) normalises each sublayer's input and the last block's output;
+``post`` (RecBole's and BERT's) normalises each residual sum and the input embeddings. Sequences are left-padded (to a batch's longest, at most ``max_len``) and take the
 last positions' embeddings, so position L-1 is always the most recent item, and its output is the
 user's representation.
 
@@ -15,44 +16,53 @@ the benchmark's catalog, against 0.065 this way (docs/sequential.md, "Initialisa
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 INIT_STD = 0.02
+Norm = Literal["pre", "post"]
 MASKED = -1e9  # a finite "minus infinity": a query whose keys are all padding attends evenly, never NaN
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, norm: Norm):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout, self.post = heads, dropout, norm == "post"
         self.attn_norm, self.ffn_norm = nn.LayerNorm(dim, eps=1e-8), nn.LayerNorm(dim, eps=1e-8)
         # no bias: a key bias cannot change the attention (softmax is shift-invariant), so its gradient is
         # rounding noise that Adam would scale up to full steps; the LayerNorm's shift reaches q, k, v anyway
         self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
-        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, n, d)), self.dropout, self.training)
+        return F.dropout(self.proj(a.transpose(1, 2).reshape(b, n, d)), self.dropout, self.training)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        if self.post:
+            x = self.attn_norm(x + self.attend(x, attn_mask))
+            return self.ffn_norm(x + F.dropout(self.ffn(x), self.dropout, self.training))
+        x = x + self.attend(self.attn_norm(x), attn_mask)
         return x + F.dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
 
 
 class SASRec(nn.Module):
     """(B, L, d) left-padded item embeddings and their (B, L) mask -> (B, L, d) outputs."""
 
-    def __init__(self, dim: int, max_len: int, blocks: int, heads: int, dropout: float):
+    def __init__(self, dim: int, max_len: int, blocks: int, heads: int, dropout: float, norm: Norm = "pre"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding_dim {dim} is not divisible by heads {heads}")
-        self.dim, self.dropout = dim, dropout
+        self.dim, self.dropout, self.post = dim, dropout, norm == "post"
         self.positions = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(blocks))
-        self.norm = nn.LayerNorm(dim, eps=1e-8)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, norm) for _ in range(blocks))
+        self.norm = nn.LayerNorm(dim, eps=1e-8)  # pre: on the output; post: on the input
         causal = torch.ones(max_len, max_len, dtype=torch.bool).tril()
         self.register_buffer("causal", causal, persistent=False)
         for module in self.modules():
@@ -65,12 +75,12 @@ class SASRec(nn.Module):
         b, n, _ = items.shape
         keep = mask.unsqueeze(-1).to(items.dtype)
         x = items + self.positions.weight[-n:]
-        x = F.dropout(x, self.dropout, self.training) * keep
+        x = F.dropout(self.norm(x) if self.post else x, self.dropout, self.training) * keep
         allowed = self.causal[-n:, -n:] & mask[:, None, :]  # (B, L, L): earlier, real items only
         attn_mask = torch.zeros(allowed.shape, dtype=items.dtype).masked_fill(~allowed, MASKED).unsqueeze(1)
         for block in self.blocks:
             x = block(x, attn_mask) * keep
-        return self.norm(x)
+        return x if self.post else self.norm(x)
 
 
 def left_pad(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
