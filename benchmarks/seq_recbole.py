@@ -3,6 +3,7 @@ train seconds per epoch of each, and their ratios.
 
     python benchmarks/seq_recbole.py [--users 2000 --items 1000 --epochs 200 --patience 10 --examples window,prefix]
     python benchmarks/seq_recbole.py --data DATASET   # a dataset converted with --split loo
+    python benchmarks/seq_recbole.py --examples window --norms pre,post --peer-blocks recbole,paper --seeds 0,1,2
 
 The peer lives in its own virtual environment, ``benchmarks/.peers/recbole`` (made here, once,
 about 1.6 GB; never a project dependency): RecBole 1.2.1 from PyPI with what it still runs on, pinned:
@@ -37,15 +38,21 @@ both sides. What still differs, by design of each:
   RecBole's ``--batch``. ``prefix`` sees every training event as a target once per epoch, as
   RecBole does; ``window`` those in the last L + 1 of a user's train (here: all of them);
 - the blocks: RecBole's are post-LayerNorm (BERT's); ours pre-LayerNorm (the paper's); its FFN
-  is set to ours (inner size 64, ReLU);
+  is set to ours (inner size 64, ReLU). Each side can run the other's: ``--norms post`` runs ours
+  with ``model.norm=post`` (RecBole's placement), ``--peer-blocks paper`` runs RecBole's SASRec
+  with our whole encoder in it (its table, loss, optimizer, data, trainer and evaluation
+  unchanged). The encoders still differ in small ways the swap carries along: ours has no q/k/v
+  bias, a dropout inside the FFN, LayerNorm eps 1e-8 (RecBole's 1e-12) and positions counted back
+  from the most recent item (RecBole's from the oldest);
 - evaluation: both rank every item. RecBole's own metrics for a sequential model do not exclude
   the user's history; ours do. The peer therefore also ranks its test users the way ours does
   (history excluded) and the comparison uses that (``recbole_own_*`` are its own numbers).
 
-One JSON line per side (ours: per form), then a summary: ``ndcg_ratio_<form>`` (ours over
-RecBole's test NDCG@10; the target is within 3%) and ``epoch_speedup_<form>`` (RecBole's train
-s/epoch over ours; the target is >= 2x). One run each: read the ratios as noisy (the host's speed
-drifts 15-25% in minutes).
+One JSON line per side and seed (ours: per form and norm), then a summary over ``--seeds``
+(each seed draws the synthetic catalog too): each side's test NDCG@10 as [mean, std];
+``ndcg_ratio_<form>[_post][_vs_paper_blocks]`` (ours' mean over RecBole's; the target is within
+3%), the same per seed, and ``epoch_speedup_...`` (RecBole's mean train s/epoch over ours; the
+target is >= 2x). The host's speed drifts 15-25% in minutes: read the speed ratios as noisy.
 """
 
 from __future__ import annotations
@@ -180,6 +187,7 @@ def peer_main(args) -> None:
     init_seed(config["seed"], config["reproducibility"])
     blocks, = args.peer_blocks
     model = (SASRec if blocks == "recbole" else _paper_blocks(SASRec))(config, train_data.dataset)
+    model = model.to(config["device"])
     trainer = Trainer(config, model)
     epoch_s = []
     train_epoch = trainer._train_epoch
@@ -267,17 +275,25 @@ def _paper_blocks(recbole_sasrec: type) -> type:
                                    self.hidden_dropout_prob)
 
         def forward(self, item_seq, item_seq_len):
-            # RecBole right-pads a sequence, ours left-pads it: a row of n items moves right by L - n
-            n = item_seq.shape[1]
-            left = item_seq.gather(1, (torch.arange(n) + item_seq_len[:, None]) % n)
+            left = right_to_left(item_seq, item_seq_len)
             return self.encoder(self.item_embedding(left), left > 0)[:, -1]
 
     return PaperBlocksSASRec
 
 
+def right_to_left(item_seq, lengths):
+    """RecBole's right-padded (B, L) sequences, left-padded as ours: a row of n items moves right
+    by L - n (its padding, 0, wraps round to the front)."""
+    import torch
+
+    n = item_seq.shape[1]
+    return item_seq.gather(1, (torch.arange(n, device=item_seq.device) + lengths[:, None]) % n)
+
+
 def run_peer(args, work: Path) -> dict:
     """RecBole's result; with ``--reuse-peer``, the one saved by an earlier run of the same flags and files."""
-    key = hashlib.sha256((" ".join(common_flags(args)) + (work / NAME / f"{NAME}.inter").read_text())
+    encoder = (REPO / "cliper_dist/seq/sasrec.py").read_text() if args.peer_blocks == "paper" else ""
+    key = hashlib.sha256((" ".join(common_flags(args)) + (work / NAME / f"{NAME}.inter").read_text() + encoder)
                          .encode()).hexdigest()[:16]
     saved = work / f"peer_result_{args.peer_blocks}.json"
     if args.reuse_peer and saved.exists() and json.loads(saved.read_text())["key"] == key:
@@ -337,6 +353,9 @@ def choices(*allowed: str):
     return parse
 
 
+PEER_SIDES = {"recbole": "recbole", "paper": "recbole_paper_blocks"}  # --peer-blocks -> the side's name
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, help="a dataset converted with --split loo (default: synthetic)")
@@ -346,8 +365,8 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=10, help="epochs without a better valid NDCG@10")
     p.add_argument("--batch", type=int, default=256, help="RecBole's and ours with prefix examples: events per "
                    "batch")
-    p.add_argument("--examples", default="window,prefix", type=choices("window", "prefix"), help="ours: the forms of training "
-                   "example to run, comma-separated, each a run (model.train_examples: window, prefix)")
+    p.add_argument("--examples", default="window,prefix", type=choices("window", "prefix"), help="ours: the "
+                   "forms of training example to run, comma-separated, each a run (model.train_examples)")
     p.add_argument("--norms", default="pre", type=choices("pre", "post"), help="ours: the blocks to run, "
                    "comma-separated, each a run per form of example (model.norm: pre, the paper's; post, RecBole's)")
     p.add_argument("--peer-blocks", default="recbole", type=choices("recbole", "paper"), help="RecBole runs "
@@ -362,7 +381,7 @@ def main() -> None:
     p.add_argument("--seeds", default=[0], type=lambda t: [int(x) for x in t.split(",")], help="comma-separated: "
                    "every side runs once per seed (the synthetic catalog is drawn with it too); the summary "
                    "compares the means")
-    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the peer's, from --seeds
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)  # the peer's, from --seeds
     p.add_argument("--workdir", type=Path, default=REPO / "runs" / "seq_recbole")
     p.add_argument("--ours-batch", type=int, help="ours, window examples: users per batch (default: --batch over "
                    "the mean number of training positions per user, so both sides train on about as many targets "
@@ -373,6 +392,8 @@ def main() -> None:
     args = p.parse_args()
     if args._peer:
         return peer_main(args)
+    if args.seed is not None:
+        p.error("--seed is the peer's own; pass --seeds")
     root, runs, identical = args.workdir.resolve(), {}, True
     for seed in args.seeds:
         identical &= run_seed(argparse.Namespace(**{**vars(args), "seed": seed, "workdir": root / f"seed{seed}"}),
@@ -392,8 +413,6 @@ def main() -> None:
                                                    / statistics.mean(r["s_per_epoch"] for r in ours), 2)
     print(json.dumps(summary), flush=True)
 
-
-PEER_SIDES = {"recbole": "recbole", "paper": "recbole_paper_blocks"}
 
 
 def run_seed(args, runs: dict[str, list[dict]]) -> bool:
@@ -422,6 +441,7 @@ def run_seed(args, runs: dict[str, list[dict]]) -> bool:
 def mean_std(values: list[float]) -> list[float]:
     """[mean, sample std (0 for one value)], rounded."""
     return [round(statistics.mean(values), 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0]
+
 
 if __name__ == "__main__":
     main()

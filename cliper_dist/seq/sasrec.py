@@ -4,8 +4,9 @@ Item embeddings (looked up elsewhere) plus learned positions, dropout, then ``bl
 blocks of causal self-attention and a point-wise feed-forward net, each with a residual;
 padding positions are zeroed after every block, as in the paper. Where the LayerNorms sit is
 ``norm``: ``pre`` (the paper's) normalises each sublayer's input and the last block's output;
-``post`` (RecBole's and BERT's) normalises each residual sum and the input embeddings. Sequences are left-padded (to a batch's longest, at most ``max_len``) and take the
-last positions' embeddings, so position L-1 is always the most recent item, and its output is the
+``post`` (RecBole's and BERT's) normalises each residual sum and the input embeddings.
+Sequences are left-padded (to a batch's longest, at most ``max_len``) and take the last
+positions' embeddings, so position L-1 is always the most recent item, and its output is the
 user's representation.
 
 Weights start at N(0, 0.02) (``INIT_STD``, BERT's and RecBole's; the item table's rows too,
@@ -33,7 +34,8 @@ class Block(nn.Module):
         self.heads, self.dropout, self.post = heads, dropout, norm == "post"
         self.attn_norm, self.ffn_norm = nn.LayerNorm(dim, eps=1e-8), nn.LayerNorm(dim, eps=1e-8)
         # no bias: a key bias cannot change the attention (softmax is shift-invariant), so its gradient is
-        # rounding noise that Adam would scale up to full steps; the LayerNorm's shift reaches q, k, v anyway
+        # rounding noise that Adam would scale up to full steps; the shift of the LayerNorm before
+        # (pre: attn_norm; post: the previous block's last, or the input's) reaches q, k, v anyway
         self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
 
@@ -59,6 +61,8 @@ class SASRec(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding_dim {dim} is not divisible by heads {heads}")
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm is pre or post; got {norm!r}")
         self.dim, self.dropout, self.post = dim, dropout, norm == "post"
         self.positions = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout, norm) for _ in range(blocks))
@@ -77,7 +81,8 @@ class SASRec(nn.Module):
         x = items + self.positions.weight[-n:]
         x = F.dropout(self.norm(x) if self.post else x, self.dropout, self.training) * keep
         allowed = self.causal[-n:, -n:] & mask[:, None, :]  # (B, L, L): earlier, real items only
-        attn_mask = torch.zeros(allowed.shape, dtype=items.dtype).masked_fill(~allowed, MASKED).unsqueeze(1)
+        attn_mask = torch.zeros(allowed.shape, dtype=items.dtype, device=items.device)
+        attn_mask = attn_mask.masked_fill(~allowed, MASKED).unsqueeze(1)
         for block in self.blocks:
             x = block(x, attn_mask) * keep
         return x if self.post else self.norm(x)
@@ -86,7 +91,7 @@ class SASRec(nn.Module):
 def left_pad(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Jagged rows (sum(lengths), d) -> (B, max_len, d) right-aligned, and its (B, max_len) mask."""
     b = lengths.numel()
-    mask = torch.arange(max_len).expand(b, max_len) >= (max_len - lengths).unsqueeze(1)
+    mask = torch.arange(max_len, device=values.device).expand(b, max_len) >= (max_len - lengths).unsqueeze(1)
     out = values.new_zeros(b, max_len, values.shape[-1])
     out[mask] = values
     return out, mask

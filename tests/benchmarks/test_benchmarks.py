@@ -147,16 +147,26 @@ def test_seq_scale_epoch_and_table_at_one_and_two_ranks():
 
 
 def test_seq_recbole_side_by_side_on_one_split(tmp_path):
-    """Makes RecBole's venv once (benchmarks/.peers/recbole, from PyPI), then both sides for 2 epochs."""
+    """Makes RecBole's venv once (benchmarks/.peers/recbole, from PyPI), then every side for 2 epochs:
+    RecBole's SASRec as shipped and with our encoder in it; ours both forms x both norms."""
     result = run_python([REPO / "benchmarks/seq_recbole.py", "--users", "150", "--items", "60", "--epochs", "2",
-                         "--patience", "1", "--workdir", tmp_path], timeout=900)
+                         "--patience", "1", "--workdir", tmp_path, "--peer-blocks", "recbole,paper",
+                         "--norms", "pre,post", "--seeds", "3"], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
-    peer, window, prefix, summary = _rows(result.stdout)
-    assert peer["impl"] == "recbole-1.2.1" and summary["split_identical"]
-    assert [(r["impl"], r["examples"], r["batch"]) for r in (window, prefix)] == [
-        ("cliper-dist", "window", summary["ours_batch"]), ("cliper-dist", "prefix", summary["batch"])]
-    assert peer["test_users"] == 150 and peer["num_items_ranked"] == window["num_items_ranked"] == 60
-    assert all(0 < summary[f"ndcg_ratio_{e}"] and summary[f"epoch_speedup_{e}"] > 0 for e in ("window", "prefix"))
+    peer, paper, *ours, summary = _rows(result.stdout)
+    assert (peer["impl"], paper["impl"]) == ("recbole-1.2.1", "recbole-1.2.1+paper-blocks")
+    assert summary["split_identical"] and summary["seeds"] == [3] and {r["seed"] for r in ours} == {3}
+    assert [(r["examples"], r["norm"]) for r in ours] == [("window", "pre"), ("window", "post"), ("prefix", "pre"),
+                                                          ("prefix", "post")]
+    assert ours[0]["batch"] < summary["batch"] == ours[2]["batch"]  # window batches count users, prefix events
+    assert peer["test_users"] == 150 and peer["num_items_ranked"] == ours[0]["num_items_ranked"] == 60
+    for r in ours:
+        for side, suffix in ((peer, ""), (paper, "_vs_paper_blocks")):
+            key = r["examples"] + ("_post" if r["norm"] == "post" else "") + suffix
+            ratio = r["test"]["ndcg@10"] / side["test"]["ndcg@10"]
+            assert summary[f"ndcg_ratio_{key}"] == pytest.approx(ratio, abs=1e-3)
+            assert summary[f"ndcg_ratio_{key}_per_seed"] == [pytest.approx(ratio, abs=1e-3)]
+            assert summary[f"epoch_speedup_{key}"] == pytest.approx(side["s_per_epoch"] / r["s_per_epoch"], abs=0.01)
 
 
 def test_ctr_auc_picks_each_sides_setting_on_mean_valid_auc():

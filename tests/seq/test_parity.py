@@ -23,22 +23,22 @@ def synthetic_sequences() -> Sequences:
     return Sequences.from_interactions(inter, USERS, ITEMS, "synthetic")
 
 
-def config(loss: str, table: str, item_input: str, examples: str) -> SASRecConfig:
+def config(loss: str, table: str, item_input: str, examples: str, norm: str) -> SASRecConfig:
     return SASRecConfig(name="sasrec", embedding_dim=8, loss=loss, item_input=item_input, max_len=6, blocks=2,
                         heads=2, dropout=0.0, table_optimizer=table, table_lr=0.1, softmax_block=7,
-                        train_examples=examples)
+                        train_examples=examples, norm=norm)
 
 
 def item_features(item_input: str) -> torch.Tensor | None:
     return torch.randn(ITEMS, 5, generator=torch.Generator().manual_seed(1)) if item_input != "id" else None
 
 
-def train_sharded(loss: str, table: str, item_input: str, examples: str, pipelined: bool) -> dict:
+def train_sharded(loss: str, table: str, item_input: str, examples: str, norm: str, pipelined: bool) -> dict:
     """Two epochs at this world size, through torchrec's pipeline as the job trains (``pipelined``)
     or step by step."""
     info = dist.init(device="cpu")
     seqs = synthetic_sequences()
-    trainer = SeqTrainer(config(loss, table, item_input, examples), OptimConfig(lr=0.01), seqs,
+    trainer = SeqTrainer(config(loss, table, item_input, examples, norm), OptimConfig(lr=0.01), seqs,
                          item_features(item_input), info, SEED, 16, 5, None)
     model = trainer.model
     losses = []
@@ -56,9 +56,10 @@ def train_sharded(loss: str, table: str, item_input: str, examples: str, pipelin
             **metrics}
 
 
-def train_reference(loss: str, table: str, item_input: str, examples: str) -> dict:
+def train_reference(loss: str, table: str, item_input: str, examples: str, norm: str) -> dict:
     seqs = synthetic_sequences()
-    model = ReferenceSeqModel(config(loss, table, item_input, examples), 0.01, ITEMS, SEED, item_features(item_input))
+    cfg = config(loss, table, item_input, examples, norm)
+    model = ReferenceSeqModel(cfg, 0.01, ITEMS, SEED, item_features(item_input))
     losses = [model.step(b) for epoch in range(2)
               for b in train_batches(seqs, 6, 16, epoch, SEED, 0, 1, examples=examples)]
     return {"loss": losses, "items": model.items().detach(), "encoder": model.encoder.state_dict(),
@@ -69,18 +70,19 @@ def train_reference(loss: str, table: str, item_input: str, examples: str) -> di
 # sampled path's scale, which the same all-to-all carries (slow). With features, an item's vector is
 # its projected features (plus its ID row): the projection's gradient reaches it from every rank.
 # The job trains through torchrec's pipeline; step by step is the same arithmetic (slow). Prefix
-# examples score one position each, their last.
-@pytest.mark.parametrize("loss,table,item_input,examples,pipelined", [
-    ("ce", "sgd", "id", "window", True), ("bce", "rowwise_adagrad", "id+features", "window", True),
-    ("bce", "sgd", "id", "prefix", True),
-    pytest.param("ce", "sgd", "id+features", "prefix", True, marks=pytest.mark.slow),
-    pytest.param("ce", "rowwise_adagrad", "features", "prefix", False, marks=pytest.mark.slow),
-    pytest.param("ce", "rowwise_adagrad", "features", "window", False, marks=pytest.mark.slow),
-    pytest.param("bce", "sgd", "id", "window", False, marks=pytest.mark.slow),
-    pytest.param("ce", "rowwise_adagrad", "id+features", "window", False, marks=pytest.mark.slow)])
-def test_two_ranks_match_the_dense_equations(ranks, loss, table, item_input, examples, pipelined):
-    expected = train_reference(loss, table, item_input, examples)
-    for got in ranks.run(train_sharded, loss, table, item_input, examples, pipelined):
+# examples score one position each, their last. Post-LN blocks reach the job as the reference's
+# (their equations: test_encoder.py).
+@pytest.mark.parametrize("loss,table,item_input,examples,norm,pipelined", [
+    ("ce", "sgd", "id", "window", "pre", True), ("bce", "rowwise_adagrad", "id+features", "window", "pre", True),
+    ("bce", "sgd", "id", "prefix", "post", True),
+    pytest.param("ce", "sgd", "id+features", "prefix", "pre", True, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "features", "prefix", "pre", False, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "features", "window", "pre", False, marks=pytest.mark.slow),
+    pytest.param("bce", "sgd", "id", "window", "pre", False, marks=pytest.mark.slow),
+    pytest.param("ce", "rowwise_adagrad", "id+features", "window", "pre", False, marks=pytest.mark.slow)])
+def test_two_ranks_match_the_dense_equations(ranks, loss, table, item_input, examples, norm, pipelined):
+    expected = train_reference(loss, table, item_input, examples, norm)
+    for got in ranks.run(train_sharded, loss, table, item_input, examples, norm, pipelined):
         np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got["items"], expected["items"], rtol=1e-4, atol=1e-5)
         for name, value in expected["encoder"].items():
