@@ -1,1 +1,1 @@
-"""Sequential recommendation: SASRec over a row-sharded torchrec item table (issue 26, in progress)."""
+"""Sequential recommendation: SASRec over a row-sharded torchrec item table (docs/sequential.md)."""
