@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from stats import mean_std  # noqa: E402
+
 VARIANTS = ("lightgcn", "freedom-raw", "freedom-adapted")
 
 
@@ -74,9 +77,7 @@ def main() -> None:
     for variant, runs in rows.items():
         summary = {"bench": "adapt_quality", "variant": variant, "seeds": len(runs)}
         for key in ("valid_recall@20", "test_recall@20", "test_ndcg@20"):
-            values = [r[key] for r in runs]
-            summary[f"{key}_mean"] = round(statistics.mean(values), 5)
-            summary[f"{key}_std"] = round(statistics.stdev(values), 5) if len(values) > 1 else 0.0
+            summary[f"{key}_mean"], summary[f"{key}_std"] = mean_std((r[key] for r in runs), 5)
         print(json.dumps(summary), flush=True)
     raw = statistics.mean(r["test_recall@20"] for r in rows["freedom-raw"])
     adapted = statistics.mean(r["test_recall@20"] for r in rows["freedom-adapted"])

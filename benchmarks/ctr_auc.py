@@ -33,6 +33,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from cliper_dist import dist  # noqa: E402
 from cliper_dist.ctr.catalog import build_field  # noqa: E402
@@ -41,6 +42,7 @@ from cliper_dist.ctr.data import CtrData, LabelConfig, standardise  # noqa: E402
 from cliper_dist.ctr.synthetic import synthetic_ctr  # noqa: E402
 from cliper_dist.ctr.trainer import CtrTrainer  # noqa: E402
 from cliper_dist.parallel.optim import OptimConfig  # noqa: E402
+from stats import mean_std  # noqa: E402
 
 PEER = REPO / "benchmarks" / ".peers" / "deepctr"
 SEED = 0
@@ -116,11 +118,6 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
-def mean_std(values: list[float]) -> list[float]:
-    """Mean and sample standard deviation (ddof 1, as ``ctr_demo_table.py``'s); 0 for one value."""
-    return [round(float(np.mean(values)), 5), round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 5)]
-
-
 def run_grid(args, info, inputs: str, data: CtrData, samples: Path) -> list[dict]:
     """Every side's runs on one input: ours per width and bottom MLP, each peer per width, at every seed."""
     runs = []
@@ -157,11 +154,11 @@ def summarise(runs: list[dict], ours: str) -> dict:
         chosen = choose([r for r in runs if r["inputs"] == inputs])
         ours_auc = [r["test_auc"] for r in chosen[ours]]
         for side, rs in chosen.items():
-            summary[f"{side}_{inputs}"] = {"setting": setting(rs[0]), "test_auc": mean_std([r["test_auc"] for r in rs]),
+            summary[f"{side}_{inputs}"] = {"setting": setting(rs[0]), "test_auc": mean_std((r["test_auc"] for r in rs), 5),
                                           "valid_auc": round(float(np.mean([r["valid_auc"] for r in rs])), 5)}
             if side != ours:
                 diffs = [round(a - r["test_auc"], 5) for a, r in zip(ours_auc, rs)]
-                summary[f"ours_minus_{side}_{inputs}"] = {"per_seed": diffs, "mean_std": mean_std(diffs)}
+                summary[f"ours_minus_{side}_{inputs}"] = {"per_seed": diffs, "mean_std": mean_std(diffs, 5)}
     return summary
 
 

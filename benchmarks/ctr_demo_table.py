@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from adapt_quality import launch  # noqa: E402
+from stats import mean_std  # noqa: E402
 
 METRICS = ("auc", "logloss")
 
@@ -55,11 +55,9 @@ def main() -> None:
                     **{f"valid_{m}": round(final["valid"][m], 4) for m in METRICS}, "wall_s": final["wall_s"]}
             print(json.dumps(line), flush=True)
             per_seed.append(line)
-        rows[name] = {m: (statistics.mean(r[f"test_{m}"] for r in per_seed),
-                          statistics.stdev(r[f"test_{m}"] for r in per_seed) if len(per_seed) > 1 else 0.0)
-                      for m in METRICS}
-        print(json.dumps({"input": name, "seeds": len(per_seed),
-                          **{f"test_{m}": [round(v, 4) for v in rows[name][m]] for m in METRICS}}), flush=True)
+        rows[name] = {m: mean_std((r[f"test_{m}"] for r in per_seed), 4) for m in METRICS}
+        print(json.dumps({"input": name, "seeds": len(per_seed), **{f"test_{m}": rows[name][m] for m in METRICS}}),
+              flush=True)
     print("\n| input | test AUC | test LogLoss |\n|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['auc'][0]:.4f} ± {r['auc'][1]:.4f} | {r['logloss'][0]:.4f} ± {r['logloss'][1]:.4f} |")

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from adapt_quality import launch  # noqa: E402
+from stats import mean_std  # noqa: E402
 
 INPUTS = {  # name: (model.item_input, feature directory under the workdir or None)
     "SASRec ID-only": ("id", None),
@@ -111,9 +111,8 @@ def main() -> None:
         summary = {"bench": "seq_demo_table", "input": name, "seeds": len(runs)}
         cells = []
         for m in METRICS:
-            values = [r[f"test_{m}"] for r in runs]
-            mean, std = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[f"test_{m}_mean"], summary[f"test_{m}_std"] = round(mean, 4), round(std, 4)
+            mean, std = mean_std((r[f"test_{m}"] for r in runs), 4)
+            summary[f"test_{m}_mean"], summary[f"test_{m}_std"] = mean, std
             cells.append(f"{mean:.4f} ± {std:.4f}")
         print(json.dumps(summary), flush=True)
         table.append(f"| {name} | {cells[0]} | {cells[1]} | {len(runs)} |")

@@ -70,6 +70,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from stats import mean_std  # noqa: E402
+
 PEER = REPO / "benchmarks" / ".peers" / "recbole"
 PEER_PINS = ["recbole==1.2.1", "numpy==1.26.4", "pandas==2.2.3", "scipy==1.13.1", "setuptools<81"]
 TORCH = "torch==2.13.0"
@@ -262,8 +265,6 @@ def _paper_blocks(recbole_sasrec: type) -> type:
     paper's pre-LayerNorm blocks and final LayerNorm, positions counted back from the most recent
     item); RecBole's item table, loss, optimizer, data, trainer and evaluation are unchanged. It
     tells the block equations' share of a gap from everything else's."""
-    import torch
-
     sys.path.insert(0, str(REPO))
     from cliper_dist.seq.sasrec import SASRec as Encoder
 
@@ -400,19 +401,18 @@ def main() -> None:
                               runs)
     summary = {"summary": "seq_recbole", "split_identical": identical, "seeds": args.seeds, "threads": args.threads,
                "batch": args.batch, "lr": args.lr, "table_lr": args.table_lr}
-    summary.update({f"ndcg@10_{side}": mean_std([r["test"]["ndcg@10"] for r in rs]) for side, rs in runs.items()})
-    for side, peer_side in itertools.product([s for s in runs if s.startswith("ours")], PEER_SIDES.values()):
+    summary.update({f"ndcg@10_{side}": mean_std((r["test"]["ndcg@10"] for r in rs), 4) for side, rs in runs.items()})
+    for side, (blocks, peer_side) in itertools.product([s for s in runs if s.startswith("ours")], PEER_SIDES.items()):
         if peer_side not in runs:
             continue
         ours, peer = runs[side], runs[peer_side]
-        suffix = side.removeprefix("ours_").removesuffix("_pre") + ("_vs_paper_blocks" if "paper" in peer_side else "")
+        suffix = side.removeprefix("ours_").removesuffix("_pre") + ("" if blocks == "recbole" else "_vs_paper_blocks")
         ndcg = [[r["test"]["ndcg@10"] for r in rs] for rs in (ours, peer)]
         summary[f"ndcg_ratio_{suffix}"] = round(statistics.mean(ndcg[0]) / statistics.mean(ndcg[1]), 3)
         summary[f"ndcg_ratio_{suffix}_per_seed"] = [round(o / p, 3) for o, p in zip(*ndcg)]
         summary[f"epoch_speedup_{suffix}"] = round(statistics.mean(r["s_per_epoch"] for r in peer)
                                                    / statistics.mean(r["s_per_epoch"] for r in ours), 2)
     print(json.dumps(summary), flush=True)
-
 
 
 def run_seed(args, runs: dict[str, list[dict]]) -> bool:
@@ -438,9 +438,7 @@ def run_seed(args, runs: dict[str, list[dict]]) -> bool:
     return identical
 
 
-def mean_std(values: list[float]) -> list[float]:
-    """[mean, sample std (0 for one value)], rounded."""
-    return [round(statistics.mean(values), 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0]
+
 
 
 if __name__ == "__main__":

@@ -93,4 +93,3 @@ def test_a_run_saved_before_a_key_existed_resumes_under_the_value_it_ran_with(tm
     assert getattr(config.load_saved(TrainConfig, tmp_path / "config.yaml").model, added) == before
     assert getattr(config.load_saved(TrainConfig, tmp_path / "config.yaml", [f"model.{added}={other}"]).model,
                    added) == other
-
