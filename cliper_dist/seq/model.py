@@ -58,7 +58,7 @@ class SASRecConfig(FeatureConfig):
     table_optimizer: Optimizer = "rowwise_adagrad"  # fbgemm's, fused into the backward (CPU: no Adam)
     table_lr: float = 0.01
     table_eps: float = 1e-8
-    softmax_block: int = 4096  # positions scored at once against this rank's rows (ce)
+    softmax_block: int = 4096  # positions scored at once against the rows (ce: softmax.py)
 
     # keys added after runs were saved, and what those runs did (config.refuse_changed)
     SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"train_examples": "window", "norm": "pre"}
@@ -132,9 +132,9 @@ class SeqHead(nn.Module):
     """The dense, data-parallel part of a step: item vectors, the encoder and the loss. It holds no
     sharded module, so torchrec's pipeline tracer takes it as a leaf."""
 
-    def __init__(self, cfg: SASRecConfig, lo: int, features: torch.Tensor | None):
+    def __init__(self, cfg: SASRecConfig, row_counts: tuple[int, ...], features: torch.Tensor | None):
         super().__init__()
-        self.cfg, self.lo = cfg, lo
+        self.cfg, self.row_counts = cfg, row_counts  # every rank's share of the output layer's rows
         self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout, cfg.norm)
         self.content = None if features is None else ItemContent(features, cfg.embedding_dim)
 
@@ -162,7 +162,7 @@ class SeqHead(nn.Module):
             neg = (h * vectors["neg"]).sum(-1)
             loss = (F.softplus(-pos) + F.softplus(neg)).sum() / batch.total
         else:
-            loss = sharded_cross_entropy(h, vectors["rows"], batch.targets, batch.counts, self.lo,
+            loss = sharded_cross_entropy(h, vectors["rows"], batch.targets, batch.counts, self.row_counts,
                                          self.cfg.softmax_block)
         return loss, loss.detach()
 
@@ -222,7 +222,8 @@ class SeqModel:
         table = (ItemTable(num_items, cfg.embedding_dim, TableOptim(cfg.table_optimizer, cfg.table_lr, cfg.table_eps),
                            world_size, device) if cfg.uses_ids else None)
         torch.manual_seed(seed)  # the same dense initial values on every rank
-        self.head = SeqHead(cfg, self.lo, features).to(device)
+        row_counts = tuple(hi - lo for lo, hi in (row_bounds(num_items, r, world_size) for r in range(world_size)))
+        self.head = SeqHead(cfg, row_counts, features).to(device)
         net = SeqNet(None if table is None else table.collection, self.head)
         self.table, self.dmp = table, None
         if table is not None:

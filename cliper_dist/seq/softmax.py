@@ -1,14 +1,22 @@
 """The full softmax over a row-sharded item table, and full-ranking evaluation on it.
 
 Every rank holds its positions' outputs h (its examples') and its rows E_r of the item table.
-The output layer is vocabulary-parallel, as Megatron-LM's cross-entropy: the positions are
-all-gathered with their targets, each rank scores them against its own rows only, and one
-all-gather of each rank's partial log-sum-exp and target logit gives each position's exact
-log-sum-exp. A forward step is two collectives and the backward one (every rank knows each
-rank's position count from the batch; on a shared CPU each collective's latency, not its bytes,
-is what costs). No rank holds more than ``block`` x (its rows) logits at once: the backward
-recomputes them block by block from the saved log-sum-exp. Memory per rank: the gathered
-positions plus one block of logits; compute per rank: 1 / world of the whole.
+Either side can travel; the loss moves whichever is smaller, so its bytes never exceed
+min(positions, items) x d each way:
+
+- **positions** (more items than positions in the global batch; a large catalog): the output
+  layer is vocabulary-parallel, as Megatron-LM's cross-entropy. The positions are all-gathered
+  with their targets, each rank scores them against its own rows only, and one all-gather of
+  each rank's partial log-sum-exp and target logit gives each position's exact log-sum-exp. Two
+  collectives forward, one backward (the all-reduce of the positions' gradients).
+- **rows** (at most as many items as positions; a small catalog): the rows are all-gathered,
+  each rank scores its own positions against every item, and the backward reduce-scatters the
+  table's gradient to the rows' owners. One collective each way, and none carries positions.
+
+Every rank knows each rank's position and row counts (from the batch and the plan), so both
+choose alike and no collective asks for a size; on a shared CPU each collective's latency, not
+only its bytes, is what costs. No rank holds more than ``block`` x (its rows or all rows)
+logits at once: the backward recomputes them block by block from the saved log-sum-exp.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ def _own(counts: list[int]) -> slice:
     return slice(start, start + counts[_rank()])
 
 
-class _ShardedCrossEntropy(torch.autograd.Function):
+class _GatheredPositionsCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, rows, targets, counts, lo, block):
         hs, ts = _gather_positions(h.detach(), targets, counts)
@@ -130,13 +138,58 @@ def _softmax_grads(hs: torch.Tensor, rows: torch.Tensor, ts: torch.Tensor, lse: 
     return d_rows, d_h
 
 
+class _GatheredRowsCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, rows, targets, total, row_counts, block):
+        table, _ = gather_rows(rows.detach(), row_counts)
+        lse, target_logit = h.new_empty(h.shape[0]), h.new_empty(h.shape[0])
+        for s in range(0, h.shape[0], block):
+            z = h[s:s + block].detach() @ table.T
+            lse[s:s + block] = torch.logsumexp(z, 1)
+            target_logit[s:s + block] = z.gather(1, targets[s:s + block, None]).squeeze(1)
+        ctx.save_for_backward(h.detach(), table, targets, lse)
+        ctx.total, ctx.row_counts, ctx.block = total, row_counts, block
+        return (lse - target_logit).sum() / total
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, table, targets, lse = ctx.saved_tensors
+        d_table, d_h = torch.zeros_like(table), torch.empty_like(h)
+        scale = grad / ctx.total  # this rank's own loss scale: its share of the table's gradient carries it
+        for s in range(0, h.shape[0], ctx.block):
+            hb = h[s:s + ctx.block]
+            dz = (hb @ table.T - lse[s:s + ctx.block, None]).exp()
+            dz[torch.arange(hb.shape[0]), targets[s:s + ctx.block]] -= 1.0
+            dz *= scale
+            d_table += dz.T @ hb
+            d_h[s:s + ctx.block] = dz @ table
+        return d_h, _reduce_scatter_rows(d_table, ctx.row_counts), None, None, None, None
+
+
+def _reduce_scatter_rows(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """The sum over ranks of ``x`` (sum(counts), ...), each rank keeping its own ``counts[rank]`` rows."""
+    if _world() == 1:
+        return x
+    width = max(counts)
+    padded = x.new_zeros(len(counts) * width, *x.shape[1:])
+    starts = np.cumsum([0, *counts[:-1]])
+    for r, (start, n) in enumerate(zip(starts, counts)):
+        padded[r * width:r * width + n] = x[start:start + n]
+    out = x.new_empty(width, *x.shape[1:])
+    dist.reduce_scatter_single(out, padded)
+    return out[:counts[_rank()]]
+
+
 def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, counts: tuple[int, ...],
-                          lo: int, block: int = 4096) -> torch.Tensor:
+                          row_counts: tuple[int, ...], block: int = 4096) -> torch.Tensor:
     """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
     (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
-    their items, ``counts`` every rank's n_r, ``rows`` (I_r, d) this rank's rows of the table,
-    which start at row ``lo``."""
-    return _ShardedCrossEntropy.apply(h, rows, targets, list(counts), lo, block)
+    their items, ``counts`` every rank's n_r; ``rows`` (I_r, d) this rank's rows of the table,
+    ``row_counts`` every rank's I_r (rank r's rows follow rank r-1's)."""
+    if sum(row_counts) <= sum(counts):
+        return _GatheredRowsCrossEntropy.apply(h, rows, targets, sum(counts), list(row_counts), block)
+    lo = sum(row_counts[:_rank()])
+    return _GatheredPositionsCrossEntropy.apply(h, rows, targets, list(counts), lo, block)
 
 
 @torch.no_grad()
