@@ -1,7 +1,8 @@
 """Test AUC of the CTR trainer against DeepCTR-Torch 0.3.0 on the same samples, with a planted click
 signal that depends on the items' content (``ctr/synthetic.py``).
 
-    python benchmarks/ctr_auc.py [--dims 16,32 --bottom-mlps 64 none --seeds 0,1,2 --peers deepfm,dcn,dcnv2]
+    python benchmarks/ctr_auc.py [--dims 16,32 --bottom-mlps 64 none --peer-nets matched,defaults
+                                  --seeds 0,1,2 --peers deepfm,dcn,dcnv2]
 
 Explicit labels (the planted clicks), the dataset's 80/10/10 split. Ours: ``CtrTrainer`` at 1
 rank (the job's trainer: DLRM or DCN, fbgemm's row-wise Adagrad + Adam), ID-only and with the
@@ -12,8 +13,10 @@ report the test AUC of their best valid epoch, on the ID-only inputs (ids, catal
 with the item features.
 
 Settings are chosen the same way on both sides, on valid AUC, never on test: each side runs every
-embedding width in ``--dims`` (ours also every ``--bottom-mlps``, the dense features' projection:
-4 settings against a peer's 2, which feeds the raw columns) at every seed in ``--seeds``; a side's
+embedding width in ``--dims`` at every seed in ``--seeds``, crossed with a second choice of two
+(the default grid gives each side 4 settings): ours every ``--bottom-mlps`` (the dense features'
+projection), a peer every ``--peer-nets`` (its MLP and cross layers matched to ours, or the
+library's defaults for the model; ``benchmarks/peers/deepctr_auc.py``); a side's
 setting is the one with the best mean valid AUC over the seeds, per input, and its result that
 setting's test AUC, mean and standard deviation over the seeds. One JSON line per run, then the
 summary: each side's setting and test AUC, and ours minus each peer's (per seed, then mean, std).
@@ -124,7 +127,7 @@ def run_grid(args, info, inputs: str, data: CtrData, samples: Path) -> list[dict
     for seed in args.seeds:
         for dim in args.dims:
             runs += [train_ours(data, args, info, dim, mlp, seed) for mlp in args.bottom_mlps]
-            runs += [run_peer(samples, peer, args, dim, seed) for peer in args.peers]
+            runs += [run_peer(samples, peer, args, dim, net, seed) for peer in args.peers for net in args.peer_nets]
     for r in runs:
         r["inputs"] = inputs
         print(json.dumps(r), flush=True)
@@ -132,7 +135,7 @@ def run_grid(args, info, inputs: str, data: CtrData, samples: Path) -> list[dict
 
 
 def setting(run: dict) -> str:
-    return f"dim={run['dim']}" + (f" bottom_mlp={run['bottom_mlp']}" if "bottom_mlp" in run else "")
+    return f"dim={run['dim']}" + (f" bottom_mlp={run['bottom_mlp']}" if "bottom_mlp" in run else f" net={run['net']}")
 
 
 def choose(runs: list[dict]) -> dict[str, list[dict]]:
@@ -180,6 +183,9 @@ def main() -> None:
     p.add_argument("--model", default="dlrm", choices=["dlrm", "dcn"])
     p.add_argument("--peers", default="deepfm,dcn,dcnv2", type=lambda t: t.split(","),
                    help="DeepCTR-Torch models, comma-separated: deepfm, dcn (vector cross), dcnv2 (matrix cross)")
+    p.add_argument("--peer-nets", default="matched,defaults", type=lambda t: t.split(","),
+                   help="the peers' second choice, comma-separated: matched (ours' top MLP, 3 cross layers), "
+                        "defaults (DeepCTR-Torch's own for the model)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,19 +197,20 @@ def main() -> None:
             export(data, Path(tmp) / "samples.npz")
             runs += run_grid(args, info, "features" if features else "id_only", data, Path(tmp) / "samples.npz")
     print(json.dumps({"summary": "ctr_auc", "seeds": args.seeds, "dims": args.dims, "bottom_mlps": args.bottom_mlps,
+                      "peer_nets": args.peer_nets,
                       **summarise(runs, f"ours_{args.model}")}), flush=True)
 
 
-def run_peer(samples: Path, peer: str, args, dim: int, seed: int) -> dict:
+def run_peer(samples: Path, peer: str, args, dim: int, net: str, seed: int) -> dict:
     out = subprocess.run([str(ensure_peer()), str(REPO / "benchmarks" / "peers" / "deepctr_auc.py"), str(samples),
                           "--model", peer, "--epochs", str(args.epochs), "--patience", str(args.patience),
                           "--batch", str(args.batch), "--threads", str(args.threads), "--dim", str(dim),
-                          "--seed", str(seed)],
+                          "--net", net, "--seed", str(seed)],
                          capture_output=True, text=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode or line is None:
         sys.exit(f"the peer failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return {**json.loads(line), "dim": dim, "seed": seed}
+    return {**json.loads(line), "dim": dim, "net": net, "seed": seed}
 
 
 if __name__ == "__main__":

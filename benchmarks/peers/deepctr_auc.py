@@ -6,7 +6,9 @@ reference. Runs in the peer's own virtual environment (torch, deepctr-torch, sci
 Sparse: user, item, brand (one id each), category paths (a multi-hot bag, sum-pooled); dense: the
 same columns ours reads. ``dcn`` is DCN's vector cross (x0 * (x . w)), ``dcnv2`` its matrix cross
 (x0 * (W x + b): DCN-v2's full-rank layer, which can form a product of any two input columns).
-Adam; one epoch at a time, the test AUC of the best valid AUC's epoch.
+``--net matched`` gives the peer ours' top MLP (64, 32) and 3 cross layers; ``--net defaults`` the
+model's own defaults in DeepCTR-Torch 0.3.0 (DeepFM: DNN (256, 128); DCN: DNN (128, 128), 2 cross layers). Adam; one epoch at a time, the test AUC of the best valid AUC's
+epoch.
 Prints one JSON line.
 """
 
@@ -21,6 +23,10 @@ from deepctr_torch.models import DCN, DeepFM
 from sklearn.metrics import log_loss, roc_auc_score
 
 
+NETS = {"matched": {"deepfm": {"dnn_hidden_units": (64, 32)}, "dcn": {"dnn_hidden_units": (64, 32), "cross_num": 3}},
+        "defaults": {"deepfm": {"dnn_hidden_units": (256, 128)}, "dcn": {"dnn_hidden_units": (128, 128), "cross_num": 2}}}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("samples")
@@ -32,6 +38,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--net", default="matched", choices=list(NETS))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -48,12 +55,12 @@ def main():
         return {"user": z[f"{split}_user"], "item": z[f"{split}_item"], "brand": z[f"{split}_brand"],
                 "category": z[f"{split}_category"], "dense": z[f"{split}_dense"]}
 
-    kw = dict(dnn_hidden_units=(64, 32), device="cpu", seed=args.seed)
+    kw = dict(device="cpu", seed=args.seed)
     if args.model == "deepfm":
-        model = DeepFM(columns, columns, **kw)
+        model = DeepFM(columns, columns, **NETS[args.net]["deepfm"], **kw)
     else:
         cross = "matrix" if args.model == "dcnv2" else "vector"
-        model = DCN(columns, columns, cross_num=3, cross_parameterization=cross, **kw)
+        model = DCN(columns, columns, cross_parameterization=cross, **NETS[args.net]["dcn"], **kw)
     model.compile(torch.optim.Adam(model.parameters(), lr=args.lr), "binary_crossentropy")
     best, waited, record, start = -1.0, 0, None, time.perf_counter()
     for epoch in range(args.epochs):

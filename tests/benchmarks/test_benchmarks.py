@@ -170,25 +170,26 @@ def test_seq_recbole_side_by_side_on_one_split(tmp_path):
 
 
 def test_ctr_auc_picks_each_sides_setting_on_mean_valid_auc():
-    """Makes DeepCTR-Torch's venv once (benchmarks/.peers/deepctr, from PyPI), then a small grid per side, 2 seeds."""
+    """Makes DeepCTR-Torch's venv once (benchmarks/.peers/deepctr, from PyPI), then a small grid per side (4
+    settings each), 2 seeds."""
     result = run_python([REPO / "benchmarks/ctr_auc.py", "--users", "120", "--items", "80", "--per-user", "10",
                          "--epochs", "1", "--dims", "4,8", "--bottom-mlps", "none", "8", "--seeds", "0,1",
                          "--peers", "dcnv2"], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
     *runs, summary = _rows(result.stdout)
-    assert len(runs) == 2 * 2 * 2 * (2 + 1)  # inputs x seeds x widths x (ours' 2 MLPs + the peer)
+    assert len(runs) == 2 * 2 * 2 * (2 + 2)  # inputs x seeds x widths x (ours' 2 MLPs + the peer's 2 nets)
     for inputs in ("id_only", "features"):
         for side in ("ours_dlrm", "deepctr_torch_dcnv2"):
             settings: dict = {}
             for r in runs:
                 if (r["inputs"], r["side"]) == (inputs, side):
-                    settings.setdefault((r["dim"], str(r.get("bottom_mlp", ""))), []).append(r)
-            assert len(settings) == (4 if side == "ours_dlrm" else 2)
+                    settings.setdefault((r["dim"], str(r.get("bottom_mlp", r.get("net")))), []).append(r)
+            assert len(settings) == 4
             best = max(settings.values(), key=lambda rs: sum(r["valid_auc"] for r in rs))
             assert [r["seed"] for r in best] == [0, 1]
             got = summary[f"{side}_{inputs}"]
-            mlp = f" bottom_mlp={best[0]['bottom_mlp']}" if side == "ours_dlrm" else ""
-            assert got["setting"] == f"dim={best[0]['dim']}{mlp}"
+            second = f"bottom_mlp={best[0]['bottom_mlp']}" if side == "ours_dlrm" else f"net={best[0]['net']}"
+            assert got["setting"] == f"dim={best[0]['dim']} {second}"
             assert got["test_auc"][0] == pytest.approx(sum(r["test_auc"] for r in best) / 2, abs=1e-5)
         diffs = summary[f"ours_minus_deepctr_torch_dcnv2_{inputs}"]["per_seed"]
         assert len(diffs) == 2 and all(-1 <= d <= 1 for d in diffs)
