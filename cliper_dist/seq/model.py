@@ -10,7 +10,7 @@ them in the backward), and the dense gradients are summed over ranks (an all-red
 averaged. Two losses:
 
 - ``bce``: the paper's, each position's target against one sampled negative;
-- ``ce``: the full softmax over every item (``softmax.sharded_cross_entropy``).
+- ``ce``: the full softmax over every item (``softmax.SoftmaxRows``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cliper_dist.model.base import FeatureConfig
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.seq.data import Batch, Examples, Sequences
 from cliper_dist.seq.sasrec import Norm, SASRec, left_pad
-from cliper_dist.seq.softmax import sharded_cross_entropy, target_ranks
+from cliper_dist.seq.softmax import SoftmaxRows, target_ranks
 from cliper_dist.seq.table import ItemTable, Optimizer, TableOptim, keyed_ids, row_bounds
 
 ItemInput = Literal["id", "features", "id+features"]
@@ -155,15 +155,16 @@ class SeqHead(nn.Module):
         """(this rank's share of the global batch's mean loss, the same detached)."""
         batch = step.batch
         vectors = self.vectors(looked_up, step.ids)
+        # the output layer's rows start moving before the encoder runs (softmax.py)
+        output = SoftmaxRows(vectors["rows"], batch.counts, self.row_counts) if self.cfg.loss == "ce" else None
         y, mask = self.encode(vectors["seq"], batch.lengths)
         h = batch.scored(y, mask)
-        if self.cfg.loss == "bce":
+        if output is None:
             pos = (h * vectors["pos"]).sum(-1)
             neg = (h * vectors["neg"]).sum(-1)
             loss = (F.softplus(-pos) + F.softplus(neg)).sum() / batch.total
         else:
-            loss = sharded_cross_entropy(h, vectors["rows"], batch.targets, batch.counts, self.row_counts,
-                                         self.cfg.softmax_block)
+            loss = output.cross_entropy(h, batch.targets, self.cfg.softmax_block)
         return loss, loss.detach()
 
 

@@ -138,17 +138,82 @@ def _softmax_grads(hs: torch.Tensor, rows: torch.Tensor, ts: torch.Tensor, lse: 
     return d_rows, d_h
 
 
+class _RowExchange:
+    """The rows' two collectives of one step, each started as early as its data exists and awaited
+    as late as it is needed: the all-gather as soon as the rows are looked up (it runs while the
+    encoder does), the reduce-scatter of the table's gradient as soon as the loss's backward has it
+    (it runs while the encoder's backward does). A collective then waits only for the slower rank,
+    not for a rank's compute between two blocking calls."""
+
+    def __init__(self, row_counts: list[int]):
+        self.row_counts, self.width = row_counts, max(row_counts)
+        self.work = None
+
+    def _wait(self) -> None:
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
+
+    def start_gather(self, rows: torch.Tensor) -> None:
+        if _world() == 1:
+            self.buffer = rows
+            return
+        padded = rows.new_zeros(self.width, rows.shape[1])
+        padded[:rows.shape[0]] = rows
+        self.buffer = rows.new_empty(len(self.row_counts) * self.width, rows.shape[1])
+        self.work = dist.all_gather_single(self.buffer, padded, async_op=True)
+
+    def table(self) -> torch.Tensor:
+        """Every rank's rows in rank order (I, d)."""
+        self._wait()
+        if len(set(self.row_counts)) == 1:
+            return self.buffer
+        return torch.cat([self.buffer[r * self.width:r * self.width + n] for r, n in enumerate(self.row_counts)])
+
+    def start_reduce_scatter(self, d_table: torch.Tensor) -> None:
+        """Sum ``d_table`` (I, d) over ranks, each rank to keep its own rows' share."""
+        if _world() == 1:
+            self.buffer = d_table
+            return
+        padded = d_table.new_zeros(len(self.row_counts) * self.width, d_table.shape[1])
+        starts = np.cumsum([0, *self.row_counts[:-1]])
+        for r, (start, n) in enumerate(zip(starts, self.row_counts)):
+            padded[r * self.width:r * self.width + n] = d_table[start:start + n]
+        self.buffer = d_table.new_empty(self.width, d_table.shape[1])
+        self.work = dist.reduce_scatter_single(self.buffer, padded, async_op=True)
+
+    def own_gradient(self) -> torch.Tensor:
+        self._wait()
+        return self.buffer[:self.row_counts[_rank()]]
+
+
+class _StartGather(torch.autograd.Function):
+    """The rows as they are (forward: their all-gather starts); backward: this rank's rows' gradient
+    summed over ranks, from the reduce-scatter the loss's backward started. Made before the encoder
+    runs, this node's backward runs after the encoder's (autograd runs later-made nodes first)."""
+
+    @staticmethod
+    def forward(ctx, rows, exchange):
+        exchange.start_gather(rows.detach())
+        ctx.exchange = exchange
+        return rows.view_as(rows)
+
+    @staticmethod
+    def backward(ctx, _):
+        return ctx.exchange.own_gradient(), None
+
+
 class _GatheredRowsCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, rows, targets, total, row_counts, block):
-        table, _ = gather_rows(rows.detach(), row_counts)
+    def forward(ctx, h, rows, targets, total, exchange, block):
+        table = exchange.table()
         lse, target_logit = h.new_empty(h.shape[0]), h.new_empty(h.shape[0])
         for s in range(0, h.shape[0], block):
             z = h[s:s + block].detach() @ table.T
             lse[s:s + block] = torch.logsumexp(z, 1)
             target_logit[s:s + block] = z.gather(1, targets[s:s + block, None]).squeeze(1)
         ctx.save_for_backward(h.detach(), table, targets, lse)
-        ctx.total, ctx.row_counts, ctx.block = total, row_counts, block
+        ctx.total, ctx.exchange, ctx.block, ctx.rows_shape = total, exchange, block, rows.shape
         return (lse - target_logit).sum() / total
 
     @staticmethod
@@ -163,33 +228,37 @@ class _GatheredRowsCrossEntropy(torch.autograd.Function):
             dz *= scale
             d_table += dz.T @ hb
             d_h[s:s + ctx.block] = dz @ table
-        return d_h, _reduce_scatter_rows(d_table, ctx.row_counts), None, None, None, None
+        ctx.exchange.start_reduce_scatter(d_table)
+        # the rows' real gradient arrives through _StartGather's backward, once the reduce-scatter is done
+        return d_h, grad.new_zeros(()).expand(ctx.rows_shape), None, None, None, None
 
 
-def _reduce_scatter_rows(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """The sum over ranks of ``x`` (sum(counts), ...), each rank keeping its own ``counts[rank]`` rows."""
-    if _world() == 1:
-        return x
-    width = max(counts)
-    padded = x.new_zeros(len(counts) * width, *x.shape[1:])
-    starts = np.cumsum([0, *counts[:-1]])
-    for r, (start, n) in enumerate(zip(starts, counts)):
-        padded[r * width:r * width + n] = x[start:start + n]
-    out = x.new_empty(width, *x.shape[1:])
-    dist.reduce_scatter_single(out, padded)
-    return out[:counts[_rank()]]
+class SoftmaxRows:
+    """This rank's rows of the output layer in one step, moved the way the step's sizes favour.
+    Made as soon as the rows are looked up, so that their all-gather (when the rows travel)
+    overlaps the encoder; ``cross_entropy`` then scores the step's positions."""
+
+    def __init__(self, rows: torch.Tensor, counts: tuple[int, ...], row_counts: tuple[int, ...]):
+        self.counts, self.row_counts = list(counts), list(row_counts)
+        self.exchange = _RowExchange(self.row_counts) if sum(row_counts) <= sum(counts) else None
+        self.rows = rows if self.exchange is None else _StartGather.apply(rows, self.exchange)
+
+    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor, block: int = 4096) -> torch.Tensor:
+        """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
+        (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
+        their items."""
+        if self.exchange is not None:
+            return _GatheredRowsCrossEntropy.apply(h, self.rows, targets, sum(self.counts), self.exchange, block)
+        lo = sum(self.row_counts[:_rank()])
+        return _GatheredPositionsCrossEntropy.apply(h, self.rows, targets, self.counts, lo, block)
 
 
 def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, counts: tuple[int, ...],
                           row_counts: tuple[int, ...], block: int = 4096) -> torch.Tensor:
-    """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
-    (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
-    their items, ``counts`` every rank's n_r; ``rows`` (I_r, d) this rank's rows of the table,
-    ``row_counts`` every rank's I_r (rank r's rows follow rank r-1's)."""
-    if sum(row_counts) <= sum(counts):
-        return _GatheredRowsCrossEntropy.apply(h, rows, targets, sum(counts), list(row_counts), block)
-    lo = sum(row_counts[:_rank()])
-    return _GatheredPositionsCrossEntropy.apply(h, rows, targets, list(counts), lo, block)
+    """``SoftmaxRows(rows, counts, row_counts).cross_entropy(h, targets, block)``: ``counts`` every
+    rank's n_r; ``rows`` (I_r, d) this rank's rows of the table, ``row_counts`` every rank's I_r
+    (rank r's rows follow rank r-1's)."""
+    return SoftmaxRows(rows, counts, row_counts).cross_entropy(h, targets, block)
 
 
 @torch.no_grad()
