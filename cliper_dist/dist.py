@@ -113,6 +113,8 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
+    # on the CPU, before gloo starts its threads (a thread inherits its creator's cores)
+    cores = [] if use_cuda else bind_cpus(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
         # A world of one still gets a (single-member) group, so torchrec and the collectives
@@ -147,7 +149,51 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
     setup_logging(rank, world_size)
     if warning and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         log.warning("%s", warning)
+    if not use_cuda and cores and local_rank == 0:
+        log.info("each of this host's %s ranks runs on its own %d core(s) (%s=0: no binding)",
+                 os.environ["LOCAL_WORLD_SIZE"], len(cores), BIND_CPUS_ENV)
     return DistInfo(rank, local_rank, world_size, dev, backend)
+
+
+BIND_CPUS_ENV = "CLIPER_BIND_CPUS"
+
+
+def bind_cpus(local_rank: int, local_ranks: int) -> list[int]:
+    """Give each of a host's CPU ranks its own share of the cores this process may use; returns
+    this rank's (empty: left unbound).
+
+    Ranks that float over shared cores preempt each other, and each preemption stalls the other
+    ranks at the next collective; bound, a rank's gloo threads wait on its own core. Cores are
+    taken in (socket, core) order so that a share keeps SMT siblings and sockets together.
+    Unbound with one rank, with fewer cores than ranks, or with ``CLIPER_BIND_CPUS=0``."""
+    if not hasattr(os, "sched_setaffinity") or os.environ.get(BIND_CPUS_ENV, "1") == "0":
+        return []
+    cores = cpu_share(sorted(os.sched_getaffinity(0), key=_cpu_topology), local_rank, local_ranks)
+    for thread in os.listdir("/proc/self/task"):  # the threads already running (torch's pool) too
+        try:
+            os.sched_setaffinity(int(thread), cores)
+        except ProcessLookupError:
+            pass  # it ended meanwhile
+    return cores
+
+
+def cpu_share(cpus: list[int], local_rank: int, local_ranks: int) -> list[int]:
+    """Rank ``local_rank``'s consecutive share of ``cpus`` among ``local_ranks`` (the first ranks take
+    one more where they do not divide); none with one rank or fewer CPUs than ranks."""
+    if local_ranks < 2 or len(cpus) < local_ranks:
+        return []
+    share, extra = divmod(len(cpus), local_ranks)
+    start = local_rank * share + min(local_rank, extra)
+    return cpus[start:start + share + (local_rank < extra)]
+
+
+def _cpu_topology(cpu: int) -> tuple[int, int, int]:
+    """(socket, core, cpu) of a logical CPU, from sysfs (its number alone where sysfs says nothing)."""
+    topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+    try:
+        return (int((topology / "physical_package_id").read_text()), int((topology / "core_id").read_text()), cpu)
+    except (OSError, ValueError):
+        return (0, cpu, cpu)
 
 
 def choose_device(requested: str, local_rank: int, local_ranks: int, gpus: int) -> tuple[torch.device, str | None]:
