@@ -169,6 +169,8 @@ def bind_cpus(local_rank: int, local_ranks: int) -> list[int]:
     if not hasattr(os, "sched_setaffinity") or os.environ.get(BIND_CPUS_ENV, "1") == "0":
         return []
     cores = cpu_share(sorted(os.sched_getaffinity(0), key=_cpu_topology), local_rank, local_ranks)
+    if not cores:
+        return []
     for thread in os.listdir("/proc/self/task"):  # the threads already running (torch's pool) too
         try:
             os.sched_setaffinity(int(thread), cores)

@@ -38,3 +38,9 @@ def test_two_ranks_split_the_hosts_cores_and_their_threads_follow(ranks):
     assert len(threads_0) > 1 and all(t == own_0 for t in threads_0)  # gloo's threads included
     assert all(t == own_1 for t in threads_1)
     assert [own for own, _ in ranks.run(affinities, False)] == [allowed, allowed]
+
+
+def test_a_world_of_one_keeps_every_core():
+    allowed = os.sched_getaffinity(0)
+    dist.init(device="cpu")
+    assert os.sched_getaffinity(0) == allowed
