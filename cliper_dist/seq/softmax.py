@@ -156,35 +156,35 @@ class _RowExchange:
 
     def start_gather(self, rows: torch.Tensor) -> None:
         if _world() == 1:
-            self.buffer = rows
+            self.gathered = rows
             return
         padded = rows.new_zeros(self.width, rows.shape[1])
         padded[:rows.shape[0]] = rows
-        self.buffer = rows.new_empty(len(self.row_counts) * self.width, rows.shape[1])
-        self.work = dist.all_gather_single(self.buffer, padded, async_op=True)
+        self.gathered = rows.new_empty(len(self.row_counts) * self.width, rows.shape[1])
+        self.work = dist.all_gather_single(self.gathered, padded, async_op=True)
 
     def table(self) -> torch.Tensor:
         """Every rank's rows in rank order (I, d)."""
         self._wait()
         if len(set(self.row_counts)) == 1:
-            return self.buffer
-        return torch.cat([self.buffer[r * self.width:r * self.width + n] for r, n in enumerate(self.row_counts)])
+            return self.gathered
+        return torch.cat([self.gathered[r * self.width:r * self.width + n] for r, n in enumerate(self.row_counts)])
 
     def start_reduce_scatter(self, d_table: torch.Tensor) -> None:
         """Sum ``d_table`` (I, d) over ranks, each rank to keep its own rows' share."""
         if _world() == 1:
-            self.buffer = d_table
+            self.reduced = d_table
             return
         padded = d_table.new_zeros(len(self.row_counts) * self.width, d_table.shape[1])
         starts = np.cumsum([0, *self.row_counts[:-1]])
         for r, (start, n) in enumerate(zip(starts, self.row_counts)):
             padded[r * self.width:r * self.width + n] = d_table[start:start + n]
-        self.buffer = d_table.new_empty(self.width, d_table.shape[1])
-        self.work = dist.reduce_scatter_single(self.buffer, padded, async_op=True)
+        self.reduced = d_table.new_empty(self.width, d_table.shape[1])
+        self.work = dist.reduce_scatter_single(self.reduced, padded, async_op=True)
 
     def own_gradient(self) -> torch.Tensor:
         self._wait()
-        return self.buffer[:self.row_counts[_rank()]]
+        return self.reduced[:self.row_counts[_rank()]]
 
 
 class _StartGather(torch.autograd.Function):
@@ -239,6 +239,8 @@ class SoftmaxRows:
     overlaps the encoder; ``cross_entropy`` then scores the step's positions."""
 
     def __init__(self, rows: torch.Tensor, counts: tuple[int, ...], row_counts: tuple[int, ...]):
+        """``rows`` (I_r, d) this rank's rows of the table, ``row_counts`` every rank's I_r (rank r's
+        rows follow rank r-1's), ``counts`` every rank's positions in the step."""
         self.counts, self.row_counts = list(counts), list(row_counts)
         self.exchange = _RowExchange(self.row_counts) if sum(row_counts) <= sum(counts) else None
         self.rows = rows if self.exchange is None else _StartGather.apply(rows, self.exchange)
@@ -246,19 +248,11 @@ class SoftmaxRows:
     def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor, block: int = 4096) -> torch.Tensor:
         """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
         (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
-        their items."""
+        their items; ``block`` positions scored at once."""
         if self.exchange is not None:
             return _GatheredRowsCrossEntropy.apply(h, self.rows, targets, sum(self.counts), self.exchange, block)
         lo = sum(self.row_counts[:_rank()])
         return _GatheredPositionsCrossEntropy.apply(h, self.rows, targets, self.counts, lo, block)
-
-
-def sharded_cross_entropy(h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, counts: tuple[int, ...],
-                          row_counts: tuple[int, ...], block: int = 4096) -> torch.Tensor:
-    """``SoftmaxRows(rows, counts, row_counts).cross_entropy(h, targets, block)``: ``counts`` every
-    rank's n_r; ``rows`` (I_r, d) this rank's rows of the table, ``row_counts`` every rank's I_r
-    (rank r's rows follow rank r-1's)."""
-    return SoftmaxRows(rows, counts, row_counts).cross_entropy(h, targets, block)
 
 
 @torch.no_grad()

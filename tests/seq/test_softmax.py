@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cliper_dist import dist
-from cliper_dist.seq.softmax import sharded_cross_entropy
+from cliper_dist.seq.softmax import SoftmaxRows
 
 ITEMS, DIM, ROW_COUNTS = 9, 5, (4, 5)  # rank 0: rows 0-3; rank 1: rows 4-8
 SCALES = ((2.0, 2.0), (1.0, 3.0))
@@ -32,7 +32,7 @@ def sharded(counts: tuple[int, int]) -> list[dict]:
     out = []
     for scales in SCALES:
         h, rows = h_all[own].clone().requires_grad_(), rows_all[rows_own].clone().requires_grad_()
-        loss = sharded_cross_entropy(h, rows, targets[own], counts, ROW_COUNTS, block=3)
+        loss = SoftmaxRows(rows, counts, ROW_COUNTS).cross_entropy(h, targets[own], block=3)
         (loss * scales[rank]).backward()
         out.append({"loss": float(loss), "d_h": h.grad, "d_rows": rows.grad, "own": own, "rows": rows_own})
     return out
