@@ -223,10 +223,11 @@ def test_ctr_step_three_sides_and_two_ranks():
 def test_ctr_scale_profiled_at_one_and_two_ranks_with_the_large_tables_row_wise():
     result = run_python([REPO / "benchmarks/ctr_scale.py", "--largest", "20000", "--rows", "2048", "--rows-1", "1024",
                          "--batch", "512", "--dim", "8", "--profile", "--sharding", "table_wise",
-                         "--row-wise-min-rows", "2000"], timeout=300)
+                         "--row-wise-min-rows", "2000", "--bottom-mlp", "16,12", "--top-mlp", "10"], timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     one, two, summary = _rows(result.stdout)
     assert (one["ranks"], two["ranks"], two["samples"]) == (1, 2, 2048)
+    assert one["mlps"] == two["mlps"] == [[16, 12, 8], [10, 1]]
     assert two["plan"] == {"row_wise": 5, "table_wise": 21}  # 20,000 down to 4,348 rows; then 564 and fewer
     assert one["profile_ms_per_step"] and two["profile_ms_per_step"]
     assert summary["table_per_rank_2_over_1"] <= 0.55 and summary["throughput_2_over_1"] > 0
