@@ -163,7 +163,7 @@ def main() -> None:
     p.add_argument("--world", type=int, default=0, help=argparse.SUPPRESS)  # internal: one world size
     args = p.parse_args()
     if args.world:
-        return one_world(args)
+        return dist.run_main(lambda: one_world(args))  # the process group torn down on every path
     passed = list(sys.argv[1:])
     lines = {}
     for world in (1, 2):

@@ -156,7 +156,7 @@ def main() -> None:
     p.add_argument("--side", default="", help=argparse.SUPPRESS)  # internal: measure one side
     args = p.parse_args()
     if args.side:
-        return one_side(args)
+        return dist.run_main(lambda: one_side(args))  # the process group torn down on every path
     passed = [a for a in sys.argv[1:]]
     lines = {}
     runs = [("ours", 1), ("torchrec_example", 1), ("plain", 1)] + ([("ours", args.ranks)] if args.ranks > 1 else [])

@@ -136,7 +136,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.worker:
-        return table_worker(args)
+        return dist.run_main(lambda: table_worker(args))  # the process group torn down on every path
     args.workdir = args.workdir.resolve()
     summary = {"summary": "seq_scale"}
     modes = args.modes.split(",")

@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--_worker", dest="impl", choices=("reference", "sharded", "pipelined"), default=None)
     args = p.parse_args()
     if args.impl:
-        return worker(args)
+        return dist.run_main(lambda: worker(args))  # the process group torn down on every path
     ref = measure(args, "reference", 1)
     one, two = measure(args, "sharded", 1), measure(args, "sharded", 2)
     piped_one, piped_two = measure(args, "pipelined", 1), measure(args, "pipelined", 2)
