@@ -113,10 +113,11 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
-    # on the CPU, before gloo starts its threads (a thread inherits its creator's cores)
-    cores = [] if use_cuda else bind_cpus(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     backend = "nccl" if use_cuda else "gloo"
+    cores: list[int] = []
     if not dist.is_initialized():
+        if not use_cuda:  # once, before gloo starts its threads (a thread inherits its creator's cores)
+            cores = bind_cpus(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         # A world of one still gets a (single-member) group, so torchrec and the collectives
         # run the same code path with or without torchrun.
         store = dist.HashStore() if "MASTER_ADDR" not in os.environ else None
@@ -165,17 +166,28 @@ def bind_cpus(local_rank: int, local_ranks: int) -> list[int]:
     Ranks that float over shared cores preempt each other, and each preemption stalls the other
     ranks at the next collective; bound, a rank's gloo threads wait on its own core. Cores are
     taken in (socket, core) order so that a share keeps SMT siblings and sockets together.
-    Unbound with one rank, with fewer cores than ranks, or with ``CLIPER_BIND_CPUS=0``."""
+    Unbound with one rank, with fewer cores than ranks, with ``CLIPER_BIND_CPUS=0``, or where the
+    launcher already bound this rank (numactl, taskset: fewer cores than its parent's)."""
     if not hasattr(os, "sched_setaffinity") or os.environ.get(BIND_CPUS_ENV, "1") == "0":
         return []
-    cores = cpu_share(sorted(os.sched_getaffinity(0), key=_cpu_topology), local_rank, local_ranks)
+    allowed = os.sched_getaffinity(0)
+    try:
+        if allowed != os.sched_getaffinity(os.getppid()):
+            return []
+    except OSError:
+        pass  # the parent is gone or not ours to read: decide on this process's cores alone
+    cores = cpu_share(sorted(allowed, key=_cpu_topology), local_rank, local_ranks)
     if not cores:
         return []
-    for thread in os.listdir("/proc/self/task"):  # the threads already running (torch's pool) too
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]  # those already running (torch's pool)
+    except OSError:
+        threads = [0]
+    for thread in threads:
         try:
-            os.sched_setaffinity(int(thread), cores)
-        except ProcessLookupError:
-            pass  # it ended meanwhile
+            os.sched_setaffinity(thread, cores)
+        except OSError:
+            pass  # it ended meanwhile, or it is not ours to move: binding is an optimisation
     return cores
 
 

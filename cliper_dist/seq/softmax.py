@@ -147,7 +147,7 @@ class _RowExchange:
 
     def __init__(self, row_counts: list[int]):
         self.row_counts, self.width = row_counts, max(row_counts)
-        self.work = None
+        self.work = self.gathered = self.reduced = None
 
     def _wait(self) -> None:
         if self.work is not None:
@@ -164,11 +164,12 @@ class _RowExchange:
         self.work = dist.all_gather_single(self.gathered, padded, async_op=True)
 
     def table(self) -> torch.Tensor:
-        """Every rank's rows in rank order (I, d)."""
+        """Every rank's rows in rank order (I, d); once a step (the loss keeps it for its backward)."""
         self._wait()
+        gathered, self.gathered = self.gathered, None
         if len(set(self.row_counts)) == 1:
-            return self.gathered
-        return torch.cat([self.gathered[r * self.width:r * self.width + n] for r, n in enumerate(self.row_counts)])
+            return gathered
+        return torch.cat([gathered[r * self.width:r * self.width + n] for r, n in enumerate(self.row_counts)])
 
     def start_reduce_scatter(self, d_table: torch.Tensor) -> None:
         """Sum ``d_table`` (I, d) over ranks, each rank to keep its own rows' share."""
@@ -184,7 +185,8 @@ class _RowExchange:
 
     def own_gradient(self) -> torch.Tensor:
         self._wait()
-        return self.reduced[:self.row_counts[_rank()]]
+        reduced, self.reduced = self.reduced, None
+        return reduced[:self.row_counts[_rank()]]
 
 
 class _StartGather(torch.autograd.Function):
@@ -224,7 +226,7 @@ class _GatheredRowsCrossEntropy(torch.autograd.Function):
         for s in range(0, h.shape[0], ctx.block):
             hb = h[s:s + ctx.block]
             dz = (hb @ table.T - lse[s:s + ctx.block, None]).exp()
-            dz[torch.arange(hb.shape[0]), targets[s:s + ctx.block]] -= 1.0
+            dz[torch.arange(hb.shape[0], device=dz.device), targets[s:s + ctx.block]] -= 1.0
             dz *= scale
             d_table += dz.T @ hb
             d_h[s:s + ctx.block] = dz @ table
@@ -248,8 +250,10 @@ class SoftmaxRows:
     def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor, block: int = 4096) -> torch.Tensor:
         """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
         (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
-        their items; ``block`` positions scored at once."""
+        their items; ``block`` positions scored at once. Once per instance: a step's rows serve one loss."""
         if self.exchange is not None:
+            if self.exchange.gathered is None:
+                raise RuntimeError("SoftmaxRows.cross_entropy called twice: make one SoftmaxRows per loss")
             return _GatheredRowsCrossEntropy.apply(h, self.rows, targets, sum(self.counts), self.exchange, block)
         lo = sum(self.row_counts[:_rank()])
         return _GatheredPositionsCrossEntropy.apply(h, self.rows, targets, self.counts, lo, block)

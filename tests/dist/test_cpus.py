@@ -25,7 +25,12 @@ def affinities(bind: bool) -> tuple[list[int], list[list[int]]]:
     if not bind:
         os.environ[dist.BIND_CPUS_ENV] = "0"
     dist.init(device="cpu")
-    threads = [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")]
+    threads = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            threads.append(sorted(os.sched_getaffinity(int(t))))
+        except ProcessLookupError:
+            pass  # ended meanwhile (init's connection deadline timer)
     return sorted(os.sched_getaffinity(0)), threads
 
 

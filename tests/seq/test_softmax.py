@@ -51,3 +51,13 @@ def test_gradients_match_the_dense_equations_with_equal_and_unequal_loss_scales(
         for r in got:
             torch.testing.assert_close(r[k]["d_h"], h.grad[r[k]["own"]])
             torch.testing.assert_close(r[k]["d_rows"], rows.grad[r[k]["rows"]])
+
+
+def test_one_loss_per_rows_in_a_world_of_one():
+    """The rows form alone (9 items, 11 positions) equals the dense loss, and a second loss on the
+    same rows is refused (its reduce-scatter would replace the first one's)."""
+    h, rows, targets = inputs(GATHERS["rows"])
+    output = SoftmaxRows(rows, (h.shape[0],), (ITEMS,))
+    torch.testing.assert_close(output.cross_entropy(h, targets), F.cross_entropy(h @ rows.T, targets))
+    with pytest.raises(RuntimeError, match="called twice"):
+        output.cross_entropy(h, targets)
