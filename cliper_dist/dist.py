@@ -151,8 +151,8 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
     if warning and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         log.warning("%s", warning)
     if not use_cuda and cores and local_rank == 0:
-        log.info("each of this host's %s ranks runs on its own %d core(s) (%s=0: no binding)",
-                 os.environ["LOCAL_WORLD_SIZE"], len(cores), BIND_CPUS_ENV)
+        log.info("each of this host's %s ranks runs on its own share of the cores (%s=1; rank 0: %d)",
+                 os.environ["LOCAL_WORLD_SIZE"], BIND_CPUS_ENV, len(cores))
     return DistInfo(rank, local_rank, world_size, dev, backend)
 
 
@@ -160,15 +160,18 @@ BIND_CPUS_ENV = "CLIPER_BIND_CPUS"
 
 
 def bind_cpus(local_rank: int, local_ranks: int) -> list[int]:
-    """Give each of a host's CPU ranks its own share of the cores this process may use; returns
-    this rank's (empty: left unbound).
+    """With ``CLIPER_BIND_CPUS=1``, give each of a host's CPU ranks its own share of the cores this
+    process may use; returns this rank's (empty: left unbound).
 
     Ranks that float over shared cores preempt each other, and each preemption stalls the other
     ranks at the next collective; bound, a rank's gloo threads wait on its own core. Cores are
     taken in (socket, core) order so that a share keeps SMT siblings and sockets together.
-    Unbound with one rank, with fewer cores than ranks, with ``CLIPER_BIND_CPUS=0``, or where the
-    launcher already bound this rank (numactl, taskset: fewer cores than its parent's)."""
-    if not hasattr(os, "sched_setaffinity") or os.environ.get(BIND_CPUS_ENV, "1") == "0":
+    Off by default: a rank's threads then share fewer cores, so one is likelier to be preempted
+    holding a lock, and a DataLoader worker forked at that moment (pretrain, encode) inherits the
+    lock held and hangs; that happened once in a run of the suite. Unbound also with one rank,
+    with fewer cores than ranks, or where the launcher already bound this rank (numactl, taskset:
+    fewer cores than its parent's)."""
+    if not hasattr(os, "sched_setaffinity") or os.environ.get(BIND_CPUS_ENV, "0") != "1":
         return []
     allowed = os.sched_getaffinity(0)
     try:

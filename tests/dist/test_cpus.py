@@ -1,4 +1,5 @@
-"""Each CPU rank of a host runs on its own share of the cores (``dist.bind_cpus``)."""
+"""With ``CLIPER_BIND_CPUS=1``, each CPU rank of a host runs on its own share of the cores
+(``dist.bind_cpus``); by default, on all of them."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def test_shares_are_disjoint_consecutive_and_cover_the_cpus(cpus, ranks, shares)
 
 def affinities(bind: bool) -> tuple[list[int], list[list[int]]]:
     """This rank's cores and those of each of its threads, after joining the group."""
-    if not bind:
-        os.environ[dist.BIND_CPUS_ENV] = "0"
+    if bind:
+        os.environ[dist.BIND_CPUS_ENV] = "1"
     dist.init(device="cpu")
     threads = []
     for t in os.listdir("/proc/self/task"):
@@ -45,7 +46,8 @@ def test_two_ranks_split_the_hosts_cores_and_their_threads_follow(ranks):
     assert [own for own, _ in ranks.run(affinities, False)] == [allowed, allowed]
 
 
-def test_a_world_of_one_keeps_every_core():
+def test_a_world_of_one_keeps_every_core(monkeypatch):
+    monkeypatch.setenv(dist.BIND_CPUS_ENV, "1")
     allowed = os.sched_getaffinity(0)
     assert dist.bind_cpus(0, 1) == []
     assert os.sched_getaffinity(0) == allowed
