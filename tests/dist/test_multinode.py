@@ -108,6 +108,8 @@ def test_ranks_and_gpus_agree_or_the_job_says_why():
 
 def test_init_applies_the_rule_to_the_gpus_torch_reports(monkeypatch):
     """dist.init on a faked GPU count: refused in one line before any process group exists."""
+    if dist.torch.distributed.is_initialized():  # an earlier test's world of one (made again where needed)
+        dist.shutdown()
     monkeypatch.setattr(dist.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(dist.torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
