@@ -166,7 +166,7 @@ def bind_cpus(local_rank: int, local_ranks: int) -> list[int]:
     Ranks that float over shared cores preempt each other, and each preemption stalls the other
     ranks at the next collective; bound, a rank's gloo threads wait on its own core. Cores are
     taken in (socket, core) order so that a share keeps SMT siblings and sockets together.
-    Off by default: a rank's threads then share fewer cores, so one is likelier to be preempted
+    Off by default: bound, a rank's threads share fewer cores, so one is likelier to be preempted
     holding a lock, and a DataLoader worker forked at that moment (pretrain, encode) inherits the
     lock held and hangs; that happened once in a run of the suite. Unbound also with one rank,
     with fewer cores than ranks, or where the launcher already bound this rank (numactl, taskset:
