@@ -438,8 +438,5 @@ def run_seed(args, runs: dict[str, list[dict]]) -> bool:
     return identical
 
 
-
-
-
 if __name__ == "__main__":
     main()

@@ -150,7 +150,7 @@ def init(device: str = "auto", collective_timeout_s: float | None = None) -> Dis
     setup_logging(rank, world_size)
     if warning and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         log.warning("%s", warning)
-    if not use_cuda and cores and local_rank == 0:
+    if cores and local_rank == 0:
         log.info("each of this host's %s ranks runs on its own share of the cores (%s=1; rank 0: %d)",
                  os.environ["LOCAL_WORLD_SIZE"], BIND_CPUS_ENV, len(cores))
     return DistInfo(rank, local_rank, world_size, dev, backend)

@@ -43,11 +43,29 @@ def gather_rows(x: torch.Tensor, counts: list[int] | None = None) -> tuple[torch
         gathered = [torch.zeros(1, dtype=torch.long) for _ in range(_world())]
         dist.all_gather(gathered, torch.tensor([x.shape[0]]))
         counts = [int(c) for c in gathered]
+    buffer, _ = _start_gather(x, list(counts), async_op=False)
+    return _from_slots(buffer, list(counts)), list(counts)
+
+
+# Ranks exchange uneven row counts in slots of max(counts) rows each, rank r's rows first in slot r.
+
+def _slot_index(counts: list[int], device: torch.device) -> torch.Tensor:
+    """Where each rank's rows (in rank order) lie in the slots."""
+    width = max(counts)
+    return torch.cat([torch.arange(r * width, r * width + n, device=device) for r, n in enumerate(counts)])
+
+
+def _start_gather(x: torch.Tensor, counts: list[int], async_op: bool):
+    """Every rank's ``x`` (counts[rank], ...) in the slots (``_from_slots`` takes them out), and the
+    all-gather's work (None unless ``async_op``)."""
     padded = x.new_zeros(max(counts), *x.shape[1:])
     padded[:x.shape[0]] = x
-    parts = [torch.empty_like(padded) for _ in counts]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)]), list(counts)
+    buffer = x.new_empty(len(counts) * max(counts), *x.shape[1:])
+    return buffer, dist.all_gather_single(buffer, padded, async_op=async_op)
+
+
+def _from_slots(buffer: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    return buffer if len(set(counts)) == 1 else buffer[_slot_index(counts, buffer.device)]
 
 
 def _gather_positions(h: torch.Tensor, targets: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +164,7 @@ class _RowExchange:
     not for a rank's compute between two blocking calls."""
 
     def __init__(self, row_counts: list[int]):
-        self.row_counts, self.width = row_counts, max(row_counts)
+        self.row_counts = row_counts
         self.work = self.gathered = self.reduced = None
 
     def _wait(self) -> None:
@@ -158,29 +176,23 @@ class _RowExchange:
         if _world() == 1:
             self.gathered = rows
             return
-        padded = rows.new_zeros(self.width, rows.shape[1])
-        padded[:rows.shape[0]] = rows
-        self.gathered = rows.new_empty(len(self.row_counts) * self.width, rows.shape[1])
-        self.work = dist.all_gather_single(self.gathered, padded, async_op=True)
+        self.gathered, self.work = _start_gather(rows, self.row_counts, async_op=True)
 
     def table(self) -> torch.Tensor:
         """Every rank's rows in rank order (I, d); once a step (the loss keeps it for its backward)."""
         self._wait()
         gathered, self.gathered = self.gathered, None
-        if len(set(self.row_counts)) == 1:
-            return gathered
-        return torch.cat([gathered[r * self.width:r * self.width + n] for r, n in enumerate(self.row_counts)])
+        return gathered if _world() == 1 else _from_slots(gathered, self.row_counts)
 
     def start_reduce_scatter(self, d_table: torch.Tensor) -> None:
         """Sum ``d_table`` (I, d) over ranks, each rank to keep its own rows' share."""
         if _world() == 1:
             self.reduced = d_table
             return
-        padded = d_table.new_zeros(len(self.row_counts) * self.width, d_table.shape[1])
-        starts = np.cumsum([0, *self.row_counts[:-1]])
-        for r, (start, n) in enumerate(zip(starts, self.row_counts)):
-            padded[r * self.width:r * self.width + n] = d_table[start:start + n]
-        self.reduced = d_table.new_empty(self.width, d_table.shape[1])
+        width = max(self.row_counts)
+        padded = d_table.new_zeros(len(self.row_counts) * width, d_table.shape[1])
+        padded[_slot_index(self.row_counts, d_table.device)] = d_table
+        self.reduced = d_table.new_empty(width, d_table.shape[1])
         self.work = dist.reduce_scatter_single(self.reduced, padded, async_op=True)
 
     def own_gradient(self) -> torch.Tensor:
