@@ -143,7 +143,7 @@ def next_item_scores(cfg: TrainConfig, info: dist.DistInfo, path: Path, users: n
     checkpoint.load(path, trainer.state_dict(with_optimizer=False))
     model = trainer.model
     indptr, seen = trainer.seqs.history(with_valid=True, with_test=True)
-    scores = model.user_vectors((indptr, seen), users, len(users)) @ model.own_rows().T  # one rank: every item
+    scores = model.user_vectors((indptr, seen), users) @ model.own_rows().T  # one rank: every item
     r, c = csr_entries(indptr, seen, users)
     scores[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
     return scores

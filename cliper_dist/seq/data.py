@@ -109,9 +109,8 @@ def load_sequences(path: str | Path) -> Sequences:
 
 @dataclass
 class Batch:
-    """One rank's share of a global batch: ``bags`` examples (padding examples have empty bags)."""
+    """One rank's share of a global batch (possibly no example, in an epoch's last batch)."""
 
-    bags: int
     inputs: torch.Tensor  # jagged input items, example-major, oldest first
     targets: torch.Tensor  # the next item of each target position
     negatives: torch.Tensor  # a sampled item per target
@@ -124,14 +123,9 @@ class Batch:
         """Targets in the global batch: the loss is a mean over them."""
         return sum(self.counts)
 
-    @property
-    def target_lengths(self) -> torch.Tensor:
-        """Targets per example."""
-        return (self.lengths > 0).long() if self.last_only else self.lengths
-
     def scored(self, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The encoder's (left-padded) ``outputs`` at the target positions, in ``targets``' order."""
-        return outputs[:, -1][self.lengths > 0] if self.last_only else outputs[mask]
+        return outputs[:, -1] if self.last_only else outputs[mask]
 
 
 def _pair_keys(user: np.ndarray, item: np.ndarray, num_items: int) -> np.ndarray:
@@ -185,8 +179,5 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
         slices = [seqs.items[a:b] for a, b in zip(s[lo:hi], e[lo:hi])]
         inputs = np.concatenate([x[:-1] for x in slices]) if slices else empty
         targets = np.concatenate([x[-1:] if last_only else x[1:] for x in slices]) if slices else empty
-        bag_lengths = np.zeros(per_rank, dtype=np.int64)
-        bag_lengths[:hi - lo] = n[lo:hi]
-        yield Batch(per_rank, torch.from_numpy(inputs), torch.from_numpy(targets),
-                    torch.from_numpy(drawn[before:before + len(targets)]), torch.from_numpy(bag_lengths), counts,
-                    last_only)
+        yield Batch(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(drawn[before:before + len(targets)]),
+                    torch.from_numpy(n[lo:hi].copy()), counts, last_only)

@@ -104,21 +104,33 @@ class ItemContent(nn.Module):
         return self.proj(self.features[items])
 
 
+def distinct(items: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each key's distinct items, and the index that expands their vectors back to ``items[key]``.
+    A row is looked up (and its gradient sent back) once per rank and step, however many positions
+    read it: the lookup's all-to-alls carry a few rows instead of every position (torchrec's
+    ``use_index_dedup``, whose kernel is CUDA-only). The gradient is the same: fbgemm's exact
+    optimizers sum a row's gradients either way."""
+    pairs = {key: torch.unique(values, return_inverse=True) for key, values in items.items()}
+    return {key: ids for key, (ids, _) in pairs.items()}, {key: expand for key, (_, expand) in pairs.items()}
+
+
 @dataclass
 class SeqBatch(Pipelineable):
-    """A rank's step input as torchrec's pipeline moves it: the batch, the ids of every key, and
-    their ``KeyedJaggedTensor`` (None without an ID table)."""
+    """A rank's step input as torchrec's pipeline moves it: the batch, the ids each key looks up,
+    the index that expands a key's looked-up vectors to its positions (``distinct``; none for
+    ``rows``), and the ids' ``KeyedJaggedTensor`` (None without an ID table)."""
 
     batch: Batch
-    ids: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ids: dict[str, torch.Tensor]
+    expand: dict[str, torch.Tensor]
     kjt: KeyedJaggedTensor | None
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "SeqBatch":
         b = self.batch
         moved = replace(b, **{k: getattr(b, k).to(device, non_blocking=non_blocking)
                               for k in ("inputs", "targets", "negatives", "lengths")})
-        ids = {k: tuple(t.to(device, non_blocking=non_blocking) for t in v) for k, v in self.ids.items()}
-        return SeqBatch(moved, ids, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
+        ids, expand = ({k: t.to(device, non_blocking=non_blocking) for k, t in d.items()} for d in (self.ids, self.expand))
+        return SeqBatch(moved, ids, expand, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
 
     def record_stream(self, stream) -> None:
         if self.kjt is not None:
@@ -138,14 +150,17 @@ class SeqHead(nn.Module):
         self.encoder = SASRec(cfg.embedding_dim, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout, cfg.norm)
         self.content = None if features is None else ItemContent(features, cfg.embedding_dim)
 
-    def vectors(self, looked_up: dict[str, JaggedTensor] | None,
-                ids: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Each key's item vectors: its ID rows (looked up through torchrec) plus projected features."""
-        rows = {k: looked_up[k].values() for k in ids} if looked_up is not None else {}
-        if self.content is None:
-            return rows
-        return {k: self.content(items) + rows[k] if k in rows else self.content(items)
-                for k, (items, _) in ids.items()}
+    def vectors(self, looked_up: dict[str, JaggedTensor] | None, ids: dict[str, torch.Tensor],
+                expand: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each key's item vectors, one per position: its ID rows (looked up through torchrec) plus
+        projected features, computed once per distinct item and expanded."""
+        out = {}
+        for key, items in ids.items():
+            v = None if looked_up is None else looked_up[key].values()
+            if self.content is not None:
+                v = self.content(items) if v is None else v + self.content(items)
+            out[key] = v[expand[key]] if key in expand else v
+        return out
 
     def encode(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask = left_pad(embeddings, lengths, max(int(lengths.max()), 1) if lengths.numel() else 1)
@@ -154,7 +169,7 @@ class SeqHead(nn.Module):
     def forward(self, looked_up: dict[str, JaggedTensor] | None, step: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(this rank's share of the global batch's mean loss, the same detached)."""
         batch = step.batch
-        vectors = self.vectors(looked_up, step.ids)
+        vectors = self.vectors(looked_up, step.ids, step.expand)
         # the output layer's rows start moving before the encoder runs (softmax.py)
         output = SoftmaxRows(vectors["rows"], batch.counts, self.row_counts) if self.cfg.loss == "ce" else None
         y, mask = self.encode(vectors["seq"], batch.lengths)
@@ -244,15 +259,14 @@ class SeqModel:
         return self.head.content
 
     def step_input(self, batch: Batch) -> SeqBatch:
-        """A batch's ids per key (the full softmax's: this rank's rows) and their KJT."""
-        ids = {"seq": (batch.inputs, batch.lengths)}
+        """A batch's distinct ids per key (the full softmax's: this rank's rows) and their KJT."""
+        items = {"seq": batch.inputs}
         if self.cfg.loss == "bce":
-            ids.update(pos=(batch.targets, batch.target_lengths), neg=(batch.negatives, batch.target_lengths))
-        else:
-            lengths = torch.zeros(batch.bags, dtype=torch.long)
-            lengths[0] = self.hi - self.lo  # all in the first bag: row-wise routing keeps them on this rank
-            ids["rows"] = (torch.arange(self.lo, self.hi), lengths)
-        return SeqBatch(batch, ids, keyed_ids(ids, batch.bags) if self.table else None)
+            items.update(pos=batch.targets, neg=batch.negatives)
+        ids, expand = distinct(items)
+        if self.cfg.loss == "ce":
+            ids["rows"] = torch.arange(self.lo, self.hi)  # row-wise routing keeps them on this rank
+        return SeqBatch(batch, ids, expand, keyed_ids(ids) if self.table else None)
 
     def step(self, batch: Batch) -> torch.Tensor:
         """One training step on this rank's share of a global batch, unpipelined (the trainer runs
@@ -264,10 +278,11 @@ class SeqModel:
         self.optimizer.step()
         return out
 
-    def lookup(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]], bags: int) -> dict[str, torch.Tensor]:
+    def lookup(self, items: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Item vectors outside a training step (evaluation, serving)."""
-        items = self.dmp.module.items if self.dmp is not None else None
-        return self.head.vectors(None if items is None else items(keyed_ids(ids, bags)), ids)
+        ids, expand = distinct(items)
+        collection = self.dmp.module.items if self.dmp is not None else None
+        return self.head.vectors(None if collection is None else collection(keyed_ids(ids)), ids, expand)
 
     @torch.no_grad()
     def own_rows(self) -> torch.Tensor:
@@ -278,23 +293,22 @@ class SeqModel:
         return rows
 
     @torch.no_grad()
-    def user_vectors(self, history: tuple[np.ndarray, np.ndarray], users: np.ndarray, bags: int) -> torch.Tensor:
-        """The representation of each of ``users`` (this rank's, in ``bags`` >= len(users) bags: every
-        rank passes the same number, for the table's collective lookup) after the last L items of its
-        ``history`` = (indptr, items)."""
+    def user_vectors(self, history: tuple[np.ndarray, np.ndarray], users: np.ndarray) -> torch.Tensor:
+        """The representation of each of ``users`` (this rank's; the table's lookup is collective, so
+        every rank calls alike, with users or without) after the last L items of its ``history`` =
+        (indptr, items)."""
         self.net.eval()
         indptr, seen = history
         windows = [seen[indptr[u]:indptr[u + 1]][-self.cfg.max_len:] for u in users]
-        lengths = torch.zeros(bags, dtype=torch.long)
-        lengths[:len(users)] = torch.tensor([len(w) for w in windows], dtype=torch.long)
+        lengths = torch.tensor([len(w) for w in windows], dtype=torch.long)
         inputs = torch.from_numpy(np.concatenate(windows)) if windows else torch.zeros(0, dtype=torch.long)
-        y, _ = self.head.encode(self.lookup({"seq": (inputs, lengths)}, bags)["seq"], lengths)
-        return y[:len(users), -1]
+        y, _ = self.head.encode(self.lookup({"seq": inputs})["seq"], lengths)
+        return y[:, -1]
 
-    def rank_targets(self, history: tuple[np.ndarray, np.ndarray], targets: np.ndarray, users: np.ndarray,
-                     bags: int) -> torch.Tensor:
+    def rank_targets(self, history: tuple[np.ndarray, np.ndarray], targets: np.ndarray,
+                     users: np.ndarray) -> torch.Tensor:
         """0-based full-ranking rank of each of ``users``' target (``targets``: every user's)."""
-        h = self.user_vectors(history, users, bags)
+        h = self.user_vectors(history, users)
         return target_ranks(h, torch.from_numpy(users), torch.from_numpy(targets[users]), self.own_rows(), self.lo,
                             history)
 
@@ -322,7 +336,7 @@ def evaluate(model: SeqModel, seqs: Sequences, split: str, rank: int, world_size
         candidates = np.intersect1d(candidates, users)
     per_rank = -(-len(candidates) // world_size)
     mine = candidates[rank * per_rank:(rank + 1) * per_rank]
-    ranks = [model.rank_targets(history, targets, mine[s:s + batch_users], batch_users)
+    ranks = [model.rank_targets(history, targets, mine[s:s + batch_users])
              for s in range(0, per_rank, batch_users)]
     r = torch.cat(ranks).double() if ranks else torch.zeros(0, dtype=torch.float64)
     sums = torch.stack([torch.tensor(float(len(r)), dtype=torch.float64)]

@@ -112,11 +112,11 @@ class ItemTable:
             self.local.copy_(init_rows(self.lo, self.hi, self.num_items, self.dim, seed))
 
 
-def keyed_ids(ids: dict[str, tuple[torch.Tensor, torch.Tensor]], bags: int) -> KeyedJaggedTensor:
-    """``ids[key] = (values, lengths)`` with ``bags`` bags per key as one KeyedJaggedTensor of the
-    table's keys (absent keys: empty bags)."""
-    empty = torch.zeros(bags, dtype=torch.long)
-    values = [ids[k][0] if k in ids else empty[:0] for k in KEYS]
-    lengths = [ids[k][1] if k in ids else empty for k in KEYS]
+def keyed_ids(ids: dict[str, torch.Tensor]) -> KeyedJaggedTensor:
+    """``ids[key]`` for each key present as one KeyedJaggedTensor of the table's keys, one bag per key
+    (absent keys: empty). A sequence collection returns a row per id whatever the bags, so one bag
+    serves every key and every rank."""
+    empty = torch.zeros(0, dtype=torch.long)
+    values = [ids.get(k, empty) for k in KEYS]
     return KeyedJaggedTensor.from_lengths_sync(keys=list(KEYS), values=torch.cat(values).long(),
-                                               lengths=torch.cat(lengths).int())
+                                               lengths=torch.tensor([len(v) for v in values], dtype=torch.int32))
