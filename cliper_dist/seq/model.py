@@ -58,7 +58,7 @@ class SASRecConfig(FeatureConfig):
     table_optimizer: Optimizer = "rowwise_adagrad"  # fbgemm's, fused into the backward (CPU: no Adam)
     table_lr: float = 0.01
     table_eps: float = 1e-8
-    softmax_block: int = 4096  # positions scored at once against the rows (ce: softmax.py)
+    softmax_block: int = 256  # positions scored at once against the rows (ce: softmax.py); 256 x 1,000 logits fit L2
 
     # keys added after runs were saved, and what those runs did (config.refuse_changed)
     SAVED_WITHOUT: ClassVar[dict[str, Any]] = {"train_examples": "window", "norm": "pre"}
