@@ -179,5 +179,6 @@ def train_batches(seqs: Sequences, max_len: int, batch_size: int, epoch: int, se
         slices = [seqs.items[a:b] for a, b in zip(s[lo:hi], e[lo:hi])]
         inputs = np.concatenate([x[:-1] for x in slices]) if slices else empty
         targets = np.concatenate([x[-1:] if last_only else x[1:] for x in slices]) if slices else empty
-        yield Batch(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(drawn[before:before + len(targets)]),
-                    torch.from_numpy(n[lo:hi].copy()), counts, last_only)
+        yield Batch(torch.from_numpy(inputs), torch.from_numpy(targets),
+                    torch.from_numpy(drawn[before:before + len(targets)]), torch.from_numpy(n[lo:hi].copy()), counts,
+                    last_only)

@@ -129,8 +129,10 @@ class SeqBatch(Pipelineable):
         b = self.batch
         moved = replace(b, **{k: getattr(b, k).to(device, non_blocking=non_blocking)
                               for k in ("inputs", "targets", "negatives", "lengths")})
-        ids, expand = ({k: t.to(device, non_blocking=non_blocking) for k, t in d.items()} for d in (self.ids, self.expand))
-        return SeqBatch(moved, ids, expand, None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking))
+        ids, expand = ({k: t.to(device, non_blocking=non_blocking) for k, t in d.items()}
+                       for d in (self.ids, self.expand))
+        kjt = None if self.kjt is None else self.kjt.to(device, non_blocking=non_blocking)
+        return SeqBatch(moved, ids, expand, kjt)
 
     def record_stream(self, stream) -> None:
         if self.kjt is not None:

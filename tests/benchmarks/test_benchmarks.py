@@ -241,3 +241,15 @@ def test_comm_floor_times_four_collectives():
     assert [r["collective"] for r in rows] == ["reduce_scatter_tensor", "all_reduce", "all_to_all_single_then_sum",
                                                "all_gather_single"]
     assert all(r["ranks"] == 2 and r["ms"] >= 0 for r in rows)
+
+
+def test_sync_cost_steps_at_one_and_two_ranks_and_latency():
+    result = run_python([REPO / "benchmarks/sync_cost.py", "--syncs", "0,2", "--segments", "4", "--rows", "32",
+                         "--items", "16", "--steps", "2", "--repeats", "1"], timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    one, two, summary = _rows(result.stdout)
+    assert [(r["ranks"], r["syncs_per_step"]) for r in one["rows"]] == [(1, 0), (1, 2)]
+    assert [r.get("syncs_per_step", r.get("latency")) for r in two["rows"]] == [0, 2, "back_to_back",
+                                                                                "after_5ms_compute"]
+    at_0, at_2 = (r["ms_per_step"] for r in two["rows"][:2])
+    assert summary["ms_per_sync_2_ranks"]["2"] == round((at_2 - at_0) / 2, 2)
