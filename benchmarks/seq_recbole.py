@@ -28,7 +28,9 @@ NDCG@10 (``--patience`` epochs), test at the best valid epoch, 1 process x ``--t
 threads; train seconds per epoch are the mean over the epochs run, evaluation excluded, on
 both sides. What still differs, by design of each:
 - the optimizer: RecBole uses Adam on every parameter; ours Adam on the dense part and fbgemm's
-  fused row-wise Adagrad on the item table (``--table-lr``; fbgemm has no Adam on CPU);
+  fused row-wise Adagrad on the item table (``--table-lr``; fbgemm 1.8 refuses Adam in CPU mode).
+  ``--peer-table rowwise_adagrad`` trains RecBole's item table as ours (the same row-wise Adagrad
+  at ``--table-lr``, Adam on the rest);
 - an epoch, unless ours runs RecBole's way: RecBole trains one example per training event
   (every prefix of a user's sequence, the last item as target), so ``--batch`` counts events.
   Ours runs once per form in ``--examples``: ``window`` (the job's default, the paper's) trains
@@ -50,9 +52,9 @@ both sides. What still differs, by design of each:
 
 One JSON line per side and seed (ours: per form and norm), then a summary over ``--seeds``
 (each seed draws the synthetic catalog too): each side's test NDCG@10 as [mean, std];
-``ndcg_ratio_<form>[_post][_vs_paper_blocks]`` (ours' mean over RecBole's; the target is within
-3%), the same per seed, and ``epoch_speedup_...`` (RecBole's mean train s/epoch over ours; the
-target is >= 2x). The host's speed drifts 15-25% in minutes: read the speed ratios as noisy.
+``ndcg_ratio_<form>[_post][_vs_paper_blocks][_vs_rowwise_adagrad_table]`` (ours' mean over
+RecBole's; the target is within 3%), the same per seed, and ``epoch_speedup_...`` (RecBole's mean
+train s/epoch over ours; the target is >= 2x). The host's speed drifts 15-25% in minutes: read the speed ratios as noisy.
 """
 
 from __future__ import annotations
@@ -192,6 +194,9 @@ def peer_main(args) -> None:
     model = (SASRec if blocks == "recbole" else _paper_blocks(SASRec))(config, train_data.dataset)
     model = model.to(config["device"])
     trainer = Trainer(config, model)
+    table, = args.peer_table
+    if table == "rowwise_adagrad":
+        trainer.optimizer = _TableApart(model, args.lr, args.table_lr)
     epoch_s = []
     train_epoch = trainer._train_epoch
 
@@ -251,7 +256,8 @@ def peer_main(args) -> None:
     for k in KS:
         test[f"hr@{k}"] = float((r < k).mean())
         test[f"ndcg@{k}"] = float(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0).mean())
-    impl = "recbole-1.2.1" + ("" if blocks == "recbole" else "+paper-blocks")
+    impl = ("recbole-1.2.1" + ("" if blocks == "recbole" else "+paper-blocks")
+            + ("" if table == "adam" else f"+rowwise-adagrad-table@{args.table_lr}"))
     print(json.dumps({"impl": impl, "test": test, "test_users": len(r),
                       "recbole_own_test": {k.lower(): float(v) for k, v in own.items()},
                       "best_valid_ndcg@10": float(best_valid), "epochs": len(epoch_s),
@@ -282,6 +288,37 @@ def _paper_blocks(recbole_sasrec: type) -> type:
     return PaperBlocksSASRec
 
 
+class _TableApart:
+    """RecBole's optimizer with its item table trained as ours is (``--peer-table rowwise_adagrad``):
+    fbgemm's exact row-wise Adagrad at ``table_lr`` on ``item_embedding`` (a row's state grows by the
+    mean of its squared gradient; ``seq/reference.py`` writes the same), Adam at ``lr`` on the rest.
+    RecBole's trainer calls ``zero_grad``, ``step`` and ``state_dict``."""
+
+    def __init__(self, model, lr: float, table_lr: float, eps: float = 1e-8):
+        import torch
+
+        self.table = model.item_embedding.weight
+        self.adam = torch.optim.Adam([p for p in model.parameters() if p is not self.table], lr=lr)
+        self.state = torch.zeros(self.table.shape[0])
+        self.table_lr, self.eps = table_lr, eps
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adam.zero_grad(set_to_none)
+        self.table.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        self.adam.step()
+        with torch.no_grad():
+            g = self.table.grad
+            self.state += g.pow(2).mean(1)
+            self.table -= self.table_lr * g / (self.state.sqrt() + self.eps)[:, None]
+
+    def state_dict(self) -> dict:
+        return {"adam": self.adam.state_dict(), "table_state": self.state}
+
+
 def right_to_left(item_seq, lengths):
     """RecBole's right-padded (B, L) sequences, left-padded as ours: a row of n items moves right
     by L - n (its padding, 0, wraps round to the front)."""
@@ -296,7 +333,7 @@ def run_peer(args, work: Path) -> dict:
     encoder = (REPO / "cliper_dist/seq/sasrec.py").read_text() if args.peer_blocks == "paper" else ""
     key = hashlib.sha256((" ".join(common_flags(args)) + (work / NAME / f"{NAME}.inter").read_text() + encoder)
                          .encode()).hexdigest()[:16]
-    saved = work / f"peer_result_{args.peer_blocks}.json"
+    saved = work / f"peer_result_{args.peer_blocks}_{args.peer_table}.json"
     if args.reuse_peer and saved.exists() and json.loads(saved.read_text())["key"] == key:
         return json.loads(saved.read_text())["result"]
     python = ensure_peer_venv()
@@ -313,7 +350,8 @@ def run_peer(args, work: Path) -> dict:
 
 def common_flags(args) -> list[str]:
     return [f"--{k.replace('_', '-')}={getattr(args, k)}"
-            for k in ("epochs", "patience", "batch", "lr", "max_len", "dropout", "threads", "seed", "peer_blocks")]
+            for k in ("epochs", "patience", "batch", "lr", "table_lr", "max_len", "dropout", "threads", "seed",
+                      "peer_blocks", "peer_table")]
 
 
 # ---------------------------------------------------------------- ours
@@ -354,7 +392,9 @@ def choices(*allowed: str):
     return parse
 
 
-PEER_SIDES = {"recbole": "recbole", "paper": "recbole_paper_blocks"}  # --peer-blocks -> the side's name
+def peer_side(blocks: str, table: str) -> str:
+    """The summary's name of a RecBole run (--peer-blocks x --peer-table)."""
+    return "recbole" + ("" if blocks == "recbole" else "_paper_blocks") + ("" if table == "adam" else f"_{table}_table")
 
 
 def main() -> None:
@@ -373,9 +413,13 @@ def main() -> None:
     p.add_argument("--peer-blocks", default="recbole", type=choices("recbole", "paper"), help="RecBole runs "
                    "to make, comma-separated, each a run: recbole (its SASRec as shipped: post-LayerNorm blocks) "
                    "and/or paper (its SASRec with our encoder, the paper's pre-LayerNorm blocks, in it)")
+    p.add_argument("--peer-table", default="adam", type=choices("adam", "rowwise_adagrad"), help="RecBole's "
+                   "item table optimizer, comma-separated, each a run per --peer-blocks: adam (its own: Adam on "
+                   "every parameter) and/or rowwise_adagrad (ours: fbgemm's row-wise Adagrad at --table-lr on the "
+                   "table, Adam on the rest)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam (RecBole: every parameter; ours: the dense part)")
-    p.add_argument("--table-lr", type=float, default=0.01, help="ours: the item table's row-wise Adagrad "
-                   "(configs/train/sasrec.yaml's)")
+    p.add_argument("--table-lr", type=float, default=0.01, help="the item table's row-wise Adagrad: ours "
+                   "(configs/train/sasrec.yaml's), and RecBole's with --peer-table rowwise_adagrad")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
@@ -402,11 +446,11 @@ def main() -> None:
     summary = {"summary": "seq_recbole", "split_identical": identical, "seeds": args.seeds, "threads": args.threads,
                "batch": args.batch, "lr": args.lr, "table_lr": args.table_lr}
     summary.update({f"ndcg@10_{side}": mean_std((r["test"]["ndcg@10"] for r in rs), 4) for side, rs in runs.items()})
-    for side, (blocks, peer_side) in itertools.product([s for s in runs if s.startswith("ours")], PEER_SIDES.items()):
-        if peer_side not in runs:
-            continue
-        ours, peer = runs[side], runs[peer_side]
-        suffix = side.removeprefix("ours_").removesuffix("_pre") + ("" if blocks == "recbole" else "_vs_paper_blocks")
+    peers = itertools.product(args.peer_blocks, args.peer_table)
+    for side, (blocks, table) in itertools.product([s for s in runs if s.startswith("ours")], peers):
+        ours, peer = runs[side], runs[peer_side(blocks, table)]
+        suffix = (side.removeprefix("ours_").removesuffix("_pre") + ("" if blocks == "recbole" else "_vs_paper_blocks")
+                  + ("" if table == "adam" else f"_vs_{table}_table"))
         ndcg = [[r["test"]["ndcg@10"] for r in rs] for rs in (ours, peer)]
         summary[f"ndcg_ratio_{suffix}"] = round(statistics.mean(ndcg[0]) / statistics.mean(ndcg[1]), 3)
         summary[f"ndcg_ratio_{suffix}_per_seed"] = [round(o / p, 3) for o, p in zip(*ndcg)]
@@ -423,14 +467,15 @@ def run_seed(args, runs: dict[str, list[dict]]) -> bool:
     if not args.ours_batch:
         args.ours_batch = max(1, round(args.batch / atomic["positions_per_user"]))
     identical = True
-    for blocks in args.peer_blocks:
-        peer = run_peer(argparse.Namespace(**{**vars(args), "peer_blocks": blocks}), args.workdir / "recbole")
+    for blocks, table in itertools.product(args.peer_blocks, args.peer_table):
+        peer = run_peer(argparse.Namespace(**{**vars(args), "peer_blocks": blocks, "peer_table": table}),
+                        args.workdir / "recbole")
         peer_split = peer.pop("split")
         identical &= all(peer_split[s] == atomic["split"][s] for s in ("valid", "test"))
         peer = {**peer, "seed": args.seed, "split_identical": identical, "events": atomic["events"],
                 "users_left_out": atomic["users_left_out"]}
         print(json.dumps(peer), flush=True)
-        runs.setdefault(PEER_SIDES[blocks], []).append(peer)
+        runs.setdefault(peer_side(blocks, table), []).append(peer)
     for examples, norm in itertools.product(args.examples, args.norms):
         ours = {**run_ours(args, data, examples, norm), "seed": args.seed, "num_items_ranked": atomic["num_items"]}
         print(json.dumps(ours), flush=True)

@@ -148,20 +148,24 @@ def test_seq_scale_epoch_and_table_at_one_and_two_ranks():
 
 def test_seq_recbole_side_by_side_on_one_split(tmp_path):
     """Makes RecBole's venv once (benchmarks/.peers/recbole, from PyPI), then every side for 2 epochs:
-    RecBole's SASRec as shipped and with our encoder in it; ours both forms x both norms."""
+    RecBole's SASRec as shipped and with our encoder in it, each with its own optimizer and with our
+    table's; ours both forms x both norms."""
     result = run_python([REPO / "benchmarks/seq_recbole.py", "--users", "150", "--items", "60", "--epochs", "2",
                          "--patience", "1", "--workdir", tmp_path, "--peer-blocks", "recbole,paper",
-                         "--norms", "pre,post", "--seeds", "3"], timeout=900)
+                         "--peer-table", "adam,rowwise_adagrad", "--norms", "pre,post", "--seeds", "3"], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
-    peer, paper, *ours, summary = _rows(result.stdout)
-    assert (peer["impl"], paper["impl"]) == ("recbole-1.2.1", "recbole-1.2.1+paper-blocks")
+    peer, peer_table, paper, paper_table, *ours, summary = _rows(result.stdout)
+    assert [r["impl"] for r in (peer, peer_table, paper, paper_table)] == [
+        "recbole-1.2.1", "recbole-1.2.1+rowwise-adagrad-table@0.01", "recbole-1.2.1+paper-blocks",
+        "recbole-1.2.1+paper-blocks+rowwise-adagrad-table@0.01"]
     assert summary["split_identical"] and summary["seeds"] == [3] and {r["seed"] for r in ours} == {3}
     assert [(r["examples"], r["norm"]) for r in ours] == [("window", "pre"), ("window", "post"), ("prefix", "pre"),
                                                           ("prefix", "post")]
     assert ours[0]["batch"] < summary["batch"] == ours[2]["batch"]  # window batches count users, prefix events
     assert peer["test_users"] == 150 and peer["num_items_ranked"] == ours[0]["num_items_ranked"] == 60
     for r in ours:
-        for side, suffix in ((peer, ""), (paper, "_vs_paper_blocks")):
+        for side, suffix in ((peer, ""), (peer_table, "_vs_rowwise_adagrad_table"), (paper, "_vs_paper_blocks"),
+                             (paper_table, "_vs_paper_blocks_vs_rowwise_adagrad_table")):
             key = r["examples"] + ("_post" if r["norm"] == "post" else "") + suffix
             ratio = r["test"]["ndcg@10"] / side["test"]["ndcg@10"]
             assert summary[f"ndcg_ratio_{key}"] == pytest.approx(ratio, abs=1e-3)
