@@ -4,10 +4,11 @@ Rank r owns the rows ``[lo, hi)`` torchrec's plan gives it. Every use of a row g
 collection's forward with a ``KeyedJaggedTensor`` (torchrec all-to-alls the ids to their owners
 and the embeddings back), and the optimizer is fbgemm's, fused into the backward: a row is
 updated once per step from the sum of its gradients over every key and rank ("exact" optimizers
-merge duplicate ids). The keys share the one table:
+merge duplicate ids). The keys share the one table, each holding its distinct ids in one bag
+(``model.distinct``):
 
-- ``seq``: each example's input items (jagged, one bag per example),
-- ``pos`` / ``neg``: each target and its sampled negative (BCE),
+- ``seq``: the step's input items,
+- ``pos`` / ``neg``: its targets and their sampled negatives (BCE),
 - ``rows``: this rank's own rows, in order (the output layer of the full softmax). Row-wise
   routing keeps them on this rank, so the lookup moves no row between ranks.
 
