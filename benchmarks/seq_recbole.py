@@ -4,6 +4,8 @@ train seconds per epoch of each, and their ratios.
     python benchmarks/seq_recbole.py [--users 2000 --items 1000 --epochs 200 --patience 10 --examples window,prefix]
     python benchmarks/seq_recbole.py --data DATASET   # a dataset converted with --split loo
     python benchmarks/seq_recbole.py --examples window --norms pre,post --peer-blocks recbole,paper --seeds 0,1,2
+    # like for like: RecBole's blocks and examples on both sides, RecBole's table trained as ours
+    python benchmarks/seq_recbole.py --examples prefix --norms post --peer-table adam,rowwise_adagrad --seeds 0,1,2
 
 The peer lives in its own virtual environment, ``benchmarks/.peers/recbole`` (made here, once,
 about 1.6 GB; never a project dependency): RecBole 1.2.1 from PyPI with what it still runs on, pinned:
