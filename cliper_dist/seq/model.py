@@ -10,7 +10,7 @@ them in the backward), and the dense gradients are summed over ranks (an all-red
 averaged. Two losses:
 
 - ``bce``: the paper's, each position's target against one sampled negative;
-- ``ce``: the full softmax over every item (``softmax.SoftmaxRows``).
+- ``ce``: the full softmax over every item (``softmax.cross_entropy``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cliper_dist.model.base import FeatureConfig
 from cliper_dist.parallel.optim import OptimConfig
 from cliper_dist.seq.data import Batch, Examples, Sequences
 from cliper_dist.seq.sasrec import Norm, SASRec, left_pad
-from cliper_dist.seq.softmax import SoftmaxRows, target_ranks
+from cliper_dist.seq.softmax import cross_entropy, rows_travel, target_ranks
 from cliper_dist.seq.table import ItemTable, Optimizer, TableOptim, keyed_ids, row_bounds
 
 ItemInput = Literal["id", "features", "id+features"]
@@ -172,16 +172,15 @@ class SeqHead(nn.Module):
         """(this rank's share of the global batch's mean loss, the same detached)."""
         batch = step.batch
         vectors = self.vectors(looked_up, step.ids, step.expand)
-        # the output layer's rows start moving before the encoder runs (softmax.py)
-        output = SoftmaxRows(vectors["rows"], batch.counts, self.row_counts) if self.cfg.loss == "ce" else None
         y, mask = self.encode(vectors["seq"], batch.lengths)
         h = batch.scored(y, mask)
-        if output is None:
+        if self.cfg.loss == "ce":
+            loss = cross_entropy(h, batch.targets, vectors["rows"], batch.counts, self.row_counts,
+                                 self.cfg.softmax_block)
+        else:
             pos = (h * vectors["pos"]).sum(-1)
             neg = (h * vectors["neg"]).sum(-1)
             loss = (F.softplus(-pos) + F.softplus(neg)).sum() / batch.total
-        else:
-            loss = output.cross_entropy(h, batch.targets, self.cfg.softmax_block)
         return loss, loss.detach()
 
 
@@ -261,13 +260,16 @@ class SeqModel:
         return self.head.content
 
     def step_input(self, batch: Batch) -> SeqBatch:
-        """A batch's distinct ids per key (the full softmax's: this rank's rows) and their KJT."""
+        """A batch's distinct ids per key and their KJT. The full softmax's ``rows``: every row when
+        they travel (``softmax.rows_travel``: torchrec's all-to-alls bring them), else this rank's
+        own (row-wise routing keeps them here)."""
         items = {"seq": batch.inputs}
         if self.cfg.loss == "bce":
             items.update(pos=batch.targets, neg=batch.negatives)
         ids, expand = distinct(items)
         if self.cfg.loss == "ce":
-            ids["rows"] = torch.arange(self.lo, self.hi)  # row-wise routing keeps them on this rank
+            every = rows_travel(self.num_items, batch.counts)
+            ids["rows"] = torch.arange(0, self.num_items) if every else torch.arange(self.lo, self.hi)
         return SeqBatch(batch, ids, expand, keyed_ids(ids) if self.table else None)
 
     def step(self, batch: Batch) -> torch.Tensor:

@@ -9,14 +9,16 @@ min(positions, items) x d each way:
   with their targets, each rank scores them against its own rows only, and one all-gather of
   each rank's partial log-sum-exp and target logit gives each position's exact log-sum-exp. Two
   collectives forward, one backward (the all-reduce of the positions' gradients).
-- **rows** (at most as many items as positions; a small catalog): the rows are all-gathered,
-  each rank scores its own positions against every item, and the backward reduce-scatters the
-  table's gradient to the rows' owners. One collective each way, and none carries positions.
+- **rows** (at most as many items as positions; a small catalog): every rank looks up every row
+  (``rows_travel``; the step's ``rows`` key), so torchrec's own all-to-alls carry them, beside the
+  inputs' rows, and carry their gradients back to the owners, where fbgemm sums them. Each rank
+  scores its own positions against every item: the loss itself makes no collective.
 
 Every rank knows each rank's position and row counts (from the batch and the plan), so both
 choose alike and no collective asks for a size; on a shared CPU each collective's latency, not
-only its bytes, is what costs. No rank holds more than ``block`` x (its rows or all rows)
-logits at once: the backward recomputes them block by block from the saved log-sum-exp.
+only its bytes, is what costs (``benchmarks/sync_cost.py``). No rank holds more than ``block`` x
+(its rows or all rows) logits at once: the backward recomputes them block by block from the saved
+log-sum-exp.
 """
 
 from __future__ import annotations
@@ -34,38 +36,29 @@ def _rank() -> int:
     return dist.get_rank() if _world() > 1 else 0
 
 
+def rows_travel(num_items: int, counts: tuple[int, ...]) -> bool:
+    """Whether a step's rows travel (every rank looks up every row) rather than its positions: at
+    most as many items as the global batch has positions (``counts``: every rank's)."""
+    return num_items <= sum(counts)
+
+
 def gather_rows(x: torch.Tensor, counts: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
     """Every rank's rows of ``x`` (n_r, ...) concatenated in rank order, and the n_r (gathered
-    first unless ``counts`` gives them)."""
+    first unless ``counts`` gives them). Uneven counts travel in slots of max(counts) rows."""
     if _world() == 1:
         return x, [x.shape[0]]
     if counts is None:
         gathered = [torch.zeros(1, dtype=torch.long) for _ in range(_world())]
         dist.all_gather(gathered, torch.tensor([x.shape[0]]))
         counts = [int(c) for c in gathered]
-    buffer, _ = _start_gather(x, list(counts), async_op=False)
-    return _from_slots(buffer, list(counts)), list(counts)
-
-
-# Ranks exchange uneven row counts in slots of max(counts) rows each, rank r's rows first in slot r.
-
-def _slot_index(counts: list[int], device: torch.device) -> torch.Tensor:
-    """Where each rank's rows (in rank order) lie in the slots."""
     width = max(counts)
-    return torch.cat([torch.arange(r * width, r * width + n, device=device) for r, n in enumerate(counts)])
-
-
-def _start_gather(x: torch.Tensor, counts: list[int], async_op: bool):
-    """Every rank's ``x`` (counts[rank], ...) in the slots (``_from_slots`` takes them out), and the
-    all-gather's work (None unless ``async_op``)."""
-    padded = x.new_zeros(max(counts), *x.shape[1:])
+    padded = x.new_zeros(width, *x.shape[1:])
     padded[:x.shape[0]] = x
-    buffer = x.new_empty(len(counts) * max(counts), *x.shape[1:])
-    return buffer, dist.all_gather_single(buffer, padded, async_op=async_op)
-
-
-def _from_slots(buffer: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    return buffer if len(set(counts)) == 1 else buffer[_slot_index(counts, buffer.device)]
+    slots = x.new_empty(len(counts) * width, *x.shape[1:])
+    dist.all_gather_single(slots, padded)
+    if len(set(counts)) == 1:
+        return slots, list(counts)
+    return torch.cat([slots[r * width:r * width + n] for r, n in enumerate(counts)]), list(counts)
 
 
 def _gather_positions(h: torch.Tensor, targets: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,119 +149,39 @@ def _softmax_grads(hs: torch.Tensor, rows: torch.Tensor, ts: torch.Tensor, lse: 
     return d_rows, d_h
 
 
-class _RowExchange:
-    """The rows' two collectives of one step, each started as early as its data exists and awaited
-    as late as it is needed: the all-gather as soon as the rows are looked up (it runs while the
-    encoder does), the reduce-scatter of the table's gradient as soon as the loss's backward has it
-    (it runs while the encoder's backward does). A collective then waits only for the slower rank,
-    not for a rank's compute between two blocking calls."""
-
-    def __init__(self, row_counts: list[int]):
-        self.row_counts = row_counts
-        self.work = self.gathered = self.reduced = None
-
-    def _wait(self) -> None:
-        if self.work is not None:
-            self.work.wait()
-            self.work = None
-
-    def start_gather(self, rows: torch.Tensor) -> None:
-        if _world() == 1:
-            self.gathered = rows
-            return
-        self.gathered, self.work = _start_gather(rows, self.row_counts, async_op=True)
-
-    def table(self) -> torch.Tensor:
-        """Every rank's rows in rank order (I, d); once a step (the loss keeps it for its backward)."""
-        self._wait()
-        gathered, self.gathered = self.gathered, None
-        return gathered if _world() == 1 else _from_slots(gathered, self.row_counts)
-
-    def start_reduce_scatter(self, d_table: torch.Tensor) -> None:
-        """Sum ``d_table`` (I, d) over ranks, each rank to keep its own rows' share."""
-        if _world() == 1:
-            self.reduced = d_table
-            return
-        width = max(self.row_counts)
-        padded = d_table.new_zeros(len(self.row_counts) * width, d_table.shape[1])
-        padded[_slot_index(self.row_counts, d_table.device)] = d_table
-        self.reduced = d_table.new_empty(width, d_table.shape[1])
-        self.work = dist.reduce_scatter_single(self.reduced, padded, async_op=True)
-
-    def own_gradient(self) -> torch.Tensor:
-        self._wait()
-        reduced, self.reduced = self.reduced, None
-        return reduced[:self.row_counts[_rank()]]
-
-
-class _StartGather(torch.autograd.Function):
-    """The rows as they are (forward: their all-gather starts); backward: this rank's rows' gradient
-    summed over ranks, from the reduce-scatter the loss's backward started. Made before the encoder
-    runs, this node's backward runs after the encoder's (autograd runs later-made nodes first)."""
+class _LocalCrossEntropy(torch.autograd.Function):
+    """This rank's positions against every row: the rows' gradient goes back through the lookup."""
 
     @staticmethod
-    def forward(ctx, rows, exchange):
-        exchange.start_gather(rows.detach())
-        ctx.exchange = exchange
-        return rows.view_as(rows)
-
-    @staticmethod
-    def backward(ctx, _):
-        return ctx.exchange.own_gradient(), None
-
-
-class _GatheredRowsCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, rows, targets, total, exchange, block):
-        table = exchange.table()
+    def forward(ctx, h, rows, targets, total, block):
+        h, rows = h.detach(), rows.detach()
         lse, target_logit = h.new_empty(h.shape[0]), h.new_empty(h.shape[0])
         for s in range(0, h.shape[0], block):
-            z = h[s:s + block].detach() @ table.T
+            z = h[s:s + block] @ rows.T
             lse[s:s + block] = torch.logsumexp(z, 1)
             target_logit[s:s + block] = z.gather(1, targets[s:s + block, None]).squeeze(1)
-        ctx.save_for_backward(h.detach(), table, targets, lse)
-        ctx.total, ctx.exchange, ctx.block, ctx.rows_shape = total, exchange, block, rows.shape
+        ctx.save_for_backward(h, rows, targets, lse)
+        ctx.total, ctx.block = total, block
         return (lse - target_logit).sum() / total
 
     @staticmethod
     def backward(ctx, grad):
-        h, table, targets, lse = ctx.saved_tensors
-        d_table, d_h = torch.zeros_like(table), torch.empty_like(h)
-        scale = grad / ctx.total  # this rank's own loss scale: its share of the table's gradient carries it
-        for s in range(0, h.shape[0], ctx.block):
-            hb = h[s:s + ctx.block]
-            dz = (hb @ table.T - lse[s:s + ctx.block, None]).exp()
-            dz[torch.arange(hb.shape[0], device=dz.device), targets[s:s + ctx.block]] -= 1.0
-            dz *= scale
-            d_table += dz.T @ hb
-            d_h[s:s + ctx.block] = dz @ table
-        ctx.exchange.start_reduce_scatter(d_table)
-        # the rows' real gradient arrives through _StartGather's backward, once the reduce-scatter is done
-        return d_h, grad.new_zeros(()).expand(ctx.rows_shape), None, None, None, None
+        h, rows, targets, lse = ctx.saved_tensors
+        d_rows, d_h = _softmax_grads(h, rows, targets, lse, 0, ctx.block, None)
+        scale = grad / ctx.total
+        return d_h * scale, d_rows * scale, None, None, None
 
 
-class SoftmaxRows:
-    """This rank's rows of the output layer in one step, moved the way the step's sizes favour.
-    Made as soon as the rows are looked up, so that their all-gather (when the rows travel)
-    overlaps the encoder; ``cross_entropy`` then scores the step's positions."""
-
-    def __init__(self, rows: torch.Tensor, counts: tuple[int, ...], row_counts: tuple[int, ...]):
-        """``rows`` (I_r, d) this rank's rows of the table, ``row_counts`` every rank's I_r (rank r's
-        rows follow rank r-1's), ``counts`` every rank's positions in the step."""
-        self.counts, self.row_counts = list(counts), list(row_counts)
-        self.exchange = _RowExchange(self.row_counts) if sum(row_counts) <= sum(counts) else None
-        self.rows = rows if self.exchange is None else _StartGather.apply(rows, self.exchange)
-
-    def cross_entropy(self, h: torch.Tensor, targets: torch.Tensor, block: int = 4096) -> torch.Tensor:
-        """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
-        (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,)
-        their items; ``block`` positions scored at once. Once per instance: a step's rows serve one loss."""
-        if self.exchange is not None:
-            if self.exchange.gathered is None:
-                raise RuntimeError("SoftmaxRows.cross_entropy called twice: make one SoftmaxRows per loss")
-            return _GatheredRowsCrossEntropy.apply(h, self.rows, targets, sum(self.counts), self.exchange, block)
-        lo = sum(self.row_counts[:_rank()])
-        return _GatheredPositionsCrossEntropy.apply(h, self.rows, targets, self.counts, lo, block)
+def cross_entropy(h: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, counts: tuple[int, ...],
+                  row_counts: tuple[int, ...], block: int = 256) -> torch.Tensor:
+    """This rank's share of the mean full-softmax cross-entropy over the global batch's positions
+    (the sum over ranks is the loss): ``h`` (n_r, d) this rank's positions, ``targets`` (n_r,) their
+    items, ``counts`` every rank's n_r; ``rows`` every row of the table (I, d) when they travel
+    (``rows_travel``), else this rank's (I_r, d), ``row_counts`` every rank's I_r (rank r's rows
+    follow rank r-1's); ``block`` positions scored at once."""
+    if rows.shape[0] == sum(row_counts):
+        return _LocalCrossEntropy.apply(h, rows, targets, sum(counts), block)
+    return _GatheredPositionsCrossEntropy.apply(h, rows, targets, list(counts), sum(row_counts[:_rank()]), block)
 
 
 @torch.no_grad()

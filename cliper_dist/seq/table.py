@@ -9,8 +9,9 @@ merge duplicate ids). The keys share the one table, each holding its distinct id
 
 - ``seq``: the step's input items,
 - ``pos`` / ``neg``: its targets and their sampled negatives (BCE),
-- ``rows``: this rank's own rows, in order (the output layer of the full softmax). Row-wise
-  routing keeps them on this rank, so the lookup moves no row between ranks.
+- ``rows``: the output layer of the full softmax: every row when the step's rows travel (every rank
+  looks them all up, and torchrec's all-to-alls carry them; ``softmax.rows_travel``), else this
+  rank's own, which row-wise routing keeps on this rank.
 
 Why fused: torchrec 1.8's ``dense`` kernel fails the row-wise sequence all-to-all on CPU (its
 output carries every id, not the owner's, and the split sizes do not match); fbgemm's CPU
