@@ -56,13 +56,15 @@ One JSON line per side and seed (ours: per form and norm), then a summary over `
 (each seed draws the synthetic catalog too): each side's test NDCG@10 as [mean, std];
 ``ndcg_ratio_<form>[_post][_vs_paper_blocks][_vs_rowwise_adagrad_table]`` (ours' mean over
 RecBole's; the target is within 3%), the same per seed, and ``epoch_speedup_...`` (RecBole's mean
-train s/epoch over ours; the target is >= 2x). The host's speed drifts 15-25% in minutes: read the speed ratios as noisy.
+train s/epoch over ours; the target is >= 2x). The host's speed drifts 15-25% in minutes: read the
+speed ratios as noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import itertools
 import json
 import os
@@ -333,7 +335,10 @@ def right_to_left(item_seq, lengths):
 def run_peer(args, work: Path) -> dict:
     """RecBole's result; with ``--reuse-peer``, the one saved by an earlier run of the same flags and files."""
     encoder = (REPO / "cliper_dist/seq/sasrec.py").read_text() if args.peer_blocks == "paper" else ""
-    key = hashlib.sha256((" ".join(common_flags(args)) + (work / NAME / f"{NAME}.inter").read_text() + encoder)
+    table = args.peer_table == "rowwise_adagrad"  # only then does --table-lr reach RecBole
+    flags = [f for f in common_flags(args) if table or not f.startswith("--table-lr=")]
+    optimizer = inspect.getsource(_TableApart) if table else ""
+    key = hashlib.sha256((" ".join(flags) + (work / NAME / f"{NAME}.inter").read_text() + encoder + optimizer)
                          .encode()).hexdigest()[:16]
     saved = work / f"peer_result_{args.peer_blocks}_{args.peer_table}.json"
     if args.reuse_peer and saved.exists() and json.loads(saved.read_text())["key"] == key:

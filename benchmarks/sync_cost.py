@@ -12,8 +12,9 @@ collectives (the sequential task's torchrec lookup, softmax and dense all-reduce
 pays that per collective. Then the all-reduce alone, 60 times back to back and 60 times after 5 ms
 of compute each.
 
-One JSON line per (ranks, k) (median ms a step over ``--repeats``), one per latency mode, then a
-summary: ``ms_per_sync_2_ranks`` ((step at k - step at 0) / k, both at 2 ranks in the same run).
+One JSON line per world size, its ``rows``: one per k (median ms a step over ``--repeats``) and,
+at 2 ranks, one per latency mode; then a summary: ``ms_per_sync_2_ranks`` ((step at k - step at 0)
+/ k, both at 2 ranks in the same run).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def step_ms(k: int, args, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> 
         dist.barrier()
         start = time.perf_counter()
         for _ in range(args.steps):
-            for part in range(max(k, 1)):
+            for _ in range(max(k, 1)):
                 for _ in range(args.segments // max(k, 1)):
                     (a @ b).exp_()
                 if k:
@@ -88,6 +89,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    syncs = [int(k) for k in args.syncs.split(",")]
+    if 0 not in syncs or any(k and args.segments % k for k in syncs):
+        p.error(f"--syncs must hold 0 and divide --segments {args.segments} evenly; got {args.syncs}")
     if args.worker:
         return worker(args)
     flags = [f"--{k}={getattr(args, k)}" for k in ("syncs", "segments", "rows", "items", "steps", "repeats")]

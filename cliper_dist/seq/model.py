@@ -106,8 +106,8 @@ class ItemContent(nn.Module):
 
 def distinct(items: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Each key's distinct items, and the index that expands their vectors back to ``items[key]``.
-    A row is looked up (and its gradient sent back) once per rank and step, however many positions
-    read it: the lookup's all-to-alls carry a few rows instead of every position (torchrec's
+    A row is looked up (and its gradient sent back) once per key, rank and step, however many
+    positions read it: the lookup's all-to-alls carry a few rows instead of every position (torchrec's
     ``use_index_dedup``, whose kernel is CUDA-only). The gradient is the same: fbgemm's exact
     optimizers sum a row's gradients either way."""
     pairs = {key: torch.unique(values, return_inverse=True) for key, values in items.items()}

@@ -179,7 +179,9 @@ def cross_entropy(h: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, co
     items, ``counts`` every rank's n_r; ``rows`` every row of the table (I, d) when they travel
     (``rows_travel``), else this rank's (I_r, d), ``row_counts`` every rank's I_r (rank r's rows
     follow rank r-1's); ``block`` positions scored at once."""
-    if rows.shape[0] == sum(row_counts):
+    if rows_travel(sum(row_counts), counts):
+        if rows.shape[0] != sum(row_counts):
+            raise ValueError(f"the rows travel this step: every rank passes all {sum(row_counts)}; got {rows.shape[0]}")
         return _LocalCrossEntropy.apply(h, rows, targets, sum(counts), block)
     return _GatheredPositionsCrossEntropy.apply(h, rows, targets, list(counts), sum(row_counts[:_rank()]), block)
 
